@@ -1,0 +1,63 @@
+"""Name -> component lookups with lazy imports.
+
+Every pluggable component (model, dataset, evaluator, trainer) is chosen by a
+string in the config. Entries are "module:attribute" paths so that importing
+the registry never imports TensorFlow or a model family the run does not use.
+An unknown name fails with the list of known names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+
+class UnknownNameError(ValueError):
+  """Raised when a config names a component that is not registered."""
+
+
+class Registry:
+  """A small name -> lazily imported object table."""
+
+  def __init__(self, kind: str, entries: dict[str, str]):
+    self.kind = kind
+    self._entries = dict(entries)
+
+  def names(self) -> list[str]:
+    return sorted(self._entries)
+
+  def register(self, name: str, target: str) -> None:
+    """Adds `name` -> "module:attribute" (for user extensions)."""
+    if name in self._entries and self._entries[name] != target:
+      raise ValueError(f"{self.kind} {name!r} is already registered as "
+                       f"{self._entries[name]!r}.")
+    self._entries[name] = target
+
+  def get(self, name: str) -> Any:
+    if name not in self._entries:
+      raise UnknownNameError(
+          f"Unknown {self.kind} {name!r}; known {self.kind}s: "
+          f"{', '.join(self.names())}.")
+    module_name, _, attribute = self._entries[name].partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._entries
+
+
+MODELS = Registry("model", {
+    "nac": "crl.models.nac:NAC",
+})
+
+DATASETS = Registry("dataset", {
+    "causal_shapes": "crl.data.causal_shapes:CausalShapes",
+    "tfds": "crl.data.tfds_input:TFDSImageClassification",
+})
+
+EVALUATORS = Registry("evaluator", {
+    "classification": "crl.evaluators.classification:ClassificationEvaluator",
+})
+
+TRAINERS = Registry("trainer", {
+    "classification": "crl.train:train_and_evaluate",
+})
