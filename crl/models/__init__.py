@@ -1,0 +1,1 @@
+"""Model families of crl (NAC and the layers shared by comparison models)."""

@@ -1,0 +1,496 @@
+"""Neural Attentive Circuits (NAC), Rahaman et al., NeurIPS 2022.
+
+A set of modules, each with a signature (where it sits in the graph) and a
+code (which function it computes). Input modules read the image tokens through
+their own code-conditioned projections; mediator modules exchange messages
+along a sparse graph derived from the signatures (sampled per example during
+training when the kernel is stochastic); output modules read the mediators
+and produce the logits. See specs/nac.md.
+
+Defaults are NAC-S/32: `NAC(num_classes=10)`.
+
+Call (`train` is a Python bool: jit with `static_argnames='train'` or
+`functools.partial(model.init, train=False)`):
+  `logits, aux = model.apply(variables, images, train=bool,
+                             rngs={'dropout': k1, 'sample': k2})`
+with images float32 `[batch, height, width, 3]` in [0, 1]. The 'sample'
+stream drives graph sampling and initial-state noise, 'dropout' drives
+DropPath. With `train=False`, `eval_graph` 'soft'/'threshold' and no noise,
+no rng is needed.
+
+`aux` holds
+  'graph': the mediator graph actually used, `[batch, U, W]` when sampled per
+    example, else `[U, W]` (all ones for `complete_graph`);
+  'kernel': the truncated kernel K `[U, W]`;
+  'reg_loss': `graph_reg_weight * L_graph` (0.0 without regulariser);
+  'readout_weights': `[batch, num_output_modules]` pooling weights (one-hot on
+    module 0 for the 'single' read-out);
+  'readout_graph': the output-to-mediator graph (same conventions as 'graph');
+  'read_in_attention': `[batch, heads, input modules, tokens]`.
+Here U = mediators, W = senders: the mediators, preceded by the input modules
+when `inputs_are_mediators=False`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import networkx as nx
+import numpy as np
+
+from crl.models import graph_priors
+from crl.models import kernel as kernel_lib
+from crl.models import layers
+
+READOUTS = ("pooled", "single")
+INITIAL_STATES = ("code", "dense")
+GRAPH_REGULARIZERS = (None, "hinge", "graphon")
+
+
+class StateSeeder(nn.Module):
+  """Initial module states from codes.
+
+  'code': `h_u = c_u`; 'dense': `h_u = Dense(LN(c_u))`. With `noise`, adds
+  `eps * exp(0.5 * Dense'(LN(c_u)))` in training (eps ~ N(0, I) from the
+  'sample' stream; log-variance bias initialised at -5).
+
+  Attributes:
+    features: state channels.
+    mode: 'code' or 'dense'.
+    noise: whether to add the learned state noise in training.
+  """
+  features: int
+  mode: str = "code"
+  noise: bool = False
+
+  @nn.compact
+  def __call__(self, codes: jax.Array, batch_size: int, *,
+               train: bool) -> jax.Array:
+    """Seeds states.
+
+    Args:
+      codes: `[modules, code]`.
+      batch_size: B.
+      train: adds the noise when True (and `noise`).
+
+    Returns:
+      `[batch, modules, features]`.
+    """
+    normed = None
+    if self.mode == "dense" or self.noise:
+      normed = nn.LayerNorm(name="code_norm")(codes)
+    if self.mode == "dense":
+      states = nn.Dense(self.features, name="seed")(normed)
+    else:
+      states = codes
+    states = jnp.broadcast_to(states, (batch_size,) + states.shape)
+    if self.noise:
+      log_var = nn.Dense(self.features,
+                         bias_init=nn.initializers.constant(-5.0),
+                         name="noise_log_var")(normed)
+      if train:
+        eps = jax.random.normal(self.make_rng("sample"), states.shape,
+                                states.dtype)
+        states = states + eps * jnp.exp(0.5 * log_var)
+    return states
+
+
+class NAC(nn.Module):
+  """Neural Attentive Circuits image classifier.
+
+  All fields are hyperparameters (config keys); defaults give NAC-S/32.
+
+  Attributes:
+    num_classes: output classes.
+    tokenizer: 'convnext' (stem + ConvNeXt stages) or 'patch'.
+    patch_size: stem / patch stride in pixels.
+    stem_channels: channels after the stem (doubled by each further stage).
+    tokenizer_blocks: ConvNeXt blocks per stage, one entry per stage (every
+      stage after the first halves the grid); an integer n means n stages of
+      one block each.
+    pos_grid_channels: channels of the learned positional grid.
+    d_state: module state channels.
+    d_code: module code channels.
+    d_sig: signature channels.
+    num_input_modules: input modules (read the tokens).
+    num_mediator_modules: mediator modules (the processors).
+    num_output_modules: output modules (read the mediators).
+    inputs_are_mediators: the input modules double as mediators (then
+      num_input_modules must equal num_mediator_modules).
+    initial_state: 'code' (state = code; needs d_code == d_state) or 'dense'
+      (state = Dense(LN(code))).
+    state_noise: learned Gaussian noise on initial states in training.
+    per_layer_codes: one mediator code per propagator layer.
+    num_layers: propagator layers (weights not shared).
+    num_heads: heads in the propagators.
+    head_dim: channels per head; None: d_state // heads.
+    read_in_heads: heads in the read-in.
+    read_out_heads: heads in the read-out.
+    shared_read_in_projection: one Dense key/value projection of the tokens
+      for all input modules (fast) instead of code-conditioned ones.
+    fold_read_in: compute the code-conditioned read-in in the folded form
+      (mathematically equal, much cheaper; see `layers.ReadInAttention`).
+    modfc_mode: 'one_plus' (scale 1 + g LN(W_c c)), 'plain_scale'
+      (g LN(W_c c)) or 'dense' (no modulation; Perceiver-like ablation).
+    modfc_gain_init: initial ModFC gain g.
+    ffn: 'geglu' or 'gelu'.
+    ffn_hidden: hidden channels of the feed-forward blocks.
+    layer_scale_init: LayerScale init; None for no LayerScale.
+    drop_path: stochastic depth rate.
+    qkv_bias: bias in query/key/value projections.
+    readout: 'pooled' (confidence-weighted output modules) or 'single'
+      (output module 0).
+    kernel_tau: kernel truncation (pairs with d > tau are cut); None: none.
+    kernel_sigma: kernel bandwidth (initial value when learned).
+    learn_sigma: learn the bandwidth (parameter 'kernel_log_sigma').
+    stochastic_kernel: sample a relaxed Bernoulli graph per example in
+      training (and at eval when eval_graph == 'sample').
+    kernel_temperature: relaxation temperature T.
+    eval_graph: graph at eval for the stochastic kernel: 'soft' (K),
+      'threshold' (K > 0.5) or 'sample'. Without the stochastic kernel, K is
+      used in training and eval.
+    complete_graph: no kernel mask at all (NAC-as-Perceiver ablation).
+    graph_prior: None (random signatures) or a name from
+      `graph_priors.known_graph_priors()`; fits the mediator signatures.
+    graph_prior_kwargs: the prior's keywords (dict or ((key, value), ...)),
+      e.g. (('m', 2), ('seed', 0)); empty: the prior's defaults
+      (barabasi_albert: m=2, seed=0, as in NAC-S/32).
+    prior_fit_steps: Adam steps of the signature fit.
+    prior_fit_margin: hinge margin around tau in the fit.
+    freeze_signatures: signatures receive no gradient.
+    graph_regularizer: None, 'hinge' (repulsion) or 'graphon' (match the
+      graph prior's adjacency; needs graph_prior).
+    graph_reg_weight: lambda of the regulariser.
+    hinge_threshold: h of the hinge repulsion.
+  """
+  num_classes: int = 10
+  tokenizer: str = "convnext"
+  patch_size: int = 4
+  stem_channels: int = 32
+  tokenizer_blocks: Tuple[int, ...] = (1,)
+  pos_grid_channels: int = 64
+  d_state: int = 128
+  d_code: int = 128
+  d_sig: int = 64
+  num_input_modules: int = 64
+  num_mediator_modules: int = 64
+  num_output_modules: int = 8
+  inputs_are_mediators: bool = True
+  initial_state: str = "code"
+  state_noise: bool = False
+  per_layer_codes: bool = False
+  num_layers: int = 4
+  num_heads: int = 4
+  head_dim: Optional[int] = 32
+  read_in_heads: int = 4
+  read_out_heads: int = 4
+  shared_read_in_projection: bool = False
+  fold_read_in: bool = True
+  modfc_mode: str = "one_plus"
+  modfc_gain_init: float = 0.1
+  ffn: str = "geglu"
+  ffn_hidden: int = 256
+  layer_scale_init: Optional[float] = None
+  drop_path: float = 0.0
+  qkv_bias: bool = False
+  readout: str = "pooled"
+  kernel_tau: Optional[float] = 0.9
+  kernel_sigma: float = 1.0
+  learn_sigma: bool = False
+  stochastic_kernel: bool = True
+  kernel_temperature: float = 0.5
+  eval_graph: str = "soft"
+  complete_graph: bool = False
+  graph_prior: Optional[str] = "barabasi_albert"
+  graph_prior_kwargs: Any = ()
+  prior_fit_steps: int = 1000
+  prior_fit_margin: float = 0.05
+  freeze_signatures: bool = False
+  graph_regularizer: Optional[str] = None
+  graph_reg_weight: float = 0.1
+  hinge_threshold: float = 0.4
+
+  def __post_init__(self):
+    # Store the prior's keywords as a sorted tuple of pairs so the module
+    # stays hashable whether a dict, a ConfigDict or pairs were given.
+    kwargs = graph_priors.kwargs_dict(self.graph_prior_kwargs)
+    object.__setattr__(self, "graph_prior_kwargs",
+                       tuple(sorted(kwargs.items())))
+    self._validate()
+    super().__post_init__()
+
+  def _validate(self) -> None:
+    """Raises ValueError naming the offending field."""
+    def choice(field, options):
+      value = getattr(self, field)
+      if value not in options:
+        raise ValueError(f"NAC.{field} must be one of {options}, got "
+                         f"{value!r}.")
+
+    def positive(field, allow_zero=False):
+      value = getattr(self, field)
+      if not isinstance(value, (int, np.integer)) or value < (
+          0 if allow_zero else 1):
+        raise ValueError(f"NAC.{field} must be an integer >= "
+                         f"{0 if allow_zero else 1}, got {value!r}.")
+
+    choice("tokenizer", layers.TOKENIZERS)
+    choice("modfc_mode", layers.MODFC_MODES)
+    choice("ffn", layers.FFN_KINDS)
+    choice("readout", READOUTS)
+    choice("initial_state", INITIAL_STATES)
+    choice("eval_graph", kernel_lib.GRAPH_MODES)
+    choice("graph_regularizer", GRAPH_REGULARIZERS)
+    for field in ("num_classes", "patch_size", "stem_channels", "d_state",
+                  "d_code", "d_sig", "num_input_modules",
+                  "num_mediator_modules", "num_output_modules", "num_layers",
+                  "num_heads", "read_in_heads", "read_out_heads", "ffn_hidden",
+                  "prior_fit_steps"):
+      positive(field)
+    positive("pos_grid_channels", allow_zero=True)
+    blocks = self._tokenizer_blocks()
+    if self.tokenizer == "convnext" and (
+        len(blocks) < 1 or any(d < 0 for d in blocks)):
+      raise ValueError("NAC.tokenizer_blocks must list >= 0 blocks for each of "
+                       f"at least one stage, got {self.tokenizer_blocks!r}.")
+    if self.head_dim is None:
+      for field in ("num_heads", "read_in_heads", "read_out_heads"):
+        if self.d_state % getattr(self, field):
+          raise ValueError(
+              f"NAC.d_state={self.d_state} must be divisible by NAC.{field}="
+              f"{getattr(self, field)} when head_dim is None.")
+    else:
+      positive("head_dim")
+    if self.initial_state == "code" and self.d_code != self.d_state:
+      raise ValueError(f"NAC.d_code must equal d_state={self.d_state} when "
+                       f"initial_state='code', got {self.d_code}.")
+    if (self.inputs_are_mediators
+        and self.num_input_modules != self.num_mediator_modules):
+      raise ValueError(
+          f"NAC.num_input_modules must equal num_mediator_modules="
+          f"{self.num_mediator_modules} when inputs_are_mediators=True, got "
+          f"{self.num_input_modules}.")
+    if not 0.0 <= self.drop_path < 1.0:
+      raise ValueError(f"NAC.drop_path must be in [0, 1), got "
+                       f"{self.drop_path}.")
+    if self.kernel_sigma <= 0.0:
+      raise ValueError(f"NAC.kernel_sigma must be > 0, got "
+                       f"{self.kernel_sigma}.")
+    if self.kernel_temperature <= 0.0:
+      raise ValueError(f"NAC.kernel_temperature must be > 0, got "
+                       f"{self.kernel_temperature}.")
+    if self.kernel_tau is not None and not 0.0 < self.kernel_tau <= 2.0:
+      raise ValueError(f"NAC.kernel_tau must be None or in (0, 2], got "
+                       f"{self.kernel_tau}.")
+    if self.graph_prior is not None:
+      if self.kernel_tau is None:
+        raise ValueError("NAC.kernel_tau must be set (e.g. 0.9) when "
+                         f"graph_prior={self.graph_prior!r}.")
+      try:
+        graph_priors.target_adjacency(self.graph_prior,
+                                      self.num_mediator_modules,
+                                      self.graph_prior_kwargs)
+      except (ValueError, TypeError, nx.NetworkXError) as e:
+        raise ValueError(f"NAC.graph_prior / graph_prior_kwargs: {e}") from e
+    if self.graph_regularizer == "graphon" and self.graph_prior is None:
+      raise ValueError("NAC.graph_prior must name the target graph when "
+                       "graph_regularizer='graphon', got None.")
+
+  def _tokenizer_blocks(self) -> tuple[int, ...]:
+    """Blocks per stage; an integer n means n stages of one block each."""
+    blocks = self.tokenizer_blocks
+    if isinstance(blocks, (int, np.integer)):
+      return (1,) * int(blocks)
+    try:
+      return tuple(int(d) for d in blocks)
+    except (TypeError, ValueError) as e:
+      raise ValueError("NAC.tokenizer_blocks must be a tuple of block counts "
+                       f"per stage or a number of stages, got {blocks!r}."
+                       ) from e
+
+  def _head_dim(self, heads: int) -> int:
+    return self.head_dim if self.head_dim is not None else self.d_state // heads
+
+  def _prior_adjacency(self) -> np.ndarray:
+    return graph_priors.target_adjacency(
+        self.graph_prior, self.num_mediator_modules, self.graph_prior_kwargs)
+
+  def _graph_mode(self, train: bool) -> str:
+    if not self.stochastic_kernel:
+      return "soft"
+    return "sample" if train else self.eval_graph
+
+  def _graph(self, kern: dict[str, jax.Array], mode: str,
+             batch_size: int) -> dict[str, Any]:
+    """The graph dict used for attention (None masks for the complete graph)."""
+    if self.complete_graph:
+      return {"graph": jnp.ones(kern["kernel"].shape, jnp.float32),
+              "log_graph": None, "link": None}
+    key = self.make_rng("sample") if mode == "sample" else None
+    return kernel_lib.make_graph(kern, mode, key=key, batch_size=batch_size,
+                                 temperature=self.kernel_temperature)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *,
+               train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Classifies images.
+
+    Args:
+      images: float32 `[batch, height, width, 3]` in [0, 1].
+      train: training mode (graph sampling, state noise, DropPath).
+
+    Returns:
+      `logits` `[batch, num_classes]` and the `aux` dict (module docstring).
+    """
+    if isinstance(train, jax.core.Tracer):
+      raise ValueError(
+          "NAC: `train` must be a Python bool, not a traced value; jit with "
+          "functools.partial(model.init, train=False) or "
+          "jax.jit(..., static_argnames='train').")
+    deterministic = not train
+    x = layers.standardize_images(images)
+    batch = x.shape[0]
+    tokens = layers.ImageTokenizer(
+        self.tokenizer, self.patch_size, self.stem_channels,
+        self._tokenizer_blocks(), self.pos_grid_channels,
+        name="tokenizer")(x)
+
+    # ---- Modules: signatures and codes.
+    n_in, n_med, n_out = (self.num_input_modules, self.num_mediator_modules,
+                          self.num_output_modules)
+    if self.graph_prior is not None:
+      adjacency = self._prior_adjacency()
+
+      def mediator_signature_init(key, shape):
+        return graph_priors.fit_signatures(
+            key, adjacency, shape[1], tau=self.kernel_tau,
+            steps=self.prior_fit_steps, margin=self.prior_fit_margin)
+    else:
+      mediator_signature_init = nn.initializers.normal(1.0)
+    code_init = nn.initializers.normal(1.0)
+    sig_init = nn.initializers.normal(1.0)
+    med_sig = self.param("mediator_signatures", mediator_signature_init,
+                         (n_med, self.d_sig))
+    code_shape = ((self.num_layers, n_med, self.d_code) if self.per_layer_codes
+                  else (n_med, self.d_code))
+    med_codes = self.param("mediator_codes", code_init, code_shape)
+    out_sig = self.param("output_signatures", sig_init, (n_out, self.d_sig))
+    out_codes = self.param("output_codes", code_init, (n_out, self.d_code))
+    if not self.inputs_are_mediators:
+      in_sig = self.param("input_signatures", sig_init, (n_in, self.d_sig))
+      in_codes = self.param("input_codes", code_init, (n_in, self.d_code))
+    if self.freeze_signatures:
+      med_sig = jax.lax.stop_gradient(med_sig)
+      out_sig = jax.lax.stop_gradient(out_sig)
+      if not self.inputs_are_mediators:
+        in_sig = jax.lax.stop_gradient(in_sig)
+
+    def mediator_codes(layer):
+      return med_codes[layer] if self.per_layer_codes else med_codes
+
+    # ---- Kernels and graphs (independent of token content).
+    if self.learn_sigma:
+      sigma = jnp.exp(self.param(
+          "kernel_log_sigma",
+          nn.initializers.constant(math.log(self.kernel_sigma)), ()))
+    else:
+      sigma = self.kernel_sigma
+    sender_sig = (med_sig if self.inputs_are_mediators
+                  else jnp.concatenate([in_sig, med_sig], axis=0))
+    kern = kernel_lib.signature_kernel(
+        kernel_lib.cosine_distance(med_sig, sender_sig), sigma, self.kernel_tau)
+    readout_kern = kernel_lib.signature_kernel(
+        kernel_lib.cosine_distance(out_sig, med_sig), sigma, self.kernel_tau)
+    mode = self._graph_mode(train)
+    graph = self._graph(kern, mode, batch)
+    readout_graph = self._graph(readout_kern, mode, batch)
+
+    common = dict(modfc_mode=self.modfc_mode,
+                  modfc_gain_init=self.modfc_gain_init,
+                  layer_scale_init=self.layer_scale_init)
+    ffn = lambda name: layers.ModFeedForward(  # pylint: disable=g-long-lambda
+        self.d_state, self.ffn_hidden, self.d_code, self.ffn,
+        drop_path=self.drop_path, name=name, **common)
+    seeder = StateSeeder(self.d_state, self.initial_state, self.state_noise,
+                         name="state_seeder")
+
+    # ---- Read-in: input modules query the tokens.
+    read_in_codes = mediator_codes(0) if self.inputs_are_mediators else in_codes
+    h_in = seeder(read_in_codes, batch, train=train)
+    h_in, read_in_attention = layers.ReadInAttention(
+        self.d_state, self.d_code, self.read_in_heads,
+        self._head_dim(self.read_in_heads), qkv_bias=self.qkv_bias,
+        shared_projection=self.shared_read_in_projection,
+        fold=self.fold_read_in, name="read_in", **common)(
+            h_in, read_in_codes, tokens, deterministic=deterministic)
+    h_in = ffn("read_in_ffn")(h_in, read_in_codes, deterministic=deterministic)
+
+    # ---- Propagators: mediators exchange messages along the graph.
+    h_med = (h_in if self.inputs_are_mediators
+             else seeder(mediator_codes(0), batch, train=train))
+    for layer in range(self.num_layers):
+      codes = mediator_codes(layer)
+      if self.inputs_are_mediators:
+        senders, sender_codes = h_med, codes
+      else:
+        senders = jnp.concatenate([h_in, h_med], axis=1)
+        sender_codes = jnp.concatenate([in_codes, codes], axis=0)
+      h_med, _ = layers.ModAttention(
+          self.d_state, self.d_code, self.num_heads,
+          self._head_dim(self.num_heads), qkv_bias=self.qkv_bias,
+          drop_path=self.drop_path, name=f"propagator{layer}", **common)(
+              h_med, codes, senders, sender_codes, graph["log_graph"],
+              graph["link"], deterministic=deterministic)
+      h_med = ffn(f"propagator{layer}_ffn")(h_med, codes,
+                                            deterministic=deterministic)
+
+    # ---- Read-out: output modules attend to the mediators.
+    h_out = seeder(out_codes, batch, train=train)
+    h_out, _ = layers.ModAttention(
+        self.d_state, self.d_code, self.read_out_heads,
+        self._head_dim(self.read_out_heads), qkv_bias=self.qkv_bias,
+        drop_path=self.drop_path, name="read_out", **common)(
+            h_out, out_codes, h_med, mediator_codes(self.num_layers - 1),
+            readout_graph["log_graph"], readout_graph["link"],
+            deterministic=deterministic)
+    h_out = ffn("read_out_ffn")(h_out, out_codes, deterministic=deterministic)
+    h_out = nn.LayerNorm(name="head_norm")(h_out)
+    if self.readout == "pooled":
+      confidence = nn.Dense(1, use_bias=False, name="confidence")(h_out)[..., 0]
+      readout_weights = jax.nn.softmax(confidence, axis=-1)
+      pooled = jnp.einsum("bu,buc->bc", readout_weights, h_out)
+    else:
+      readout_weights = jnp.broadcast_to(
+          jax.nn.one_hot(0, n_out, dtype=h_out.dtype), (batch, n_out))
+      pooled = h_out[:, 0]
+    logits = nn.Dense(self.num_classes, name="classifier")(pooled)
+
+    # ---- Graph regulariser on the mediator signatures.
+    reg_loss = jnp.zeros((), jnp.float32)
+    if self.graph_regularizer is not None:
+      med_distance = kernel_lib.cosine_distance(med_sig, med_sig)
+      if self.graph_regularizer == "hinge":
+        l_graph = graph_priors.hinge_repulsion(med_distance,
+                                               self.hinge_threshold)
+      else:
+        med_kernel = kernel_lib.signature_kernel(med_distance, sigma,
+                                                 self.kernel_tau)["kernel"]
+        target = self._prior_adjacency().astype(np.float32) + np.eye(
+            n_med, dtype=np.float32)
+        l_graph = graph_priors.graphon_loss(med_kernel, jnp.asarray(target))
+      reg_loss = self.graph_reg_weight * l_graph
+
+    aux = {
+        "graph": graph["graph"],
+        "kernel": kern["kernel"],
+        "reg_loss": reg_loss,
+        "readout_weights": readout_weights,
+        "readout_graph": readout_graph["graph"],
+        "read_in_attention": read_in_attention,
+    }
+    return logits.astype(jnp.float32), aux
+
