@@ -1,0 +1,127 @@
+"""Entry point: `python -m crl.main --config=configs/nac.py --workdir=runs/nac`.
+
+Flags:
+  --config   a config file with `get_config(arg)`; `file.py:arg` picks a variant
+             and `--config.key=value` overrides any key (unknown keys fail).
+  --workdir  where checkpoints, metrics and results go (required). Running the
+             same command again resumes from the newest checkpoint there.
+Multi-process runs (several hosts, or several processes on one host) call
+`jax.distributed.initialize` first: from `--coordinator_address`,
+`--num_processes` and `--process_id`, or from the cluster environment
+(SLURM, TPU pods) when `--distributed=auto` detects one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/<name>.py[:variant]).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "on", "off"],
+    "Call jax.distributed.initialize: 'auto' when flags or the cluster "
+    "environment (SLURM with several tasks, a multi-host TPU) say that this "
+    "is one of several processes.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS"),
+    "host:port of process 0 (multi-process runs).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", int(os.environ.get("JAX_NUM_PROCESSES", "0")) or None,
+    "Number of processes (multi-process runs).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", int(os.environ["JAX_PROCESS_ID"])
+    if "JAX_PROCESS_ID" in os.environ else None,
+    "This process's index (multi-process runs).")
+
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _in_cluster() -> bool:
+  if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    return True
+  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  return len([h for h in hosts.split(",") if h]) > 1
+
+
+def _maybe_initialize_distributed() -> None:
+  import jax  # pylint: disable=g-import-not-at-top
+  explicit = _NUM_PROCESSES.value is not None and _NUM_PROCESSES.value > 1
+  if _DISTRIBUTED.value == "off" or (_DISTRIBUTED.value == "auto" and
+                                     not explicit and not _in_cluster()):
+    return
+  kwargs = {}
+  if _COORDINATOR.value:
+    kwargs["coordinator_address"] = _COORDINATOR.value
+  if _NUM_PROCESSES.value is not None:
+    kwargs["num_processes"] = _NUM_PROCESSES.value
+  if _PROCESS_ID.value is not None:
+    kwargs["process_id"] = _PROCESS_ID.value
+  jax.distributed.initialize(**kwargs)
+  logging.info("jax.distributed: process %d of %d, %d local / %d global "
+               "devices.", jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+
+
+def _hide_accelerators_from_tensorflow() -> None:
+  """TensorFlow (tf.data, TFDS) must never take GPU/TPU memory from JAX."""
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  tf.config.set_visible_devices([], "GPU")
+  tf.config.set_visible_devices([], "TPU")
+
+
+# Errors a user can cause by config or data: one clear line, exit code 2.
+def _user_errors() -> tuple[type[BaseException], ...]:
+  from crl import checkpointing, config_lib, registry, train, workdir  # pylint: disable=g-import-not-at-top
+  from crl.data import pipeline  # pylint: disable=g-import-not-at-top
+  return (config_lib.ConfigError, registry.UnknownNameError,
+          pipeline.DataError, checkpointing.CheckpointError,
+          workdir.WorkdirBusyError, train.NonFiniteError)
+
+
+class _QuietLibraries:
+  """Drops INFO records of libraries that narrate every save (Orbax)."""
+
+  _NOISY = ("/orbax/", "/jax/_src/xla_bridge.py", "/etils/")
+
+  def filter(self, record) -> bool:
+    import logging as std_logging  # pylint: disable=g-import-not-at-top
+    return (record.levelno >= std_logging.WARNING or
+            not any(n in record.pathname for n in self._NOISY))
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  _hide_accelerators_from_tensorflow()
+  _maybe_initialize_distributed()
+  from crl import registry  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  user_errors = _user_errors()
+  try:
+    trainer = registry.TRAINERS.get(config.get("trainer", "classification"))
+    trainer(config, _WORKDIR.value)
+  except user_errors as e:
+    print(f"\ncrl: error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def run() -> None:
+  """Console-script entry (`crl-main`)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

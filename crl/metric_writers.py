@@ -1,0 +1,115 @@
+"""Where metrics go: `metrics.jsonl`, TensorBoard event files and the console."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Mapping
+
+from absl import logging
+import jax
+
+
+def _plain(value: Any) -> Any:
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    return value
+  return value if math.isfinite(value) else str(value)
+
+
+class MetricWriter:
+  """Writes scalars to `workdir/metrics.jsonl` and TensorBoard (process 0).
+
+  Each `write` appends one JSON object `{"step": s, "split": ..., name:
+  value, ...}`, flushed at once so that a killed run loses nothing written.
+  """
+
+  def __init__(self, workdir: str, tensorboard: bool = True):
+    self.active = jax.process_index() == 0
+    self._jsonl = None
+    self._tb = None
+    if not self.active:
+      return
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    if tensorboard:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      self._tf = tf
+      self._tb = tf.summary.create_file_writer(workdir)
+
+  def write(self, step: int, scalars: Mapping[str, Any],
+            split: str = "train") -> None:
+    if not self.active:
+      return
+    record = {"step": int(step), "split": split, "time": round(time.time(), 3)}
+    record.update({k: _plain(v) for k, v in scalars.items()})
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      with self._tb.as_default():
+        for name, value in scalars.items():
+          if isinstance(value, (int, float)) and math.isfinite(float(value)):
+            self._tf.summary.scalar(f"{split}/{name}", float(value),
+                                    step=int(step))
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def format_seconds(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+  """Console progress: a bar on a terminal, plain log lines otherwise."""
+
+  def __init__(self, total_steps: int, start_step: int, global_batch: int):
+    self.total = total_steps
+    self.batch = global_batch
+    self._t0 = time.time()
+    self._s0 = start_step
+    self._bar = None
+    if jax.process_index() == 0 and sys.stderr.isatty():
+      try:
+        import tqdm  # pylint: disable=g-import-not-at-top
+        self._bar = tqdm.tqdm(total=total_steps, initial=start_step,
+                              unit="step", dynamic_ncols=True)
+      except ImportError:
+        self._bar = None
+
+  def reset_clock(self, step: int) -> None:
+    """Starts the throughput clock after compilation."""
+    self._t0, self._s0 = time.time(), step
+
+  def rates(self, step: int) -> tuple[float, float]:
+    """(examples/s, seconds left) since the clock started."""
+    elapsed = max(time.time() - self._t0, 1e-9)
+    steps_per_s = max(step - self._s0, 0) / elapsed
+    eta = (self.total - step) / steps_per_s if steps_per_s > 0 else float("nan")
+    return steps_per_s * self.batch, eta
+
+  def update(self, step: int, scalars: Mapping[str, float]) -> None:
+    ex_s, eta = self.rates(step)
+    text = " | ".join(f"{k} {v:.4g}" for k, v in scalars.items())
+    if self._bar is not None:
+      self._bar.n = step
+      self._bar.set_postfix_str(f"{text} | {ex_s:.0f} ex/s")
+      self._bar.refresh()
+    elif jax.process_index() == 0:
+      eta_s = format_seconds(eta) if math.isfinite(eta) else "?"
+      logging.info("step %d/%d | %s | %.0f ex/s | ETA %s", step, self.total,
+                   text, ex_s, eta_s)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()

@@ -1,0 +1,12 @@
+"""Test-wide settings: quiet TensorFlow, CPU only, faster XLA compiles."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import jax  # pylint: disable=g-import-not-at-top
+
+# Compile time dominates the small test models; optimisations do not pay.
+jax.config.update("jax_disable_most_optimizations", True)

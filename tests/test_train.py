@@ -1,0 +1,150 @@
+"""The trainer end to end: outputs, exact resume, sharding, start-up errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from crl import checkpointing
+from crl import config_lib
+from crl import train
+from tests import helpers
+
+TINY = "configs/nac.py:tiny"
+
+
+def _final_params(workdir, config):
+  """The params of the newest checkpoint, as host arrays."""
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 0,
+                                    10, async_save=False)
+  state = ckpt._manager.restore(ckpt.steps()[-1])  # pylint: disable=protected-access
+  ckpt.close()
+  return jax.tree.map(np.asarray, state["params"])
+
+
+def _train_losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(l) for l in f]
+  return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+
+
+def test_main_end_to_end_writes_the_workdir(tmp_path):
+  workdir = str(tmp_path / "run")
+  proc = helpers.run_main(f"--config={TINY}", f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  files = set(os.listdir(workdir))
+  assert {"config.json", "metrics.jsonl", "results.json",
+          "checkpoints"} <= files
+  assert any(f.startswith("events.out.tfevents") for f in files)
+  assert "run.lock" not in files
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  assert results["step"] == 20
+  splits = set(results["results"])
+  assert {"test", "hue_independent", "unseen_hue", "novel_classes"} <= splits
+  for split, row in results["results"].items():
+    if split != "novel_classes":
+      assert 0.0 <= row["accuracy"] <= 1.0 and np.isfinite(row["nll"])
+  assert "ood_auroc_msp" in results["results"]["novel_classes"]
+  assert "Final evaluation" in proc.stdout and "hue_independent" in proc.stdout
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["name"] == "nac"
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+  config = helpers.tiny_config(num_steps=12, log_every_steps=1,
+                               **{"checkpoint.every_steps": 4,
+                                  "checkpoint.async_save": False,
+                                  "final_eval.splits": ("test",),
+                                  "evals": {}})
+  straight = str(tmp_path / "straight")
+  resumed = str(tmp_path / "resumed")
+  full = train.train_and_evaluate(config, straight)
+  first = train.train_and_evaluate(config, resumed, stop_at=7)
+  assert first == {"step": 7, "preempted": True}
+  second = train.train_and_evaluate(config, resumed)
+  assert second["results"] == full["results"]
+  jax.tree.map(np.testing.assert_array_equal, _final_params(straight, config),
+               _final_params(resumed, config))
+  a, b = _train_losses(straight), _train_losses(resumed)
+  assert a == b  # every step's loss, before and after the stop
+
+
+def test_eight_devices_match_one(tmp_path):
+  code = """
+import json, sys
+import jax
+jax.config.update("jax_disable_most_optimizations", True)
+from crl import train
+from tests import helpers
+cfg = helpers.tiny_config(num_steps=4, log_every_steps=1, evals={},
+                          **{"checkpoint.async_save": False})
+train.train_and_evaluate(cfg, sys.argv[1] if len(sys.argv) > 1 else %r)
+print("DEVICES", jax.device_count())
+"""
+  losses = {}
+  for devices in (1, 8):
+    workdir = str(tmp_path / f"d{devices}")
+    proc = helpers.run_python(code % workdir, devices=devices)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"DEVICES {devices}" in proc.stdout
+    losses[devices] = _train_losses(workdir)
+  assert list(losses[1]) == [1, 2, 3, 4]
+  np.testing.assert_allclose(list(losses[8].values()),
+                             list(losses[1].values()), rtol=2e-5)
+
+
+@pytest.mark.parametrize("args,devices,expected", [
+    (["--config.num_stepz=3"], 1, "num_stepz"),
+    (["--config.model.name=nacc"], 1, "Unknown model 'nacc'; known models: nac"),
+    (["--config.data.name=shapez"], 1, "Unknown dataset 'shapez'"),
+    (["--config.batch_size=12"], 8, "not divisible by the 8 devices"),
+    (["--config.model.d_state=30", "--config.model.head_dim=32"], 1,
+     "config.model"),
+])
+def test_bad_config_fails_at_startup(tmp_path, args, devices, expected):
+  proc = helpers.run_main(f"--config={TINY}", f"--workdir={tmp_path}/w",
+                          *args, devices=devices)
+  assert proc.returncode != 0
+  assert expected in proc.stderr, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(f"{tmp_path}/w/checkpoints")
+
+
+def test_sigkill_then_rerun_continues(tmp_path):
+  workdir = str(tmp_path / "run")
+  cmd = [sys.executable, "-m", "crl.main", f"--config={TINY}",
+         f"--workdir={workdir}", "--config.num_steps=400",
+         "--config.checkpoint.every_steps=5", "--config.evals.test.every_steps=0"]
+  proc = subprocess.Popen(cmd, cwd=helpers.ROOT, env=helpers.subprocess_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    done = [d for d in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir)
+                        else []) if d.isdigit()]
+    if len(done) >= 2:
+      break
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+  assert 0 < killed_at < 400
+  rerun = helpers.run_main(*cmd[3:5], "--config.num_steps=400",
+                           "--config.checkpoint.every_steps=5",
+                           "--config.evals.test.every_steps=0")
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "stale lock" in rerun.stderr
+  assert f"Resumed from the checkpoint at step {killed_at}." in rerun.stderr
+  steps = [json.loads(l)["step"] for l in open(
+      os.path.join(workdir, "metrics.jsonl")) if '"train"' in l]
+  assert steps[-1] == 400
+  # The rerun started after the checkpoint: step 5 was trained only once.
+  assert killed_at >= 10 and steps.count(5) == 1
