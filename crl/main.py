@@ -118,9 +118,36 @@ def main(argv: list[str]) -> None:
     sys.exit(2)
 
 
+def _clean(message: str) -> str:
+  """One line from ml_collections' nested, repr()'d and traceback'd messages."""
+  lines = [l.strip().replace("\\'", "'").strip("'\" ")
+           for l in str(message).replace("\\n", "\n").splitlines()]
+  lines = [l for l in lines if l]
+  if any("Traceback (most recent call last)" in l for l in lines):
+    head = lines[0].split("Traceback")[0].strip()
+    lines = [head, lines[-1]]
+  return ". ".join(l.rstrip(".:") if i < len(lines) - 1 else l
+                   for i, l in enumerate(lines))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with config-file and override errors as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"crl: error: {_clean(str(e))}\nPass --helpfull for the flags.",
+          file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    print(f"crl: error: the config or an override is invalid "
+          f"({' '.join(overrides) or 'no overrides'}): {_clean(str(e))}",
+          file=sys.stderr)
+  sys.exit(2)
+
+
 def run() -> None:
   """Console-script entry (`crl-main`)."""
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -285,6 +285,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     evaluation, also written to `workdir/results.json`.
   """
   check_config(config)
+  if config.get("xla_fast_compile", False):
+    # Process-wide: small runs whose time is all compilation (tests, :tiny).
+    jax.config.update("jax_disable_most_optimizations", True)
   dataset = build_dataset(config)
   model = build_model(config, dataset.num_classes)
   mesh = make_mesh()

@@ -2,10 +2,12 @@
 
 Two kinds of dataset sit behind one interface:
 
-* procedural datasets (`sample(split, intervention, indices)` is a pure JAX
-  function) are generated *on the devices*, inside `jax.jit` with the batch's
-  `NamedSharding` as output sharding: every device renders only its own shard,
-  nothing crosses the host, and batch `t` is a pure function of `t`;
+* procedural datasets are generated *on the devices*, inside `jax.jit` with
+  the batch's `NamedSharding` as output sharding: every device renders only
+  its own shard, nothing crosses the host, and batch `t` is a pure function of
+  `t`. They provide `encode(split, intervention)` / `eval_code(name)` (the
+  distribution as a small int array) and `sample_encoded(code, indices)` (a
+  pure JAX function), so one compiled function serves every eval split;
 * host datasets (`train_numpy` / `eval_numpy`, e.g. TFDS) produce each
   process's share of the global batch as NumPy, which a background thread
   assembles into global arrays with `jax.make_array_from_process_local_data`.
@@ -87,7 +89,7 @@ class InputPipeline:
     self.global_batch = global_batch
     self.eval_batch = eval_batch
     self.sharding = NamedSharding(mesh, P(data_axis))
-    self.procedural = hasattr(dataset, "sample")
+    self.procedural = hasattr(dataset, "sample_encoded")
     for what, size in (("batch_size", global_batch),
                        ("eval_batch_size", eval_batch)):
       if size % mesh.size:
@@ -98,27 +100,26 @@ class InputPipeline:
         raise DataError(f"config.{what}={size} is not divisible by the "
                         f"{jax.process_count()} processes.")
     if self.procedural:
+      self._train_code = jnp.asarray(dataset.encode("train", None))
       self._train_fn = jax.jit(self._train_indices_fn,
                                out_shardings=self.sharding)
+      self._eval_fn = jax.jit(self._eval_indices_fn,
+                              out_shardings=self.sharding)
 
   # Procedural datasets -------------------------------------------------------
 
   def _train_indices_fn(self, step: jax.Array) -> dict[str, jax.Array]:
     indices = (step * self.global_batch +
                jnp.arange(self.global_batch, dtype=jnp.int32))
-    out = self.dataset.sample("train", None, indices)
+    out = self.dataset.sample_encoded(self._train_code, indices)
     return {"image": out["image"], "label": out["label"].astype(jnp.int32)}
 
-  def _eval_fn(self, name: str):
-    num = self.dataset.num_examples(name)
-
-    def fn(start: jax.Array) -> dict[str, jax.Array]:
-      idx = start + jnp.arange(self.eval_batch, dtype=jnp.int32)
-      out = self.dataset.eval_batch(name, jnp.minimum(idx, num - 1))
-      return {"image": out["image"], "label": out["label"].astype(jnp.int32),
-              "mask": (idx < num).astype(jnp.float32)}
-
-    return jax.jit(fn, out_shardings=self.sharding)
+  def _eval_indices_fn(self, code: jax.Array, start: jax.Array,
+                       num: jax.Array) -> dict[str, jax.Array]:
+    idx = start + jnp.arange(self.eval_batch, dtype=jnp.int32)
+    out = self.dataset.sample_encoded(code, jnp.minimum(idx, num - 1))
+    return {"image": out["image"], "label": out["label"].astype(jnp.int32),
+            "mask": (idx < num).astype(jnp.float32)}
 
   # Both kinds ----------------------------------------------------------------
 
@@ -148,9 +149,9 @@ class InputPipeline:
     """One pass over eval split `name`, padded; see the module docstring."""
     if self.procedural:
       num = self.dataset.num_examples(name)
-      fn = self._eval_fn(name)
+      code = jnp.asarray(self.dataset.eval_code(name))
       for start in range(0, num, self.eval_batch):
-        yield fn(jnp.int32(start))
+        yield self._eval_fn(code, jnp.int32(start), jnp.int32(num))
       return
     local = self.eval_batch // jax.process_count()
     host = self.dataset.eval_numpy(name, local, jax.process_index(),

@@ -32,7 +32,8 @@ class ClassificationEvaluator:
     pipeline: a `crl.data.pipeline.InputPipeline`.
     predict_fn: `(params, batch) -> logits [batch, classes]`, jitted.
     num_classes: size of the training label space.
-    splits: split names, or "all" for every split of the dataset.
+    splits: split names (a sequence, or one comma-separated string as typed
+      on the command line), or "all" for every split of the dataset.
     ece_bins: equal-width bins for ECE.
   """
 
@@ -43,7 +44,10 @@ class ClassificationEvaluator:
     self.predict_fn = predict_fn
     self.num_classes = num_classes
     known = pipeline.dataset.eval_splits()
-    self.splits = list(known) if splits == "all" else list(splits)
+    if isinstance(splits, str):
+      splits = list(known) if splits == "all" else [
+          s.strip() for s in splits.split(",") if s.strip()]
+    self.splits = list(splits)
     unknown = [s for s in self.splits if s not in known]
     if unknown:
       raise ValueError(f"Unknown eval split(s) {unknown}; the dataset has: "
