@@ -18,6 +18,9 @@ Variants (`configs/nac.py:<variant>`):
                 a Barabasi-Albert graph (m 2); batch 128, 2000 steps.
   tiny          a few steps of a very small NAC; for tests (< 1 minute).
   bench         NAC-S/32 exactly as in specs/nac.md (about 1.71M parameters).
+  tfds          the default model on a locally prepared TFDS dataset
+                (`--config.data.tfds_name=cifar10`, the default); nothing is
+                downloaded.
   tiny_imagenet paper scale on Tiny-ImageNet (TFDS `tiny_imagenet`, must be
                 prepared locally); accelerators.
   imagenet      paper scale on ImageNet (TFDS `imagenet2012`); accelerators.
@@ -61,7 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "default"
   c = base_config()
-  if variant == "default":
+  if variant in ("default", "tfds"):
     c.model = config_lib.component_config(
         registry.MODELS, "nac",
         tokenizer="convnext", d_state=64, d_code=64, d_sig=64,
@@ -73,6 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_steps = 2000
     c.evals.test.every_steps = 500
     c.optimizer.base_learning_rate = 4e-3
+    if variant == "tfds":
+      c.data = config_lib.component_config(registry.DATASETS, "tfds")
+      c.num_steps = 20_000
   elif variant == "tiny":
     c.model = config_lib.component_config(
         registry.MODELS, "nac",
@@ -98,7 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = _paper_scale(c, variant)
   else:
     raise ValueError(f"Unknown variant {variant!r} of configs/nac.py; known: "
-                     "default, tiny, bench, tiny_imagenet, imagenet.")
+                     "default, tiny, bench, tfds, tiny_imagenet, imagenet.")
   return c
 
 
@@ -107,7 +113,7 @@ def _paper_scale(c: ml_collections.ConfigDict,
   """The paper-scale recipes of specs/nac.md (accelerators, TFDS data)."""
   if variant == "tiny_imagenet":
     c.data = config_lib.component_config(
-        registry.DATASETS, "tfds", name="tiny_imagenet",
+        registry.DATASETS, "tfds", tfds_name="tiny_imagenet",
         eval_split_names=("validation",), resolution=64)
     c.model = config_lib.component_config(
         registry.MODELS, "nac",
@@ -121,7 +127,7 @@ def _paper_scale(c: ml_collections.ConfigDict,
     c.batch_size, c.num_steps = 512, 100_000
   else:
     c.data = config_lib.component_config(
-        registry.DATASETS, "tfds", name="imagenet2012",
+        registry.DATASETS, "tfds", tfds_name="imagenet2012",
         eval_split_names=("validation",), resolution=224)
     c.model = config_lib.component_config(
         registry.MODELS, "nac",

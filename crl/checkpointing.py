@@ -24,15 +24,30 @@ class CheckpointError(RuntimeError):
   """No usable checkpoint although checkpoints exist, or a config mismatch."""
 
 
+def path_name(path: tuple[Any, ...]) -> str:
+  """A pytree path as `a/b/0/c`, whatever the containers (dataclass fields,
+  dict keys, sequence indices): the state and Orbax's metadata tree spell
+  the same leaf differently."""
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return "/".join(parts)
+
+
 def _shape_mismatches(abstract: Any, stored: Any) -> list[str]:
   """Paths whose shapes differ between the model and a checkpoint's metadata."""
-  want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in
+  want = {path_name(p): tuple(x.shape) for p, x in
           jax.tree_util.tree_leaves_with_path(abstract)}
   have = {}
   for p, x in jax.tree_util.tree_leaves_with_path(stored):
     shape = getattr(x, "shape", None)
     if shape is not None:
-      have[jax.tree_util.keystr(p)] = tuple(shape)
+      have[path_name(p)] = tuple(shape)
   out = []
   for key in sorted(set(want) | set(have)):
     if key not in have:
@@ -56,7 +71,9 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=1, create=True,
             enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True))
+            cleanup_tmp_directories=True),
+        # Known up front, so a fresh process can read metadata before any save.
+        item_handlers=ocp.StandardCheckpointHandler())
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -99,7 +116,7 @@ class Checkpointer:
       else:
         meta_error = None
       tree = getattr(metadata, "tree", metadata)
-      if tree is not None:
+      if tree is not None and meta_error is None:
         mismatches = _shape_mismatches(abstract_state, tree)
         if mismatches:
           raise CheckpointError(
@@ -138,5 +155,5 @@ def _check_finite(state: Any, step: int) -> None:
       continue
     value = np.asarray(jax.device_get(leaf))
     if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-      raise ValueError(f"non-finite values in {jax.tree_util.keystr(path)} "
+      raise ValueError(f"non-finite values in {path_name(path)} "
                        f"at step {step}")

@@ -309,6 +309,28 @@ def _run(config, workdir, dataset, model, pipeline, replicated,
          stop_at):
   tx, schedule = make_optimizer(config.optimizer, config.batch_size,
                                 config.num_steps)
+  # Evaluators first: their config errors must stop the run before anything
+  # is compiled or written.
+  rngs = eval_rngs(config.seed)
+  predict_fn = jax.jit(
+      lambda params, batch: model.apply({"params": params}, batch["image"],
+                                        train=False, rngs=rngs)[0],
+      out_shardings=pipeline.sharding)
+
+  def make_evaluator(section):
+    kwargs = {k: v for k, v in section.items() if k not in ("type",
+                                                           "every_steps")}
+    try:
+      return registry.EVALUATORS.get(section.type)(
+          pipeline=pipeline, predict_fn=predict_fn,
+          num_classes=dataset.num_classes, **kwargs)
+    except (TypeError, ValueError) as e:
+      raise config_lib.ConfigError(f"evaluator {section.type!r}: {e}") from e
+
+  evaluators = {name: (make_evaluator(s), s.every_steps)
+                for name, s in config.get("evals", {}).items()}
+  final_evaluator = make_evaluator(config.final_eval)
+
   ckpt = checkpointing.Checkpointer(
       os.path.join(workdir, "checkpoints"), config.checkpoint.every_steps,
       config.checkpoint.keep, async_save=config.checkpoint.async_save)
@@ -350,26 +372,6 @@ def _run(config, workdir, dataset, model, pipeline, replicated,
       make_train_step(model, tx, schedule, config, dataset.num_classes),
       in_shardings=(state_sharding, pipeline.sharding),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
-  rngs = eval_rngs(config.seed)
-  predict_fn = jax.jit(
-      lambda params, batch: model.apply({"params": params}, batch["image"],
-                                        train=False, rngs=rngs)[0],
-      out_shardings=pipeline.sharding)
-
-  def make_evaluator(section):
-    kwargs = {k: v for k, v in section.items() if k not in ("type",
-                                                           "every_steps")}
-    try:
-      return registry.EVALUATORS.get(section.type)(
-          pipeline=pipeline, predict_fn=predict_fn,
-          num_classes=dataset.num_classes, **kwargs)
-    except (TypeError, ValueError) as e:
-      raise config_lib.ConfigError(f"evaluator {section.type!r}: {e}") from e
-
-  evaluators = {name: (make_evaluator(s), s.every_steps)
-                for name, s in config.get("evals", {}).items()}
-  final_evaluator = make_evaluator(config.final_eval)
-
   writer = metric_writers.MetricWriter(workdir, config.get("tensorboard",
                                                            True))
   progress = metric_writers.Progress(config.num_steps, start_step,

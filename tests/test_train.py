@@ -61,7 +61,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
   config = helpers.tiny_config(num_steps=12, log_every_steps=1,
                                **{"checkpoint.every_steps": 4,
                                   "checkpoint.async_save": False,
-                                  "final_eval.splits": ("test",),
+                                  "final_eval.splits": "test",
                                   "evals": {}})
   straight = str(tmp_path / "straight")
   resumed = str(tmp_path / "resumed")
@@ -107,6 +107,7 @@ print("DEVICES", jax.device_count())
     (["--config.batch_size=12"], 8, "not divisible by the 8 devices"),
     (["--config.model.d_state=30", "--config.model.head_dim=32"], 1,
      "config.model"),
+    (["--config.evals.test.splits=tset"], 1, "Unknown eval split(s) ['tset']"),
 ])
 def test_bad_config_fails_at_startup(tmp_path, args, devices, expected):
   proc = helpers.run_main(f"--config={TINY}", f"--workdir={tmp_path}/w",

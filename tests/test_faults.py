@@ -1,0 +1,157 @@
+"""Injected faults: broken checkpoints, other configs, NaNs, busy workdirs,
+SIGTERM. Each asserts the recovery or the one clear message."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from crl import checkpointing
+from crl import train
+from crl import workdir as workdir_lib
+from tests import helpers
+
+FAST = {"checkpoint.async_save": False, "evals": {},
+        "final_eval.splits": "test"}
+
+
+def _steps(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(s) for s in os.listdir(d) if s.isdigit())
+
+
+def test_corrupted_latest_checkpoint_falls_back_with_a_warning(tmp_path,
+                                                                caplog):
+  config = helpers.tiny_config(num_steps=12, **{"checkpoint.every_steps": 4},
+                               **FAST)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, stop_at=8)
+  assert _steps(workdir) == [4, 8]
+  # Truncate every array file of step 8.
+  broken = 0
+  for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "8")):
+    for name in files:
+      path = os.path.join(root, name)
+      if os.path.getsize(path) > 0:
+        with open(path, "r+b") as f:
+          f.truncate(os.path.getsize(path) // 3)
+        broken += 1
+  assert broken
+  with caplog.at_level(logging.INFO):
+    out = train.train_and_evaluate(config, workdir)
+  assert out["step"] == 12
+  text = caplog.text
+  assert "checkpoints/8 cannot be read" in text
+  assert "Resumed from the checkpoint at step 4." in text
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  train_steps = [r["step"] for r in rows if r["split"] == "train"]
+  # Steps 5..8 were trained twice: once before the corruption, once after.
+  assert train_steps.count(5) == 2 and train_steps[-1] == 12
+
+
+def test_unreadable_checkpoints_are_never_silently_reinitialised(tmp_path):
+  config = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4},
+                               **FAST)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, stop_at=4)
+  for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "4")):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+  with pytest.raises(checkpointing.CheckpointError, match="can be read"):
+    train.train_and_evaluate(config, workdir)
+
+
+def test_checkpoint_of_another_model_config_is_refused(tmp_path):
+  config = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4},
+                               **FAST)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, stop_at=4)
+  other = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4,
+                                              "model.d_state": 64,
+                                              "model.d_code": 64}, **FAST)
+  with pytest.raises(checkpointing.CheckpointError) as e:
+    train.train_and_evaluate(other, workdir)
+  assert "model.d_state: 32 -> 64" in str(e.value)
+  assert "new --workdir" in str(e.value)
+  # The array-level check names the arrays even without config.json.
+  os.remove(os.path.join(workdir, "config.json"))
+  with pytest.raises(checkpointing.CheckpointError, match="array"):
+    train.train_and_evaluate(other, workdir)
+
+
+def test_nan_stops_the_run_naming_step_and_quantity(tmp_path):
+  config = helpers.tiny_config(
+      num_steps=12, **{"checkpoint.every_steps": 2, "optimizer.clip_norm": 0.0,
+                       "optimizer.base_learning_rate": 1e38,
+                       "optimizer.warmup_steps": 0}, **FAST)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(train.NonFiniteError) as e:
+    train.train_and_evaluate(config, workdir)
+  message = str(e.value)
+  assert "Non-finite values at step" in message
+  assert "loss" in message or "gradients of" in message
+  bad_step = int(message.split("at step ")[1].split(":")[0])
+  # Only checkpoints before the bad step exist, and they are finite.
+  assert all(s < bad_step for s in _steps(workdir))
+
+
+def test_busy_workdir_is_refused_and_stale_lock_taken_over(tmp_path):
+  workdir = str(tmp_path / "run")
+  os.makedirs(workdir)
+  sleeper = subprocess.Popen([sys.executable, "-c",
+                              "import time; time.sleep(60)"])
+  try:
+    lock_path = os.path.join(workdir, workdir_lib.LOCK_NAME)
+    with open(lock_path, "w") as f:
+      json.dump({"pid": sleeper.pid, "host": os.uname().nodename,
+                 "started": "now"}, f)
+    with pytest.raises(workdir_lib.WorkdirBusyError,
+                       match=f"in use by process {sleeper.pid}"):
+      workdir_lib.WorkdirLock(workdir).acquire()
+  finally:
+    sleeper.kill()
+    sleeper.wait()
+  lock = workdir_lib.WorkdirLock(workdir)
+  lock.acquire()  # the owner is dead now: taken over
+  with open(lock_path) as f:
+    assert json.load(f)["pid"] == os.getpid()
+  lock.release()
+  assert not os.path.exists(lock_path)
+
+
+def test_sigterm_saves_then_the_rerun_resumes(tmp_path):
+  workdir = str(tmp_path / "run")
+  args = [f"--config=configs/nac.py:tiny", f"--workdir={workdir}",
+          "--config.num_steps=2000", "--config.checkpoint.every_steps=1000",
+          "--config.evals.test.every_steps=0", "--config.log_every_steps=1",
+          "--config.final_eval.splits=test"]
+  proc = subprocess.Popen([sys.executable, "-m", "crl.main", *args],
+                          cwd=helpers.ROOT, env=helpers.subprocess_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    if os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 3:
+      break
+    assert proc.poll() is None
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  assert "SIGTERM received" in err
+  saved = _steps(workdir)
+  assert len(saved) == 1 and 0 < saved[0] < 1000  # not a periodic save
+  assert f"saved the checkpoint of step {saved[0]}" in err
+  assert not os.path.exists(os.path.join(workdir, "run.lock"))
+  # The rerun continues from that checkpoint.
+  rerun = helpers.run_main(*args, "--config.num_steps=" + str(saved[0] + 2))
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert f"Resumed from the checkpoint at step {saved[0]}." in rerun.stderr
