@@ -64,6 +64,8 @@ def _maybe_initialize_distributed() -> None:
     kwargs["num_processes"] = _NUM_PROCESSES.value
   if _PROCESS_ID.value is not None:
     kwargs["process_id"] = _PROCESS_ID.value
+  # CPU processes exchange data through gloo (no effect on GPU/TPU backends).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(**kwargs)
   logging.info("jax.distributed: process %d of %d, %d local / %d global "
                "devices.", jax.process_index(), jax.process_count(),

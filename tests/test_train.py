@@ -121,7 +121,7 @@ def test_bad_config_fails_at_startup(tmp_path, args, devices, expected):
 def test_sigkill_then_rerun_continues(tmp_path):
   workdir = str(tmp_path / "run")
   cmd = [sys.executable, "-m", "crl.main", f"--config={TINY}",
-         f"--workdir={workdir}", "--config.num_steps=400",
+         f"--workdir={workdir}", "--config.num_steps=100",
          "--config.checkpoint.every_steps=5", "--config.evals.test.every_steps=0"]
   proc = subprocess.Popen(cmd, cwd=helpers.ROOT, env=helpers.subprocess_env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -137,8 +137,8 @@ def test_sigkill_then_rerun_continues(tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   killed_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
-  assert 0 < killed_at < 400
-  rerun = helpers.run_main(*cmd[3:5], "--config.num_steps=400",
+  assert 0 < killed_at < 100
+  rerun = helpers.run_main(*cmd[3:5], "--config.num_steps=100",
                            "--config.checkpoint.every_steps=5",
                            "--config.evals.test.every_steps=0")
   assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -146,6 +146,6 @@ def test_sigkill_then_rerun_continues(tmp_path):
   assert f"Resumed from the checkpoint at step {killed_at}." in rerun.stderr
   steps = [json.loads(l)["step"] for l in open(
       os.path.join(workdir, "metrics.jsonl")) if '"train"' in l]
-  assert steps[-1] == 400
+  assert steps[-1] == 100
   # The rerun started after the checkpoint: step 5 was trained only once.
   assert killed_at >= 10 and steps.count(5) == 1

@@ -1,0 +1,70 @@
+"""Bad data and missing datasets: one clear message, before compiling."""
+
+import numpy as np
+import pytest
+
+from crl import train
+from crl.data import pipeline
+from tests import helpers
+
+
+def _batch(**changes):
+  batch = {"image": np.random.default_rng(0).random((4, 8, 8, 3),
+                                                    dtype=np.float32),
+           "label": np.array([0, 1, 2, 3], np.int32)}
+  batch.update(changes)
+  return batch
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"image": np.zeros((4, 8, 9, 3), np.float32)},
+     r"images have shape \(8, 9, 3\) per example, expected \(8, 8, 3\)"),
+    ({"image": np.zeros((4, 8, 8, 3), np.uint8)},
+     "images have dtype uint8, expected a float dtype"),
+    ({"label": np.array([0, 1, 2, 10], np.int32)},
+     r"labels range over \[0, 10\], expected \[0, 9\]"),
+    ({"label": np.array([0.0, 1.0, 2.0, 3.0], np.float32)},
+     "labels have dtype float32, expected int"),
+    ({"label": np.array([0, 1], np.int32)},
+     r"labels have shape \(2,\), expected \(4,\)"),
+    ({"image": np.where(np.arange(4)[:, None, None, None] == 2, np.nan,
+                        np.zeros((4, 8, 8, 3), np.float32))},
+     r"1 image\(s\) contain NaN or Inf pixels"),
+])
+def test_check_batch_names_the_problem(changes, message):
+  with pytest.raises(pipeline.DataError, match=message) as e:
+    pipeline.check_batch(_batch(**changes), (8, 8, 3), 10, "batch of step 1")
+  assert str(e.value).startswith("batch of step 1:")
+
+
+def test_a_good_batch_passes_and_padding_labels_are_ignored():
+  pipeline.check_batch(_batch(), (8, 8, 3), 10, "x")
+  padded = _batch(label=np.array([0, 1, 2, 99], np.int32),
+                  mask=np.array([1, 1, 1, 0], np.float32))
+  pipeline.check_batch(padded, (8, 8, 3), 10, "x")
+
+
+def test_missing_tfds_dataset_is_one_line_with_the_fix(tmp_path):
+  empty = tmp_path / "tfds"
+  empty.mkdir()
+  proc = helpers.run_main("--config=configs/nac.py:tfds",
+                          f"--workdir={tmp_path}/w",
+                          f"--config.data.data_dir={empty}")
+  assert proc.returncode == 2
+  assert "Traceback" not in proc.stderr
+  err = proc.stderr.strip().splitlines()[-1]
+  assert err.startswith("crl: error:") and "cifar10" in err
+  assert "tfds build" in proc.stderr and str(empty) in proc.stderr
+  assert not list(empty.iterdir())  # nothing was downloaded
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path):
+  def run(seed, name):
+    config = helpers.tiny_config(
+        num_steps=3, log_every_steps=1, seed=seed,
+        **{"checkpoint.async_save": False, "evals": {},
+           "final_eval.splits": "test"})
+    return train.train_and_evaluate(config, str(tmp_path / name))["results"]
+  a, b, c = run(0, "a"), run(0, "b"), run(1, "c")
+  assert a == b
+  assert a["test"]["nll"] != c["test"]["nll"]

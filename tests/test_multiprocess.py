@@ -1,0 +1,58 @@
+"""Two JAX processes joined by jax.distributed over localhost train together
+and match one process at the same global batch; their checkpoint resumes."""
+
+import json
+import os
+import socket
+import subprocess
+
+import numpy as np
+
+from tests import helpers
+
+ARGS = ["--config=configs/nac.py:tiny", "--config.num_steps=4",
+        "--config.log_every_steps=1", "--config.checkpoint.every_steps=2",
+        "--config.evals.test.every_steps=0", "--config.final_eval.splits=test"]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _losses(workdir):
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+
+
+def _launch(tmp_path, workdir, *extra):
+  env = helpers.subprocess_env()
+  env["CRL_LAUNCH_LOGS"] = str(tmp_path / "logs")
+  proc = subprocess.run(
+      ["bash", "launch/local.sh", "2", str(_free_port()), "--", *ARGS,
+       f"--workdir={workdir}", *extra], cwd=helpers.ROOT, env=env,
+      capture_output=True, text=True, timeout=400)
+  logs = [open(tmp_path / "logs" / f"process_{i}.log").read()
+          for i in range(2)]
+  assert proc.returncode == 0, proc.stderr + logs[0][-3000:] + logs[1][-3000:]
+  return logs
+
+
+def test_two_processes_match_one_and_resume(tmp_path):
+  single = str(tmp_path / "single")
+  proc = helpers.run_main(*ARGS, f"--workdir={single}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  multi = str(tmp_path / "multi")
+  logs = _launch(tmp_path, multi)
+  assert "process 1 of 2" in logs[1]
+  one, two = _losses(single), _losses(multi)
+  assert list(two) == [1, 2, 3, 4]
+  np.testing.assert_allclose(list(two.values()), list(one.values()),
+                             rtol=2e-5)
+  with open(os.path.join(multi, "results.json")) as f:
+    assert json.load(f)["results"]["test"]["num_examples"] == 64
+  # Both processes restore the shared checkpoint and continue.
+  logs = _launch(tmp_path, multi, "--config.num_steps=6")
+  for log in logs:
+    assert "Resumed from the checkpoint at step 4." in log
