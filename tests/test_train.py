@@ -57,23 +57,48 @@ def test_main_end_to_end_writes_the_workdir(tmp_path):
     assert json.load(f)["model"]["name"] == "nac"
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
-  config = helpers.tiny_config(num_steps=12, log_every_steps=1,
-                               **{"checkpoint.every_steps": 4,
-                                  "checkpoint.async_save": False,
-                                  "final_eval.splits": "test",
-                                  "evals": {}})
-  straight = str(tmp_path / "straight")
-  resumed = str(tmp_path / "resumed")
-  full = train.train_and_evaluate(config, straight)
-  first = train.train_and_evaluate(config, resumed, stop_at=7)
-  assert first == {"step": 7, "preempted": True}
-  second = train.train_and_evaluate(config, resumed)
-  assert second["results"] == full["results"]
+def _fast_config(**overrides):
+  values = {"num_steps": 12, "log_every_steps": 1,
+            "checkpoint.every_steps": 4, "checkpoint.async_save": False,
+            "final_eval.splits": "test", "evals": {}}
+  values.update(overrides)
+  return helpers.tiny_config(**values)
+
+
+def _assert_same_run(straight, resumed, config, out_straight, out_resumed):
+  assert out_resumed["results"] == out_straight["results"]
   jax.tree.map(np.testing.assert_array_equal, _final_params(straight, config),
                _final_params(resumed, config))
-  a, b = _train_losses(straight), _train_losses(resumed)
-  assert a == b  # every step's loss, before and after the stop
+  # Every step's loss, before and after each stop.
+  assert _train_losses(straight) == _train_losses(resumed)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+  """Stops at several points (between checkpoints, twice): the same
+  parameters bitwise, the same per-step losses and the same final metrics."""
+  config = _fast_config()
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  full = train.train_and_evaluate(config, straight)
+  for stop in (2, 9):
+    assert train.train_and_evaluate(config, resumed, stop_at=stop) == {
+        "step": stop, "preempted": True}
+  _assert_same_run(straight, resumed, config, full,
+                   train.train_and_evaluate(config, resumed))
+
+
+def test_resume_with_tfds_input_is_exact(tmp_path):
+  """The data position of a TFDS stream survives a restart as well."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from crl import config_lib, registry  # pylint: disable=g-import-not-at-top
+  data = config_lib.component_config(registry.DATASETS, "tfds",
+                                     tfds_name="cifar10", shuffle_buffer=64)
+  config = _fast_config(data=data, num_steps=8)
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  with tfds.testing.mock_data(num_examples=80):
+    full = train.train_and_evaluate(config, straight)
+    train.train_and_evaluate(config, resumed, stop_at=3)
+    _assert_same_run(straight, resumed, config, full,
+                     train.train_and_evaluate(config, resumed))
 
 
 def test_eight_devices_match_one(tmp_path):
