@@ -52,6 +52,26 @@ def _default(field: dataclasses.Field) -> Any:
   return dataclasses.MISSING
 
 
+def init_fields(obj: Any, kwargs: dict[str, Any]) -> None:
+  """`__init__` body of a frozen, config-built dataclass (`init=False`).
+
+  Sets every field from `kwargs` or its default, lists as tuples (hashable,
+  so the object can be a static jit argument); an unknown key raises a
+  `TypeError` that names it and lists the valid keys.
+  """
+  fields = {f.name: f for f in dataclasses.fields(obj)}
+  unknown = sorted(set(kwargs) - set(fields))
+  if unknown:
+    raise TypeError(
+        f"{type(obj).__name__} got unknown config key(s) {unknown}; valid "
+        f"keys: {', '.join(fields)}.")
+  for name, field in fields.items():
+    value = kwargs.get(name, _default(field))
+    if isinstance(value, list):
+      value = tuple(value)
+    object.__setattr__(obj, name, value)
+
+
 def component_config(registry: registry_lib.Registry, name: str,
                      **overrides: Any) -> ml_collections.ConfigDict:
   """A ConfigDict with `name` and every constructor field of the component.

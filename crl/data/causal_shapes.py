@@ -69,6 +69,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crl import config_lib
+
 Array = jax.Array
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "heart",
@@ -286,17 +288,7 @@ class CausalShapes:
   num_novel_classes: int = 4
 
   def __init__(self, **kwargs: Any):
-    fields = {f.name: f for f in dataclasses.fields(self)}
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-      raise TypeError(
-          f"CausalShapes got unknown config key(s) {unknown}; valid keys: "
-          f"{', '.join(fields)}.")
-    for name, field in fields.items():
-      value = kwargs.get(name, field.default)
-      if isinstance(value, list):
-        value = tuple(value)
-      object.__setattr__(self, name, value)
+    config_lib.init_fields(self, kwargs)
     self._validate()
 
   def _validate(self) -> None:

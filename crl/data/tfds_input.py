@@ -64,6 +64,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from crl import config_lib
 from crl.data import pipeline
 
 # TensorFlow serves only as a host-side input library: it must never take
@@ -131,17 +132,7 @@ class TFDSImageClassification:
   seed: int = 0
 
   def __init__(self, **kwargs: Any):
-    fields = {f.name: f for f in dataclasses.fields(self)}
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-      raise TypeError(
-          f"TFDSImageClassification got unknown config key(s) {unknown}; "
-          f"valid keys: {', '.join(fields)}.")
-    for name, field in fields.items():
-      value = kwargs.get(name, field.default)
-      if isinstance(value, list):
-        value = tuple(value)
-      object.__setattr__(self, name, value)
+    config_lib.init_fields(self, kwargs)
     if isinstance(self.eval_split_names, str):
       object.__setattr__(self, "eval_split_names", (self.eval_split_names,))
     # Lazily built TFDS builder and split sizes; not dataclass fields, so they
