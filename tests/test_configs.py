@@ -17,7 +17,7 @@ def test_nac_variants_build(variant):
   spec = os.path.join(helpers.ROOT, "configs/nac.py")
   config = config_lib.load_config(f"{spec}:{variant}" if variant else spec)
   train.check_config(config)
-  dataset = train.build_dataset(config)  # TFDS builders load lazily
+  train.build_dataset(config)  # TFDS builders load lazily
   num_classes = 10 if config.data.name == "causal_shapes" else 1000
   model = train.build_model(config, num_classes)
   assert model.num_classes == num_classes

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from crl import checkpointing
@@ -128,7 +127,7 @@ def test_busy_workdir_is_refused_and_stale_lock_taken_over(tmp_path):
 
 def test_sigterm_saves_then_the_rerun_resumes(tmp_path):
   workdir = str(tmp_path / "run")
-  args = [f"--config=configs/nac.py:tiny", f"--workdir={workdir}",
+  args = ["--config=configs/nac.py:tiny", f"--workdir={workdir}",
           "--config.num_steps=2000", "--config.checkpoint.every_steps=1000",
           "--config.evals.test.every_steps=0", "--config.log_every_steps=1",
           "--config.final_eval.splits=test"]

@@ -89,7 +89,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 def test_resume_with_tfds_input_is_exact(tmp_path):
   """The data position of a TFDS stream survives a restart as well."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from crl import config_lib, registry  # pylint: disable=g-import-not-at-top
+  from crl import registry  # pylint: disable=g-import-not-at-top
   data = config_lib.component_config(registry.DATASETS, "tfds",
                                      tfds_name="cifar10", shuffle_buffer=64)
   config = _fast_config(data=data, num_steps=8)
