@@ -400,7 +400,11 @@ def _run(config, workdir, dataset, model, pipeline, replicated,
           progress.reset_clock(step)
         if step % config.log_every_steps == 0 or step == config.num_steps:
           _check_finite_step(step, metrics)
-          history = [_scalars(h) for h in jax.device_get(window)]
+          # Only the scalars cross to the host; the per-leaf finiteness flags
+          # are read just when a non-finite step is being reported.
+          history = [_scalars(h) for h in jax.device_get(
+              [{k: v for k, v in m.items() if k != "finite_grad_leaves"}
+               for m in window])]
           scalars = {k: float(np.mean([h[k] for h in history]))
                      for k in history[-1]}
           scalars["examples_per_s"], _ = progress.rates(step)
