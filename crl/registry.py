@@ -47,6 +47,9 @@ class Registry:
 
 MODELS = Registry("model", {
     "nac": "crl.models.nac:NAC",
+    "perceiver_io": "crl.models.perceiver:PerceiverIO",
+    "vit": "crl.models.vit:ViT",
+    "interpreters": "crl.models.interpreters:NeuralInterpreter",
 })
 
 DATASETS = Registry("dataset", {

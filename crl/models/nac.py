@@ -26,7 +26,9 @@ no rng is needed.
   'readout_weights': `[batch, num_output_modules]` pooling weights (one-hot on
     module 0 for the 'single' read-out);
   'readout_graph': the output-to-mediator graph (same conventions as 'graph');
-  'read_in_attention': `[batch, heads, input modules, tokens]`.
+  'read_in_attention': `[batch, heads, input modules, tokens]`;
+  'features': `[batch, d_state]` the pooled representation fed to the final
+    Dense 'classifier' (probes and few-shot heads read it).
 Here U = mediators, W = senders: the mediators, preceded by the input modules
 when `inputs_are_mediators=False`.
 """
@@ -491,6 +493,7 @@ class NAC(nn.Module):
         "readout_weights": readout_weights,
         "readout_graph": readout_graph["graph"],
         "read_in_attention": read_in_attention,
+        "features": pooled,
     }
     return logits.astype(jnp.float32), aux
 
