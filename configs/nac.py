@@ -31,35 +31,7 @@ import ml_collections
 
 from crl import config_lib
 from crl import registry
-
-
-def base_config() -> ml_collections.ConfigDict:
-  """Everything but the model; shared by the variants of every image config."""
-  c = ml_collections.ConfigDict()
-  c.trainer = "classification"
-  c.seed = 0
-  c.data = config_lib.component_config(registry.DATASETS, "causal_shapes")
-  c.batch_size = 128
-  c.eval_batch_size = 500
-  c.num_steps = 3000
-  c.log_every_steps = 50
-  c.tensorboard = True
-  # Skip most XLA optimisations: faster compiles, slower steps (tiny runs).
-  c.xla_fast_compile = False
-  c.optimizer = ml_collections.ConfigDict(dict(
-      base_learning_rate=5e-4, base_batch_size=512, warmup_steps=200,
-      end_learning_rate_factor=0.01, weight_decay=0.05, clip_norm=1.0,
-      b1=0.9, b2=0.999, eps=1e-8))
-  c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.1))
-  c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3,
-                                                async_save=True))
-  # Periodic evaluation on the in-distribution test split.
-  c.evals = ml_collections.ConfigDict(dict(
-      test=dict(type="classification", splits=("test",), every_steps=1000)))
-  # At the end: every split the dataset has (ID test and every intervention).
-  c.final_eval = ml_collections.ConfigDict(dict(type="classification",
-                                                splits="all"))
-  return c
+from crl.config_base import base_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
