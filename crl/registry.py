@@ -50,17 +50,28 @@ MODELS = Registry("model", {
     "perceiver_io": "crl.models.perceiver:PerceiverIO",
     "vit": "crl.models.vit:ViT",
     "interpreters": "crl.models.interpreters:NeuralInterpreter",
+    "mlp": "crl.models.mlp:MLP",
+    "two_heads": "crl.models.two_heads:TwoHeads",
+    "savos": "crl.models.savos:SaVos",
 })
 
 DATASETS = Registry("dataset", {
     "causal_shapes": "crl.data.causal_shapes:CausalShapes",
     "tfds": "crl.data.tfds_input:TFDSImageClassification",
+    "fair_tabular": "crl.data.fair_tabular:FairTabular",
+    "fair_shapes": "crl.data.fair_shapes:FairShapes",
+    "celeba": "crl.data.celeba:CelebAFairness",
+    "occluded_video": "crl.data.occluded_video:OccludedVideo",
 })
 
 EVALUATORS = Registry("evaluator", {
     "classification": "crl.evaluators.classification:ClassificationEvaluator",
+    "fairness": "crl.evaluators.fairness:FairnessEvaluator",
 })
 
 TRAINERS = Registry("trainer", {
-    "classification": "crl.train:train_and_evaluate",
+    "classification": "crl.tasks.classification:train_and_evaluate",
+    "fair_classification": "crl.tasks.fairness:train_and_evaluate",
+    "two_heads": "crl.tasks.two_heads:train_and_evaluate",
+    "savos": "crl.tasks.savos:train_and_evaluate",
 })

@@ -1,4 +1,4 @@
-"""The generic training loop for image classifiers.
+"""The generic training loop, shared by every trainer.
 
 One process or many, one device or many: a `Mesh` over every device with a
 single `data` axis; the global batch is sharded over it and the `TrainState`
@@ -6,6 +6,12 @@ single `data` axis; the global batch is sharded over it and the `TrainState`
 step with buffer donation. The step's randomness is `fold_in(key(seed),
 step)` and the data of step `t` is a pure function of `t`, so a restarted run
 continues exactly where the checkpoint left it.
+
+What is trained, on what, and how it is evaluated comes from a `Task`
+(`crl.tasks.classification.ClassificationTask` for image classifiers; the
+amodal-segmentation and fairness trainers bring their own); `run` does the
+rest: optimizer, checkpoints and resume, preemption, non-finite checks,
+metrics, periodic and final evaluation.
 
 Workdir: `config.json`, `checkpoints/`, `metrics.jsonl`, TensorBoard events,
 `results.json` (final evaluation) and `run.lock` while running.
@@ -17,7 +23,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from absl import logging
 import flax
@@ -32,10 +38,7 @@ import optax
 from crl import checkpointing
 from crl import config_lib
 from crl import metric_writers
-from crl import registry
 from crl import workdir as workdir_lib
-from crl.data import pipeline as pipeline_lib
-from crl.evaluators import classification
 
 DATA_AXIS = "data"
 # Keys whose change makes a checkpoint belong to another run.
@@ -52,6 +55,45 @@ class TrainState:
   step: jax.Array
   params: Any
   opt_state: Any
+
+
+class Evaluator(Protocol):
+  """Anything with `run(params) -> {split: {metric: value}}`."""
+
+  def run(self, params: Any) -> dict[str, dict[str, float]]:
+    ...
+
+
+class Task(Protocol):
+  """What a trainer gives the loop.
+
+  Attributes:
+    name: what is trained on what, for log lines ("nac on causal_shapes").
+    batch_sharding: the `NamedSharding` of training batches.
+    progress_keys: training metrics shown on the console.
+  """
+  name: str
+  batch_sharding: NamedSharding
+  progress_keys: tuple[str, ...]
+
+  def init_params(self, key: jax.Array) -> Any:
+    """Fresh parameters (pure; traced under `eval_shape` and `jit`)."""
+
+  def loss(self, params: Any, batch: dict[str, jax.Array],
+           rngs: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, Any]]:
+    """`(scalar loss, {name: scalar metric})` of one training batch."""
+
+  def train_batches(self, start_step: int) -> Iterator[dict[str, jax.Array]]:
+    """The batches of steps `start_step + 1, ...`; see `InputPipeline`."""
+
+  def check_batch(self, batch: dict[str, jax.Array], where: str) -> None:
+    """Raises a `DataError` for a malformed batch (called once)."""
+
+  def evaluators(self) -> dict[str, tuple[Evaluator, int]]:
+    """Periodic evaluators, `{name: (evaluator, every_steps)}`."""
+
+  def final_evaluation(self, params: Any, step: int) -> dict[str, Any]:
+    """The final results (written to `results.json`; printed by the task)."""
 
 
 # Optimizer -------------------------------------------------------------------
@@ -109,38 +151,21 @@ def eval_rngs(seed: int) -> dict[str, jax.Array]:
   return {"dropout": dropout, "sample": sample}
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
-                  label_smoothing: float) -> jax.Array:
-  """Per-example cross-entropy with label smoothing, `[batch]`."""
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes),
-                                label_smoothing)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-
-
-def make_train_step(model: Any, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, config: ml_collections.ConfigDict,
-                    num_classes: int) -> Callable[..., Any]:
+def make_train_step(task: Task, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule,
+                    seed: int) -> Callable[..., Any]:
   """`(state, batch) -> (state, metrics)`, to be jitted by the caller."""
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
-    rngs = step_rngs(config.seed, state.step)
-
-    def loss_fn(params):
-      logits, aux = model.apply({"params": params}, batch["image"], train=True,
-                                rngs=rngs)
-      ce = cross_entropy(logits, batch["label"], num_classes,
-                         config.loss.label_smoothing).mean()
-      reg = jnp.asarray(aux.get("reg_loss", 0.0), jnp.float32)
-      return ce + reg, (ce, reg, logits)
-
-    (loss, (ce, reg, logits)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+    rngs = step_rngs(seed, state.step)
+    (loss, task_metrics), grads = jax.value_and_grad(
+        task.loss, has_aux=True)(state.params, batch, rngs)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite_grads = jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
     metrics = {
-        "loss": loss, "ce": ce, "reg_loss": reg,
-        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+        **task_metrics,
+        "loss": loss,
         "grad_norm": optax.tree.norm(grads),
         "learning_rate": schedule(state.step),
         "finite_loss": jnp.isfinite(loss),
@@ -162,15 +187,6 @@ def make_mesh() -> Mesh:
   return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
 
 
-def build_dataset(config: ml_collections.ConfigDict) -> Any:
-  return config_lib.build(registry.DATASETS, config.data)
-
-
-def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
-  return config_lib.build(registry.MODELS, config.model,
-                          num_classes=num_classes)
-
-
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Checks that need no dataset or model; raises `ConfigError`."""
   for key in ("num_steps", "batch_size", "eval_batch_size", "log_every_steps"):
@@ -184,11 +200,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise config_lib.ConfigError(
           f"config.{key}={config[key]} is not divisible by the {n} devices; "
           f"use a multiple of {n}.")
-  for name, section in config.get("evals", {}).items():
-    if "type" not in section or section.type not in registry.EVALUATORS:
-      raise config_lib.ConfigError(
-          f"config.evals.{name}.type={section.get('type')!r} is not a known "
-          f"evaluator; known: {', '.join(registry.EVALUATORS.names())}.")
 
 
 def check_resume_compatible(config: ml_collections.ConfigDict,
@@ -269,67 +280,42 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
           if k not in ("finite_loss", "finite_grads", "finite_grad_leaves")}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_at: int | None = None) -> dict[str, Any]:
-  """Trains `config.model` on `config.data` in `workdir`; returns results.
+def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
+        stop_at: int | None = None) -> dict[str, Any]:
+  """Trains `task` in `workdir` (resuming a checkpoint there); returns results.
 
   Args:
-    config: the experiment config.
-    workdir: the run directory; an existing checkpoint there is resumed.
+    config: the experiment config (keys used here: seed, batch_size,
+      num_steps, log_every_steps, tensorboard, optimizer, checkpoint; `model`,
+      `seed`, `batch_size` and `data.name` identify the run for resuming).
+    workdir: the run directory.
+    task: what to train and evaluate (see `Task`).
     stop_at: if given, stop after this step with a checkpoint, as if
       preempted (the schedule still runs to `config.num_steps`); running again
       continues.
 
   Returns:
-    `{"step": final step, "results": {split: {metric: value}}}` from the final
-    evaluation, also written to `workdir/results.json`.
+    `{"step": final step, ...}` with the task's final evaluation, also
+    written to `workdir/results.json`; `{"step", "preempted": True}` when
+    stopped early.
   """
-  check_config(config)
-  if config.get("xla_fast_compile", False):
-    # Process-wide: small runs whose time is all compilation (tests, :tiny).
-    jax.config.update("jax_disable_most_optimizations", True)
-  dataset = build_dataset(config)
-  model = build_model(config, dataset.num_classes)
-  mesh = make_mesh()
-  pipeline = pipeline_lib.InputPipeline(dataset, mesh, config.batch_size,
-                                        config.eval_batch_size, DATA_AXIS)
-  replicated = NamedSharding(mesh, P())
   os.makedirs(workdir, exist_ok=True)
   lock = workdir_lib.WorkdirLock(workdir)
   if jax.process_index() == 0:
     lock.acquire()
   try:
-    return _run(config, workdir, dataset, model, pipeline, replicated,
-                stop_at)
+    return _run(config, workdir, task, stop_at)
   finally:
     lock.release()
 
 
-def _run(config, workdir, dataset, model, pipeline, replicated,
-         stop_at):
+def _run(config, workdir, task, stop_at):
   tx, schedule = make_optimizer(config.optimizer, config.batch_size,
                                 config.num_steps)
   # Evaluators first: their config errors must stop the run before anything
   # is compiled or written.
-  rngs = eval_rngs(config.seed)
-  predict_fn = jax.jit(
-      lambda params, batch: model.apply({"params": params}, batch["image"],
-                                        train=False, rngs=rngs)[0],
-      out_shardings=pipeline.sharding)
-
-  def make_evaluator(section):
-    kwargs = {k: v for k, v in section.items() if k not in ("type",
-                                                           "every_steps")}
-    try:
-      return registry.EVALUATORS.get(section.type)(
-          pipeline=pipeline, predict_fn=predict_fn,
-          num_classes=dataset.num_classes, **kwargs)
-    except (TypeError, ValueError) as e:
-      raise config_lib.ConfigError(f"evaluator {section.type!r}: {e}") from e
-
-  evaluators = {name: (make_evaluator(s), s.every_steps)
-                for name, s in config.get("evals", {}).items()}
-  final_evaluator = make_evaluator(config.final_eval)
+  evaluators = task.evaluators()
+  replicated = NamedSharding(task.batch_sharding.mesh, P())
 
   ckpt = checkpointing.Checkpointer(
       os.path.join(workdir, "checkpoints"), config.checkpoint.every_steps,
@@ -340,27 +326,13 @@ def _run(config, workdir, dataset, model, pipeline, replicated,
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config_lib.to_plain(config), f, indent=2, sort_keys=True)
 
-  def init_state(key):
-    dummy = jnp.zeros((2, *dataset.image_shape), jnp.float32)
-    k_params, k_sample, k_dropout = jax.random.split(key, 3)
-    variables = model.init({"params": k_params, "sample": k_sample,
-                            "dropout": k_dropout}, dummy, train=False)
-    params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params))
-
-  init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x1417)
-  abstract = jax.eval_shape(init_state, init_key)
-  state_sharding = jax.tree.map(lambda _: replicated, abstract)
-  abstract = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      abstract, state_sharding)
+  init_state, init_key, abstract, state_sharding = _state_layout(
+      config, task, tx, replicated)
   restored = ckpt.restore_latest(abstract)
   if restored is None:
     t0 = time.time()
     state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
-    logging.info("Initialised %s with %s parameters in %.1fs.",
-                 config.model.name,
+    logging.info("Initialised %s with %s parameters in %.1fs.", task.name,
                  f"{sum(x.size for x in jax.tree.leaves(state.params)):,}",
                  time.time() - t0)
   else:
@@ -369,8 +341,8 @@ def _run(config, workdir, dataset, model, pipeline, replicated,
   start_step = int(jax.device_get(state.step))
 
   train_step = jax.jit(
-      make_train_step(model, tx, schedule, config, dataset.num_classes),
-      in_shardings=(state_sharding, pipeline.sharding),
+      make_train_step(task, tx, schedule, config.seed),
+      in_shardings=(state_sharding, task.batch_sharding),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
   writer = metric_writers.MetricWriter(workdir, config.get("tensorboard",
                                                            True))
@@ -380,15 +352,13 @@ def _run(config, workdir, dataset, model, pipeline, replicated,
   stopped_early = False
   try:
     with _Preemption() as preemption:
-      batches = pipeline.train_batches(start_step)
+      batches = task.train_batches(start_step)
       window: list[dict[str, Any]] = []  # metrics since the last log line
       previous = None  # (step, metrics) of the step before this one
       for step in range(start_step + 1, config.num_steps + 1):
         batch = next(batches)
         if step == start_step + 1:
-          pipeline_lib.check_batch(batch, dataset.image_shape,
-                                   dataset.num_classes,
-                                   f"training batch of step {step}")
+          task.check_batch(batch, f"training batch of step {step}")
         state, metrics = train_step(state, batch)
         window.append(metrics)
         # Check the previous step while this one runs (one step in flight).
@@ -409,8 +379,8 @@ def _run(config, workdir, dataset, model, pipeline, replicated,
                      for k in history[-1]}
           scalars["examples_per_s"], _ = progress.rates(step)
           writer.write(step, scalars, "train")
-          progress.update(step, {k: scalars[k] for k in
-                                 ("loss", "accuracy", "learning_rate")})
+          progress.update(step, {k: scalars[k] for k in task.progress_keys
+                                 if k in scalars})
           window = []
         for name, (evaluator, every) in evaluators.items():
           if every and (step % every == 0 or step == config.num_steps):
@@ -437,22 +407,83 @@ def _run(config, workdir, dataset, model, pipeline, replicated,
     writer.close()
     return {"step": step, "preempted": True}
 
-  results = final_evaluator.run(state.params)
-  for split, row in results.items():
-    writer.write(int(jax.device_get(state.step)), row, f"final/{split}")
-  writer.close()
   final_step = int(jax.device_get(state.step))
-  out = {"step": final_step, "model": config.model.name,
-         "dataset": config.data.name,
-         "descriptions": final_evaluator.descriptions, "results": results}
+  out = task.final_evaluation(state.params, final_step)
+  for split, row in out.get("results", {}).items():
+    writer.write(final_step, _flat_scalars(row), f"final/{split}")
+  writer.close()
+  out = {"step": final_step, **out}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(out, f, indent=2)
-    table = classification.format_table(results)
-    print(f"\nFinal evaluation at step {final_step} "
-          f"({config.model.name} on {config.data.name}):\n{table}\n",
-          flush=True)
+  out["params"] = state.params
   return out
+
+
+def _state_layout(config, task, tx, replicated):
+  """`(init_state fn, init key, abstract state, state sharding)`."""
+
+  def init_state(key):
+    params = task.init_params(key)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params))
+
+  init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x1417)
+  abstract = jax.eval_shape(init_state, init_key)
+  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  abstract = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      abstract, state_sharding)
+  return init_state, init_key, abstract, state_sharding
+
+
+def restore_trained(config: ml_collections.ConfigDict, workdir: str,
+                    task: Task) -> tuple[Any, int]:
+  """`(params, step)` of the newest readable checkpoint of a finished or
+  stopped run in `workdir` (for analysis, fine-tuning, evaluation).
+
+  Raises:
+    CheckpointError: there is no checkpoint, or none matches the model.
+  """
+  tx, _ = make_optimizer(config.optimizer, config.batch_size,
+                         config.num_steps)
+  replicated = NamedSharding(task.batch_sharding.mesh, P())
+  _, _, abstract, _ = _state_layout(config, task, tx, replicated)
+  # keep: never delete anything from a run we only read.
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 0,
+                                    keep=2**31 - 1, async_save=False)
+  try:
+    restored = ckpt.restore_latest(abstract)
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise checkpointing.CheckpointError(
+        f"{workdir} holds no checkpoint; train it first with python -m "
+        f"crl.main --config=... --workdir={workdir}.")
+  state, step = restored
+  return state.params, step
+
+
+def _flat_scalars(row: Mapping[str, Any]) -> dict[str, float]:
+  """The numeric entries of a result row (nested dicts become 'a/b')."""
+  flat = {}
+  for k, v in row.items():
+    if isinstance(v, Mapping):
+      flat.update({f"{k}/{kk}": vv for kk, vv in _flat_scalars(v).items()})
+    elif isinstance(v, (int, float, np.number)) and not isinstance(v, bool):
+      flat[k] = float(v)
+  return flat
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_at: int | None = None) -> dict[str, Any]:
+  """The classification trainer (`config.trainer = "classification"`).
+
+  Trains `config.model` on `config.data`; see
+  `crl.tasks.classification.ClassificationTask` and `run`.
+  """
+  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  return classification.train_and_evaluate(config, workdir, stop_at)
 
 
 def _check_finite_step(step: int, metrics: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ def _batch(**changes):
      r"labels have shape \(2,\), expected \(4,\)"),
     ({"image": np.where(np.arange(4)[:, None, None, None] == 2, np.nan,
                         np.zeros((4, 8, 8, 3), np.float32))},
-     r"1 image\(s\) contain NaN or Inf pixels"),
+     r"1 example\(s\) of .image. contain NaN or Inf"),
 ])
 def test_check_batch_names_the_problem(changes, message):
   with pytest.raises(pipeline.DataError, match=message) as e:

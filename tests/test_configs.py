@@ -7,6 +7,7 @@ import pytest
 
 from crl import config_lib
 from crl import train
+from crl.tasks import classification
 from tests import helpers
 
 VARIANTS = ["", "tiny", "bench", "tfds", "tiny_imagenet", "imagenet"]
@@ -17,9 +18,9 @@ def test_nac_variants_build(variant):
   spec = os.path.join(helpers.ROOT, "configs/nac.py")
   config = config_lib.load_config(f"{spec}:{variant}" if variant else spec)
   train.check_config(config)
-  train.build_dataset(config)  # TFDS builders load lazily
+  classification.build_dataset(config)  # TFDS builders load lazily
   num_classes = 10 if config.data.name == "causal_shapes" else 1000
-  model = train.build_model(config, num_classes)
+  model = classification.build_model(config, num_classes)
   assert model.num_classes == num_classes
   for name, section in config.evals.items():
     assert section.type == "classification", name

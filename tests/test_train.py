@@ -127,7 +127,7 @@ print("DEVICES", jax.device_count())
 
 @pytest.mark.parametrize("args,devices,expected", [
     (["--config.num_stepz=3"], 1, "num_stepz"),
-    (["--config.model.name=nacc"], 1, "Unknown model 'nacc'; known models: nac"),
+    (["--config.model.name=nacc"], 1, "Unknown model 'nacc'; known models:"),
     (["--config.data.name=shapez"], 1, "Unknown dataset 'shapez'"),
     (["--config.batch_size=12"], 8, "not divisible by the 8 devices"),
     (["--config.model.d_state=30", "--config.model.head_dim=32"], 1,

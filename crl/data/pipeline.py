@@ -14,6 +14,9 @@ Two kinds of dataset sit behind one interface:
 
 Batches are dicts `{'image': f32[B, H, W, C] in [0, 1], 'label': i32[B]}`, and
 eval batches also carry `'mask'`: f32[B] (1 = real example, 0 = padding).
+A dataset whose examples carry other keys (a protected attribute, video
+frames and masks) lists them in `batch_keys`; the input need not be an image
+(`input_key`, `input_shape`; e.g. tabular features).
 """
 
 from __future__ import annotations
@@ -33,23 +36,27 @@ class DataError(ValueError):
 
 
 def check_batch(batch: dict[str, Any], image_shape: tuple[int, ...],
-                num_classes: int | None, where: str) -> None:
+                num_classes: int | None, where: str,
+                input_key: str = "image") -> None:
   """Checks one batch (host or device) and raises a `DataError` naming `where`.
 
   Labels may lie outside `[0, num_classes)` only in eval batches that the
   dataset declares as novel-class data; pass `num_classes=None` there.
+  `image_shape` is the per-example shape of `batch[input_key]`.
   """
-  if "image" not in batch or "label" not in batch:
-    raise DataError(f"{where}: a batch needs keys 'image' and 'label', got "
-                    f"{sorted(batch)}.")
-  image, label = batch["image"], batch["label"]
+  if input_key not in batch or "label" not in batch:
+    raise DataError(f"{where}: a batch needs keys {input_key!r} and 'label', "
+                    f"got {sorted(batch)}.")
+  image, label = batch[input_key], batch["label"]
+  noun = "images" if input_key == "image" else f"inputs {input_key!r}"
+  layout = " (height, width, channels)" if input_key == "image" else ""
   if tuple(image.shape[1:]) != tuple(image_shape):
-    raise DataError(f"{where}: images have shape {tuple(image.shape[1:])} per "
-                    f"example, expected {tuple(image_shape)} (height, width, "
-                    "channels).")
+    raise DataError(f"{where}: {noun} have shape {tuple(image.shape[1:])} per "
+                    f"example, expected {tuple(image_shape)}{layout}.")
   if not jnp.issubdtype(image.dtype, jnp.floating):
-    raise DataError(f"{where}: images have dtype {image.dtype}, expected a "
-                    "float dtype with values in [0, 1].")
+    raise DataError(f"{where}: {noun} have dtype {image.dtype}, expected a "
+                    "float dtype" + (" with values in [0, 1]."
+                                     if input_key == "image" else "."))
   if label.ndim != 1 or label.shape[0] != image.shape[0]:
     raise DataError(f"{where}: labels have shape {tuple(label.shape)}, "
                     f"expected ({image.shape[0]},).")
@@ -60,7 +67,8 @@ def check_batch(batch: dict[str, Any], image_shape: tuple[int, ...],
   if image_np is not None and not np.all(np.isfinite(image_np)):
     bad = int(np.sum(~np.all(np.isfinite(image_np.reshape(len(image_np), -1)),
                              axis=1)))
-    raise DataError(f"{where}: {bad} image(s) contain NaN or Inf pixels.")
+    raise DataError(f"{where}: {bad} example(s) of {input_key!r} contain NaN "
+                    "or Inf values.")
   if label_np is not None and num_classes is not None:
     mask = np.asarray(jax.device_get(batch["mask"])) if "mask" in batch else 1
     real = label_np[np.broadcast_to(mask, label_np.shape) > 0]
@@ -90,6 +98,7 @@ class InputPipeline:
     self.eval_batch = eval_batch
     self.sharding = NamedSharding(mesh, P(data_axis))
     self.procedural = hasattr(dataset, "sample_encoded")
+    self.keys = tuple(getattr(dataset, "batch_keys", ("image", "label")))
     for what, size in (("batch_size", global_batch),
                        ("eval_batch_size", eval_batch)):
       if size % mesh.size:
@@ -111,15 +120,19 @@ class InputPipeline:
   def _train_indices_fn(self, step: jax.Array) -> dict[str, jax.Array]:
     indices = (step * self.global_batch +
                jnp.arange(self.global_batch, dtype=jnp.int32))
-    out = self.dataset.sample_encoded(self._train_code, indices)
-    return {"image": out["image"], "label": out["label"].astype(jnp.int32)}
+    return self._select(self.dataset.sample_encoded(self._train_code, indices))
+
+  def _select(self, out: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    batch = {k: out[k] for k in self.keys}
+    if "label" in batch:
+      batch["label"] = batch["label"].astype(jnp.int32)
+    return batch
 
   def _eval_indices_fn(self, code: jax.Array, start: jax.Array,
                        num: jax.Array) -> dict[str, jax.Array]:
     idx = start + jnp.arange(self.eval_batch, dtype=jnp.int32)
     out = self.dataset.sample_encoded(code, jnp.minimum(idx, num - 1))
-    return {"image": out["image"], "label": out["label"].astype(jnp.int32),
-            "mask": (idx < num).astype(jnp.float32)}
+    return {**self._select(out), "mask": (idx < num).astype(jnp.float32)}
 
   # Both kinds ----------------------------------------------------------------
 

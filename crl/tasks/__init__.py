@@ -1,0 +1,1 @@
+"""Tasks: what the generic loop in `crl.train` trains and evaluates."""

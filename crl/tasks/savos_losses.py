@@ -1,0 +1,159 @@
+"""SaVos training signals (specs/amodal.md, "Losses").
+
+Self-supervised (what SaVos trains on): functions of the model's outputs and
+of *observed* quantities only (visible masks, occluder masks, frames); none
+of them takes an amodal ground truth, and `self_supervised_loss` receives
+only the model output (whose 'patches' hold the cropped observations).
+
+* `reconstruction_loss`: BCE between the predicted mask of frame t (carried
+  over from frames t - 1 and t + 1 and warped) and the visible mask V_t,
+  weighted by `1 - O_t`: pixels under other objects get no loss, so nothing
+  there is pulled towards "not the object".
+* `consistency_loss`: `1 - softIoU(warp(A_t), A_{t+1})` along the corrected
+  flow, with the flow detached (both directions).
+* `photometric_loss`: L1 between the frame warped by the corrected flow and
+  the next frame on pixels visible in both; it trains the flow residual.
+
+Supervised (the upper bound): `supervised_loss`, BCE against the amodal
+ground truth everywhere.
+
+Shapes: `[..., T, P, P]` masks (any leading axes), `[..., T, P, P, 2]` flows,
+`[..., T, P, P, 3]` frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from crl.models import savos_layers as sl
+
+Array = jax.Array
+PROB_EPS = 1e-6
+
+
+def bce(prob: Array, target: Array, eps: float = PROB_EPS) -> Array:
+  """Elementwise binary cross-entropy of probabilities (clipped to eps)."""
+  p = jnp.clip(prob, eps, 1. - eps)
+  return -(target * jnp.log(p) + (1. - target) * jnp.log1p(-p))
+
+
+def soft_iou(a: Array, b: Array, eps: float = 1e-8) -> Array:
+  """`sum(ab) / sum(a + b - ab)` over the last two axes."""
+  inter = jnp.sum(a * b, (-2, -1))
+  return inter / (jnp.sum(a + b - a * b, (-2, -1)) + eps)
+
+
+def reconstruction_loss(amodal: Array, visible: Array,
+                        occluder: Array) -> Array:
+  """Visible-mask BCE weighted by `1 - occluder` (mean over weighted pixels).
+
+  Args:
+    amodal: `[..., T, P, P]` predicted mask of each frame (made from the
+      other frames).
+    visible: `[..., T, P, P]` the frames' visible masks.
+    occluder: `[..., T, P, P]` the frames' occluder masks (other objects).
+
+  Returns:
+    Scalar `sum((1 - O) BCE(A, V)) / sum(1 - O)`.
+  """
+  weight = 1. - occluder
+  return jnp.sum(weight * bce(amodal, visible)) / jnp.maximum(
+      jnp.sum(weight), 1.)
+
+
+def consistency_loss(amodal: Array, flow_fwd: Array,
+                     flow_bwd: Array) -> Array:
+  """Temporal soft-IoU consistency along the detached corrected flows.
+
+  Args:
+    amodal: `[..., T, P, P]` predicted masks.
+    flow_fwd: `[..., T, P, P, 2]` flow of frame t -> t + 1.
+    flow_bwd: `[..., T, P, P, 2]` flow of frame t -> t - 1.
+
+  Returns:
+    Scalar: the mean over tracks, frame pairs and both directions of
+    `1 - softIoU(warp(A_t, F_t), A_t')`.
+  """
+  f, b = jax.lax.stop_gradient(flow_fwd), jax.lax.stop_gradient(flow_bwd)
+  to_next = sl.warp(amodal[..., :-1, :, :, None], f[..., :-1, :, :, :])[..., 0]
+  to_prev = sl.warp(amodal[..., 1:, :, :, None], b[..., 1:, :, :, :])[..., 0]
+  fwd = 1. - soft_iou(to_next, amodal[..., 1:, :, :])
+  bwd = 1. - soft_iou(to_prev, amodal[..., :-1, :, :])
+  return 0.5 * (jnp.mean(fwd) + jnp.mean(bwd))
+
+
+def photometric_loss(frames: Array, visible: Array, flow_fwd: Array,
+                     flow_bwd: Array) -> Array:
+  """L1 between warped and next frames where the object is visible in both.
+
+  Args:
+    frames: `[..., T, P, P, 3]`.
+    visible: `[..., T, P, P]`.
+    flow_fwd, flow_bwd: `[..., T, P, P, 2]` corrected flows.
+
+  Returns:
+    Scalar mean absolute difference over the (detached) masked pixels and
+    channels, both directions.
+  """
+  def one(src, src_vis, dst, dst_vis, flow):
+    moved = sl.warp(jnp.concatenate([src, src_vis[..., None]], -1), flow)
+    mask = jax.lax.stop_gradient(moved[..., 3] * dst_vis)
+    diff = jnp.sum(jnp.abs(moved[..., :3] - dst), -1)
+    return jnp.sum(mask * diff) / jnp.maximum(3. * jnp.sum(mask), 1.)
+
+  fwd = one(frames[..., :-1, :, :, :], visible[..., :-1, :, :],
+            frames[..., 1:, :, :, :], visible[..., 1:, :, :],
+            flow_fwd[..., :-1, :, :, :])
+  bwd = one(frames[..., 1:, :, :, :], visible[..., 1:, :, :],
+            frames[..., :-1, :, :, :], visible[..., :-1, :, :],
+            flow_bwd[..., 1:, :, :, :])
+  return 0.5 * (fwd + bwd)
+
+
+def self_supervised_loss(outputs: dict[str, Any], *,
+                         consistency_weight: float = 1.0,
+                         photometric_weight: float = 0.1
+                         ) -> tuple[Array, dict[str, Array]]:
+  """The SaVos objective from a model output alone (no amodal masks).
+
+  Args:
+    outputs: `SaVos` output: 'amodal', 'flow_fwd', 'flow_bwd' and 'patches'
+      (the cropped observations 'visible', 'occluder', 'frames').
+    consistency_weight: weight of `consistency_loss`.
+    photometric_weight: weight of `photometric_loss` (0: off).
+
+  Returns:
+    `(loss, {'recon', 'consistency', 'photometric'})`.
+  """
+  obs = outputs["patches"]
+  recon = reconstruction_loss(outputs["amodal"], obs["visible"],
+                              obs["occluder"])
+  consist = consistency_loss(outputs["amodal"], outputs["flow_fwd"],
+                             outputs["flow_bwd"])
+  loss = recon + consistency_weight * consist
+  metrics = {"recon": recon, "consistency": consist}
+  if photometric_weight:
+    photo = photometric_loss(obs["frames"], obs["visible"],
+                             outputs["flow_fwd"], outputs["flow_bwd"])
+    loss = loss + photometric_weight * photo
+    metrics["photometric"] = photo
+  return loss, metrics
+
+
+def supervised_loss(outputs: dict[str, Any], amodal_patches: Array
+                    ) -> tuple[Array, dict[str, Array]]:
+  """The upper bound's objective: BCE against the amodal ground truth.
+
+  Args:
+    outputs: `SaVos` output ('amodal' `[..., T, P, P]`).
+    amodal_patches: the ground-truth amodal masks cropped like the model's
+      patches, `[..., T, P, P]`.
+
+  Returns:
+    `(loss, {'supervised_bce'})`.
+  """
+  loss = jnp.mean(bce(outputs["amodal"], amodal_patches))
+  return loss, {"supervised_bce": loss}
