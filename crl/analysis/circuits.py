@@ -181,9 +181,8 @@ def draw(kernel: np.ndarray, path: str, communities: Sequence[Sequence[int]]
          | None = None, threshold: float = 0.5, seed: int = 0,
          title: str | None = None) -> str:
   """Draws the averaged graph (edges K > threshold) as a PNG."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
 
   n = kernel.shape[0]
   weights = np.asarray(kernel) * (1.0 - np.eye(n))
@@ -198,7 +197,9 @@ def draw(kernel: np.ndarray, path: str, communities: Sequence[Sequence[int]]
     colour[list(members)] = c
   pos = nx.spring_layout(g, seed=seed)
   degree = np.array([g.degree(i) for i in range(n)])
-  fig, ax = plt.subplots(figsize=(6, 6))
+  fig = figure.Figure(figsize=(6, 6))
+  backend_agg.FigureCanvasAgg(fig)
+  ax = fig.subplots()
   nx.draw_networkx_edges(g, pos, ax=ax, alpha=0.3,
                          width=[2 * d["weight"] for *_, d in
                                 g.edges(data=True)])
@@ -210,7 +211,6 @@ def draw(kernel: np.ndarray, path: str, communities: Sequence[Sequence[int]]
   ax.axis("off")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
   return path
 
 

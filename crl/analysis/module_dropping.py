@@ -213,11 +213,12 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str) -> str:
 def plot_curve(rows: Sequence[dict[str, Any]], path: str,
                max_drop_points: float = 3.0) -> str:
   """Accuracy against speed-up, one line per ranking; writes a PNG."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
+  from matplotlib import figure  # pylint: disable=g-import-not-at-top
 
-  fig, (ax_acc, ax_speed) = plt.subplots(1, 2, figsize=(10, 4))
+  fig = figure.Figure(figsize=(10, 4))
+  backend_agg.FigureCanvasAgg(fig)
+  ax_acc, ax_speed = fig.subplots(1, 2)
   for by in dict.fromkeys(r["ranking"] for r in rows):
     sub = sorted((r for r in rows if r["ranking"] == by),
                  key=lambda r: r["fraction_dropped"])
@@ -236,5 +237,4 @@ def plot_curve(rows: Sequence[dict[str, Any]], path: str,
   ax_speed.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
   return path
