@@ -33,7 +33,15 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4"],
+        "test": [
+            "pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4",
+            # References the tests compare against.
+            "fairlearn==0.15.0",            # fairness metrics
+            "imagecorruptions==1.1.2",      # corruptions (and crl.bench)
+            "opencv-python-headless>=4.8",  # cv2 for imagecorruptions
+            "scikit-image>=0.22",
+            "setuptools<81",                # imagecorruptions uses pkg_resources
+        ],
         "cuda12": [f"jax[cuda12]=={JAX}"],
         "tpu": [f"jax[tpu]=={JAX}"],
     },

@@ -1,0 +1,1 @@
+"""Distribution shifts: interventions, corruptions (in JAX), natural pairs."""
