@@ -249,8 +249,9 @@ def main(argv: Sequence[str]) -> None:
   for k, v in out["ratios"].items():
     print(f"{k}: {v:.2f}")
   if "corruptions" in out:
-    c = out["corruptions"]
-    print("\nCorruptions:", json.dumps(c.get("summary", c), indent=1)[:3000])
+    from crl.shifts import corruptions_bench  # pylint: disable=g-import-not-at-top
+    print("\nCorruptions (images/s, ours vs imagecorruptions):")
+    print(corruptions_bench.format_table(out["corruptions"]))
   with open(_OUT.value, "w") as f:
     json.dump(out, f, indent=2)
   print(f"\nWrote {_OUT.value}")

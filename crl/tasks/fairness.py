@@ -126,6 +126,61 @@ def check_fairness_config(config: ml_collections.ConfigDict,
         "target.")
 
 
+_SHARED: dict[Any, Any] = {}
+_SHARED_MAX = 16
+
+
+def _shared(key: Any, make: Any) -> Any:
+  """A small process-wide cache, so that the trainings of a study (same
+  data, same model) reuse one input pipeline and one compiled predict
+  function instead of compiling their own."""
+  if key not in _SHARED:
+    if len(_SHARED) >= _SHARED_MAX:
+      _SHARED.pop(next(iter(_SHARED)))
+    _SHARED[key] = make()
+  return _SHARED[key]
+
+
+def shared_pipeline(dataset: Any, mesh: jax.sharding.Mesh, batch_size: int,
+                    eval_batch_size: int) -> pipeline_lib.InputPipeline:
+  """The `InputPipeline` of (dataset, mesh, batch sizes), built once."""
+  return _shared(
+      ("pipeline", dataset, mesh, batch_size, eval_batch_size),
+      lambda: pipeline_lib.InputPipeline(dataset, mesh, batch_size,
+                                         eval_batch_size, train.DATA_AXIS))
+
+
+def model_functions(model: Any, input_key: str, sharding: Any,
+                    seed: int) -> dict[str, Any]:
+  """Jitted `(params, batch) ->` logits / features / all heads of `model`.
+
+  Keys: 'predict' (logits), 'features' (aux['features']), 'heads'
+  ({'logits', 'features'} and 'group_logits' if the model has them). Built
+  once per (model, input key, sharding, seed).
+  """
+  def make():
+    rngs = train.eval_rngs(seed)
+
+    def apply(params, batch):
+      return model.apply({"params": params}, batch[input_key], train=False,
+                         rngs=rngs)
+
+    def heads(params, batch):
+      logits, aux = apply(params, batch)
+      out = {"logits": logits, "features": aux["features"]}
+      if "group_logits" in aux:
+        out["group_logits"] = aux["group_logits"]
+      return out
+
+    return {
+        "predict": jax.jit(lambda p, b: apply(p, b)[0],
+                           out_shardings=sharding),
+        "features": jax.jit(lambda p, b: apply(p, b)[1]["features"],
+                            out_shardings=sharding),
+        "heads": jax.jit(heads, out_shardings=sharding)}
+  return _shared(("model", model, input_key, sharding, seed), make)
+
+
 class FairClassificationTask(classification.ClassificationTask):
   """Cross-entropy plus lambda times the parity penalty (module docstring)."""
 
@@ -136,12 +191,19 @@ class FairClassificationTask(classification.ClassificationTask):
     super().__init__(config, mesh)
     check_fairness_config(config, self.dataset)
     self.num_groups = int(self.dataset.num_groups)
-    rngs = train.eval_rngs(config.seed)
-    self.features_fn = jax.jit(
-        lambda params, batch: self.model.apply(
-            {"params": params}, batch[self.input_key], train=False,
-            rngs=rngs)[1]["features"],
-        out_shardings=self.pipeline.sharding)
+    self.pipeline = shared_pipeline(self.dataset, self.mesh, config.batch_size,
+                                    config.eval_batch_size)
+    self.batch_sharding = self.pipeline.sharding
+    self.bind_model(self.model)
+
+  def bind_model(self, model: Any) -> None:
+    """Sets the model and its (shared) jitted predict functions."""
+    self.model = model
+    fns = model_functions(model, self.input_key, self.pipeline.sharding,
+                          self.config.seed)
+    self.predict_fn = fns["predict"]
+    self.features_fn = fns["features"]
+    self.heads_fn = fns["heads"]
 
   def penalty_terms(self, logits: jax.Array,
                     batch: dict[str, jax.Array]) -> tuple[jax.Array,
@@ -214,15 +276,9 @@ class TwoHeadsTask(FairClassificationTask):
           f"The two-heads task needs config.model.name='two_heads', got "
           f"{config.model.name!r}.")
     super().__init__(config, mesh)
-    self.model = config_lib.build(registry.MODELS, config.model,
-                                  num_classes=self.num_classes,
-                                  num_groups=self.num_groups)
-    rngs = train.eval_rngs(config.seed)
-    self.heads_fn = jax.jit(
-        lambda params, batch: _heads(self.model.apply(
-            {"params": params}, batch[self.input_key], train=False,
-            rngs=rngs)),
-        out_shardings=self.pipeline.sharding)
+    self.bind_model(config_lib.build(registry.MODELS, config.model,
+                                     num_classes=self.num_classes,
+                                     num_groups=self.num_groups))
 
   def objective(self, logits: jax.Array, aux: dict[str, Any],
                 batch: dict[str, jax.Array]) -> tuple[jax.Array,
@@ -248,12 +304,6 @@ class TwoHeadsTask(FairClassificationTask):
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
         "group_accuracy": jnp.mean(
             jnp.argmax(group_logits, -1) == batch["group"])}
-
-
-def _heads(out: tuple[jax.Array, dict[str, Any]]) -> dict[str, jax.Array]:
-  logits, aux = out
-  return {"logits": logits, "group_logits": aux["group_logits"],
-          "features": aux["features"]}
 
 
 def make_task(config: ml_collections.ConfigDict) -> FairClassificationTask:
@@ -292,7 +342,8 @@ def base_config(data: str = "fair_tabular",
   c.trainer = "fair_classification"
   c.data = config_lib.component_config(registry.DATASETS, data,
                                        **data_overrides)
-  c.model = config_lib.component_config(registry.MODELS, "mlp")
+  c.model = config_lib.component_config(registry.MODELS, "mlp",
+                                        hidden=(128, 32))
   c.fairness = fairness_config()
   c.loss.label_smoothing = 0.0
   c.batch_size = 256

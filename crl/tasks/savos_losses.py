@@ -46,13 +46,13 @@ def soft_iou(a: Array, b: Array, eps: float = 1e-8) -> Array:
   return inter / (jnp.sum(a + b - a * b, (-2, -1)) + eps)
 
 
-def reconstruction_loss(amodal: Array, visible: Array,
+def reconstruction_loss(pred: Array, visible: Array,
                         occluder: Array) -> Array:
   """Visible-mask BCE weighted by `1 - occluder` (mean over weighted pixels).
 
   Args:
-    amodal: `[..., T, P, P]` predicted mask of each frame (made from the
-      other frames).
+    pred: `[..., T, P, P]` predicted (amodal) mask of each frame, made from
+      the other frames.
     visible: `[..., T, P, P]` the frames' visible masks.
     occluder: `[..., T, P, P]` the frames' occluder masks (other objects).
 
@@ -60,16 +60,16 @@ def reconstruction_loss(amodal: Array, visible: Array,
     Scalar `sum((1 - O) BCE(A, V)) / sum(1 - O)`.
   """
   weight = 1. - occluder
-  return jnp.sum(weight * bce(amodal, visible)) / jnp.maximum(
+  return jnp.sum(weight * bce(pred, visible)) / jnp.maximum(
       jnp.sum(weight), 1.)
 
 
-def consistency_loss(amodal: Array, flow_fwd: Array,
+def consistency_loss(pred: Array, flow_fwd: Array,
                      flow_bwd: Array) -> Array:
   """Temporal soft-IoU consistency along the detached corrected flows.
 
   Args:
-    amodal: `[..., T, P, P]` predicted masks.
+    pred: `[..., T, P, P]` predicted (amodal) masks.
     flow_fwd: `[..., T, P, P, 2]` flow of frame t -> t + 1.
     flow_bwd: `[..., T, P, P, 2]` flow of frame t -> t - 1.
 
@@ -78,10 +78,13 @@ def consistency_loss(amodal: Array, flow_fwd: Array,
     `1 - softIoU(warp(A_t, F_t), A_t')`.
   """
   f, b = jax.lax.stop_gradient(flow_fwd), jax.lax.stop_gradient(flow_bwd)
-  to_next = sl.warp(amodal[..., :-1, :, :, None], f[..., :-1, :, :, :])[..., 0]
-  to_prev = sl.warp(amodal[..., 1:, :, :, None], b[..., 1:, :, :, :])[..., 0]
-  fwd = 1. - soft_iou(to_next, amodal[..., 1:, :, :])
-  bwd = 1. - soft_iou(to_prev, amodal[..., :-1, :, :])
+  # One warp for both directions: A_t -> t + 1 and A_t -> t - 1.
+  moved = sl.warp(jnp.stack([pred[..., :-1, :, :], pred[..., 1:, :, :]]
+                            )[..., None],
+                  jnp.stack([f[..., :-1, :, :, :], b[..., 1:, :, :, :]]))
+  to_next, to_prev = moved[0, ..., 0], moved[1, ..., 0]
+  fwd = 1. - soft_iou(to_next, pred[..., 1:, :, :])
+  bwd = 1. - soft_iou(to_prev, pred[..., :-1, :, :])
   return 0.5 * (jnp.mean(fwd) + jnp.mean(bwd))
 
 
@@ -96,21 +99,17 @@ def photometric_loss(frames: Array, visible: Array, flow_fwd: Array,
 
   Returns:
     Scalar mean absolute difference over the (detached) masked pixels and
-    channels, both directions.
+    channels of both directions.
   """
-  def one(src, src_vis, dst, dst_vis, flow):
-    moved = sl.warp(jnp.concatenate([src, src_vis[..., None]], -1), flow)
-    mask = jax.lax.stop_gradient(moved[..., 3] * dst_vis)
-    diff = jnp.sum(jnp.abs(moved[..., :3] - dst), -1)
-    return jnp.sum(mask * diff) / jnp.maximum(3. * jnp.sum(mask), 1.)
-
-  fwd = one(frames[..., :-1, :, :, :], visible[..., :-1, :, :],
-            frames[..., 1:, :, :, :], visible[..., 1:, :, :],
-            flow_fwd[..., :-1, :, :, :])
-  bwd = one(frames[..., 1:, :, :, :], visible[..., 1:, :, :],
-            frames[..., :-1, :, :, :], visible[..., :-1, :, :],
-            flow_bwd[..., 1:, :, :, :])
-  return 0.5 * (fwd + bwd)
+  src = jnp.concatenate([frames, visible[..., None]], -1)
+  # Frame t -> t + 1 and frame t -> t - 1 in one warp.
+  moved = sl.warp(jnp.stack([src[..., :-1, :, :, :], src[..., 1:, :, :, :]]),
+                  jnp.stack([flow_fwd[..., :-1, :, :, :],
+                             flow_bwd[..., 1:, :, :, :]]))
+  dst = jnp.stack([src[..., 1:, :, :, :], src[..., :-1, :, :, :]])
+  mask = jax.lax.stop_gradient(moved[..., 3] * dst[..., 3])
+  diff = jnp.sum(jnp.abs(moved[..., :3] - dst[..., :3]), -1)
+  return jnp.sum(mask * diff) / jnp.maximum(3. * jnp.sum(mask), 1.)
 
 
 def self_supervised_loss(outputs: dict[str, Any], *,
