@@ -3,7 +3,8 @@
 For one tracked object of a video, a strip has one column per frame and four
 rows: the frame, the frame with the object's visible mask, with the
 predicted amodal mask (thresholded) and with the ground-truth amodal mask;
-the occluder region is outlined in the last two rows. The GIF shows the same
+the occluder region is outlined in the last two rows. `write_videos` zooms
+into the object (`zoom_window`). The GIF shows the same
 four panels side by side, one frame of the video per GIF frame.
 
 Drawn on a `matplotlib.figure.Figure` with the Agg canvas (no pyplot, no
@@ -28,10 +29,31 @@ ROWS = ("frame", "visible", "predicted amodal", "ground-truth amodal")
 
 
 def overlay(frame: np.ndarray, mask: np.ndarray,
-            rgb: Sequence[float], alpha: float = 0.55) -> np.ndarray:
-  """`frame` `[H, W, 3]` with `mask` `[H, W]` painted in `rgb`."""
+            rgb: Sequence[float], alpha: float = 0.65) -> np.ndarray:
+  """`frame` `[H, W, 3]`, dimmed, with `mask` `[H, W]` painted in `rgb`."""
   m = (np.asarray(mask) > 0.5)[..., None] * alpha
-  return np.clip(np.asarray(frame) * (1. - m) + np.asarray(rgb) * m, 0., 1.)
+  return np.clip(0.6 * np.asarray(frame) * (1. - m) + np.asarray(rgb) * m,
+                 0., 1.)
+
+
+def zoom_window(masks: np.ndarray, margin: float = 0.3,
+                min_size: int = 16) -> tuple[slice, slice]:
+  """A square window (row slice, column slice) around the union of `masks`
+  `[..., H, W]`, enlarged by `margin` on each side, inside the image."""
+  union = np.asarray(masks).reshape((-1,) + masks.shape[-2:]).max(0) > 0.5
+  height, width = union.shape
+  if not union.any():
+    return slice(0, height), slice(0, width)
+  rows, cols = np.nonzero(union)
+  side = max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+  side = min(max(int(round(side * (1. + 2. * margin))), min_size),
+             height, width)
+  def window(lo, hi, n):
+    start = int(round((lo + hi + 1) / 2. - side / 2.))
+    start = min(max(start, 0), n - side)
+    return slice(start, start + side)
+  return (window(rows.min(), rows.max(), height),
+          window(cols.min(), cols.max(), width))
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -88,7 +110,7 @@ def write_strip(frames: np.ndarray, visible: np.ndarray,
   """
   grid = panels(frames, visible, prediction, amodal, occluder, threshold)
   rows, num_t = grid.shape[:2]
-  fig = Figure(figsize=(1.2 * num_t + 1.2, 1.25 * rows + 0.4))
+  fig = Figure(figsize=(1.5 * num_t + 0.6, 1.5 * rows + 0.5))
   for r in range(rows):
     for t in range(num_t):
       ax = fig.add_subplot(rows, num_t, r * num_t + t + 1)
@@ -101,6 +123,8 @@ def write_strip(frames: np.ndarray, visible: np.ndarray,
         ax.set_ylabel(ROWS[r], fontsize=7)
   if title:
     fig.suptitle(title, fontsize=9)
+  fig.subplots_adjust(left=0.05, right=0.99, bottom=0.01, top=0.9,
+                      wspace=0.05, hspace=0.05)
   path = os.fspath(path)
   if os.path.dirname(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -155,16 +179,18 @@ def write_videos(videos: dict[str, np.ndarray], directory: str | os.PathLike,
   paths = []
   for i in range(videos["frames"].shape[0]):
     k = most_occluded(videos["visible"][i], videos["amodal"][i])
-    parts = dict(frames=videos["frames"][i],
-                 visible=videos["visible"][i, k],
-                 prediction=videos["prediction"][i, k],
-                 amodal=videos["amodal"][i, k])
+    rows, cols = zoom_window(np.concatenate(
+        [videos["amodal"][i, k], videos["prediction"][i, k] > threshold]))
+    crop = lambda x: np.asarray(x)[:, rows, cols]
+    parts = dict(frames=crop(videos["frames"][i]),
+                 visible=crop(videos["visible"][i, k]),
+                 prediction=crop(videos["prediction"][i, k]),
+                 amodal=crop(videos["amodal"][i, k]),
+                 occluder=crop(videos["occluder"][i, k]),
+                 threshold=threshold)
     stem = os.path.join(os.fspath(directory), f"{prefix}_video{i}_object{k}")
     paths.append(write_strip(**parts, path=stem + ".png",
-                             occluder=videos["occluder"][i, k],
-                             title=f"{prefix}: video {i}, object {k}",
-                             threshold=threshold))
-    paths.append(write_gif(**parts, path=stem + ".gif",
-                           occluder=videos["occluder"][i, k],
-                           threshold=threshold))
+                             title=f"{prefix}: video {i}, object {k} (zoomed;"
+                             " occluder outlined)"))
+    paths.append(write_gif(**parts, path=stem + ".gif"))
   return paths

@@ -2,9 +2,6 @@
 tiny NAC (one short training shared by every test of this file). The full
 curve, report and drawings run end to end in tests/test_colabs.py."""
 
-import csv
-import json
-import os
 
 import jax
 import numpy as np
