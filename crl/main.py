@@ -51,12 +51,13 @@ def _in_cluster() -> bool:
   return len([h for h in hosts.split(",") if h]) > 1
 
 
-def _maybe_initialize_distributed() -> None:
+def _maybe_initialize_distributed() -> bool:
+  """Joins the other processes of a multi-process run; True if it did."""
   import jax  # pylint: disable=g-import-not-at-top
   explicit = _NUM_PROCESSES.value is not None and _NUM_PROCESSES.value > 1
   if _DISTRIBUTED.value == "off" or (_DISTRIBUTED.value == "auto" and
                                      not explicit and not _in_cluster()):
-    return
+    return False
   kwargs = {}
   if _COORDINATOR.value:
     kwargs["coordinator_address"] = _COORDINATOR.value
@@ -70,6 +71,18 @@ def _maybe_initialize_distributed() -> None:
   logging.info("jax.distributed: process %d of %d, %d local / %d global "
                "devices.", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+  return True
+
+
+def _shutdown_distributed() -> None:
+  """Leaves the run through the shutdown barrier.
+
+  Without it, process 0 (which hosts the coordination service) can exit
+  while the others are still tearing down; they then poll a dead service
+  and abort (SIGABRT), failing a run that had finished.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.distributed.shutdown()
 
 
 def _hide_accelerators_from_tensorflow() -> None:
@@ -108,7 +121,7 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   _hide_accelerators_from_tensorflow()
-  _maybe_initialize_distributed()
+  distributed = _maybe_initialize_distributed()
   from crl import registry  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   user_errors = _user_errors()
@@ -117,7 +130,11 @@ def main(argv: list[str]) -> None:
     trainer(config, _WORKDIR.value)
   except user_errors as e:
     print(f"\ncrl: error: {e}", file=sys.stderr, flush=True)
+    if distributed:
+      _shutdown_distributed()
     sys.exit(2)
+  if distributed:
+    _shutdown_distributed()
 
 
 def _clean(message: str) -> str:

@@ -35,8 +35,14 @@ def _launch(tmp_path, workdir, *extra):
       capture_output=True, text=True, timeout=400)
   logs = [open(tmp_path / "logs" / f"process_{i}.log").read()
           for i in range(2)]
-  assert proc.returncode == 0, proc.stderr + logs[0][-3000:] + logs[1][-3000:]
+  assert proc.returncode == 0, proc.stderr + "".join(
+      f"\n--- process {i} ---\n{_tail(log)}" for i, log in enumerate(logs))
   return logs
+
+
+def _tail(log: str, chars: int = 3000) -> str:
+  """The end of a log before faulthandler's list of extension modules."""
+  return log.split("\nExtension modules:")[0][-chars:]
 
 
 def test_two_processes_match_one_and_resume(tmp_path):
