@@ -1,0 +1,98 @@
+"""SaVos end to end (configs/savos.py:tiny) and the trainer's guarantees."""
+
+import json
+import os
+
+import jax
+import pytest
+
+from crl import config_lib
+from crl import train
+from crl.data import occluded_video
+from crl.tasks import savos as savos_task
+from tests import helpers
+
+TINY = "configs/savos.py:tiny"
+METHODS = {"savos", "supervised", "visible", "convex_hull"}
+
+
+def test_main_end_to_end_writes_results_and_pictures(tmp_path):
+  workdir = str(tmp_path / "run")
+  proc = helpers.run_main(f"--config={TINY}", f"--workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(workdir, "results.json")) as f:
+    out = json.load(f)
+  results = out["results"]
+  assert set(results) == {"test", "gum", "shifted"}
+  for split, methods in results.items():
+    expected = METHODS | ({"savos_adapted"} if split == "shifted" else set())
+    assert set(methods) == expected, split
+    for method, row in methods.items():
+      for metric in ("full_miou_all", "occluded_miou_all"):
+        assert 0. <= row[metric] <= 1., (split, method, metric)
+      assert {"full_miou", "occluded_miou", "num_frames"} <= set(row)
+  # Identical composites outside the occluder: every method sees the same
+  # visible pixels, so the visible baseline never predicts an occluded pixel.
+  assert results["test"]["visible"]["occluded_miou_all"] < 1.
+  for sub in ("supervised", "adapt"):
+    assert os.path.exists(os.path.join(workdir, sub, "results.json")), sub
+  assert out["step"] == 3 and set(out["timing_s"]) >= {"savos", "supervised",
+                                                        "adapt", "total"}
+  pictures = out["pictures"]
+  assert any(p.endswith(".png") for p in pictures)
+  assert any(p.endswith(".gif") for p in pictures)
+  for p in pictures:
+    assert os.path.getsize(os.path.join(workdir, p)) > 0
+  assert "convex_hull" in proc.stdout and "savos_adapted" in proc.stdout
+
+
+def test_self_supervised_batches_carry_no_amodal_masks():
+  """Structural: the self-supervised task trains on batches without the
+  amodal ground truth (its loss cannot read it); the upper bound's have it.
+  Abstract evaluation only (nothing is compiled)."""
+  config = config_lib.load_config(os.path.join(helpers.ROOT, TINY))
+  ssl = savos_task.SavosTask(config)
+  sup = savos_task.SavosTask(config, mode="supervised",
+                             pipeline=ssl.pipeline, evaluator=ssl.evaluator)
+  assert "amodal" not in ssl.train_keys
+  assert set(ssl.train_keys) == set(occluded_video.OBSERVED_KEYS)
+  batch = jax.eval_shape(lambda: next(ssl.train_batches(0)))
+  assert set(batch) == set(occluded_video.OBSERVED_KEYS)
+  sup_batch = jax.eval_shape(lambda: next(sup.train_batches(0)))
+  assert set(sup_batch) == set(occluded_video.BATCH_KEYS)
+  assert sup_batch["amodal"].shape == (4,) + ssl.dataset.mask_shape
+  # Each loss runs on its own task's batch: the self-supervised one without
+  # any amodal mask.
+  params = jax.eval_shape(ssl.init_params, jax.random.PRNGKey(0))
+  rngs = train.step_rngs(0, 0)
+  loss, metrics = jax.eval_shape(ssl.loss, params, batch, rngs)
+  assert loss.shape == () and {"recon", "consistency"} <= set(metrics)
+  loss, metrics = jax.eval_shape(sup.loss, params, sup_batch, rngs)
+  assert loss.shape == () and set(metrics) == {"supervised_bce"}
+
+
+def test_bad_configs_fail_before_anything_is_compiled():
+  config = config_lib.load_config(os.path.join(helpers.ROOT, TINY))
+  dataset = savos_task.build_dataset(config)
+
+  def edited(**values):
+    c = config.copy_and_resolve_references()
+    c.unlock()
+    for key, value in values.items():
+      section, leaf = key.split(".")
+      c[section][leaf] = value
+    return c
+
+  with pytest.raises(config_lib.ConfigError, match="adapt.split"):
+    savos_task.check_config(edited(**{"adapt.split": "gum",
+                                      "eval.splits": ("test",)}))
+  with pytest.raises(config_lib.ConfigError, match="unknown split.*'tset'"):
+    savos_task.check_dataset_names(edited(**{"pictures.splits": ("tset",)}),
+                                   dataset)
+  with pytest.raises(config_lib.ConfigError, match="adapt.intervention"):
+    savos_task.check_dataset_names(
+        edited(**{"adapt.intervention": "shiftd"}), dataset)
+  with pytest.raises(config_lib.ConfigError, match="supervised.num_steps"):
+    savos_task.check_config(edited(**{"supervised.num_steps": 0}))
+  with pytest.raises(config_lib.ConfigError, match="mode"):
+    savos_task.SavosTask(config, mode="semi")
