@@ -2,8 +2,19 @@
 
 Command (default, CPU):
   python -m crl.main --config=configs/savos.py --workdir=runs/savos
-Runtime: to be measured.
-Expected: to be measured.
+Runtime: 18m36s wall on the 2-core CPU (measured 2026-12-01 with a second
+  job on the machine): SaVos 1200 steps 669 s, supervised upper bound 600
+  steps 328 s, adaptation 150 steps 93 s, baselines and pictures 18 s.
+Expected (per-frame protocol, mIoU; occluded = the occluded region only):
+  split    method          full   occluded
+  test     savos           .843   .592
+  test     supervised      .844   .584     (upper bound, amodal labels)
+  test     visible         .621   .000     (visible mask as amodal)
+  test     convex_hull     .777   .404
+  gum      savos           .825   .542     (convex hull .806 / .490)
+  shifted  savos           .775   .508  -> adapted .781 / .509
+  SaVos beats both baselines on occluded-region mIoU in distribution
+  (+.19 over the convex hull) and matches the supervised upper bound.
 
 Trains SaVos (specs/amodal.md) on the procedural occluded-object video of
 crl.data.occluded_video from visible masks only, then the supervised upper
