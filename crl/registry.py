@@ -67,6 +67,7 @@ DATASETS = Registry("dataset", {
 EVALUATORS = Registry("evaluator", {
     "classification": "crl.evaluators.classification:ClassificationEvaluator",
     "fairness": "crl.evaluators.fairness:FairnessEvaluator",
+    "ood_suite": "crl.evaluators.ood_suite:OODSuiteEvaluator",
 })
 
 TRAINERS = Registry("trainer", {
@@ -74,4 +75,5 @@ TRAINERS = Registry("trainer", {
     "fair_classification": "crl.tasks.fairness:train_and_evaluate",
     "two_heads": "crl.tasks.two_heads:train_and_evaluate",
     "savos": "crl.tasks.savos:train_and_evaluate",
+    "ood_suite": "crl.tasks.ood_suite:train_and_evaluate",
 })

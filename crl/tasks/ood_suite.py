@@ -1,0 +1,328 @@
+"""The OOD-suite trainer: a population of models, every member on every shift.
+
+`config.trainer = "ood_suite"` (configs/ood_suite.py). Two modes:
+
+* Population (default): every member of `config.members` (a complete
+  classification config without `data`: NAC, Perceiver IO, ViT, Neural
+  Interpreters, several seeds, augmentations and training lengths) is trained
+  on the shared `config.data` in `WORKDIR/models/<member>/` through the
+  common loop (`crl.train.run`). A member whose workdir already holds a
+  finished checkpoint (step >= its `num_steps`) written by the same config is
+  loaded, not retrained, so a rerun only evaluates; one stopped early resumes;
+  one written by another config is refused (`CheckpointError`). Then every
+  member is evaluated on the ID split and every selected shift
+  (`crl.evaluators.ood_suite.OODSuiteEvaluator`), one pass over each shift's
+  data serving all members, and the population statistics are computed.
+* One checkpoint (`--config.checkpoint=DIR`, the workdir of a classification
+  run): that run on every selected shift that applies to its data;
+  population statistics are omitted (noted in results.json).
+
+Outputs (`crl.analysis.ood_report`): `WORKDIR/results.csv` (model, shift,
+kind, metric, value), `WORKDIR/results.json` (the same rows with each
+number's protocol, population statistics, skipped shifts, members) and
+`WORKDIR/plots/`; a short table is printed at the end.
+
+Member augmentations (`member.augment`, applied inside the jitted train step
+from the step's key, so training stays a pure function of the step):
+`flip` (horizontal, p = 1/2), `crop` (pad 4 px by edge replication, random
+crop back), `hue` (rotation of the chroma plane in YIQ by a uniform angle:
+decorrelates hue from the label, the spurious cue of causal shapes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from crl import checkpointing
+from crl import config_lib
+from crl import train
+from crl import workdir as workdir_lib
+from crl.analysis import ood_report
+from crl.evaluators import ood_suite
+from crl.tasks import classification
+
+AUGMENTATIONS = ("flip", "crop", "hue")
+AUG_SALT = 0xA06
+CROP_PAD = 4
+# Member keys filled in from the suite config (every member sees one dataset
+# and one evaluation protocol).
+SHARED_KEYS = ("data", "eval_batch_size", "xla_fast_compile")
+# Keys that may change without making a finished member another model.
+_VOLATILE_KEYS = ("checkpoint", "log_every_steps", "tensorboard", "evals",
+                  "final_eval", "eval_batch_size", "xla_fast_compile")
+
+
+class _Preempted(Exception):
+  """A member's training stopped early (SIGTERM) with a checkpoint."""
+
+
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
+                 [0.211, -0.523, 0.312]], np.float32)
+
+
+def augment(images: jax.Array, key: jax.Array,
+            ops: tuple[str, ...]) -> jax.Array:
+  """Random `ops` (of `AUGMENTATIONS`) on `[batch, height, width, 3]` images."""
+  b, h, w, _ = images.shape
+  keys = jax.random.split(key, 4)
+  if "crop" in ops:
+    padded = jnp.pad(images, ((0, 0), (CROP_PAD, CROP_PAD),
+                              (CROP_PAD, CROP_PAD), (0, 0)), mode="edge")
+    offsets = jax.random.randint(keys[0], (b, 2), 0, 2 * CROP_PAD + 1)
+    images = jax.vmap(lambda x, o: jax.lax.dynamic_slice(
+        x, (o[0], o[1], 0), (h, w, 3)))(padded, offsets)
+  if "flip" in ops:
+    flip = jax.random.bernoulli(keys[1], 0.5, (b, 1, 1, 1))
+    images = jnp.where(flip, images[:, :, ::-1], images)
+  if "hue" in ops:
+    theta = jax.random.uniform(keys[2], (b,), minval=0., maxval=2 * jnp.pi)
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    one, zero = jnp.ones_like(cos), jnp.zeros_like(cos)
+    rot = jnp.stack([jnp.stack([one, zero, zero], -1),
+                     jnp.stack([zero, cos, -sin], -1),
+                     jnp.stack([zero, sin, cos], -1)], -2)   # [b, 3, 3]
+    yiq, rgb = jnp.asarray(_YIQ), jnp.asarray(np.linalg.inv(_YIQ))
+    m = jnp.einsum("ij,bjk,kl->bil", rgb, rot, yiq)
+    images = jnp.clip(jnp.einsum("bij,bhwj->bhwi", m, images), 0., 1.)
+  return images
+
+
+class AugmentedClassificationTask(classification.ClassificationTask):
+  """Classification with `config.augment` applied to training images."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh=None,
+               pipeline: Any = None):
+    super().__init__(config, mesh)
+    if pipeline is not None:  # share compiled data generation with others
+      if (pipeline.dataset != self.dataset or
+          (pipeline.global_batch, pipeline.eval_batch) != (
+              config.batch_size, config.eval_batch_size)):
+        raise ValueError("A shared pipeline must serve the same dataset and "
+                         "batch sizes.")
+      self.pipeline = pipeline
+      self.batch_sharding = pipeline.sharding
+    self.augment = tuple(config.get("augment", ()) or ())
+    unknown = [a for a in self.augment if a not in AUGMENTATIONS]
+    if unknown:
+      raise config_lib.ConfigError(
+          f"Unknown augmentation(s) {unknown}; known: "
+          f"{', '.join(AUGMENTATIONS)}.")
+
+  def loss(self, params, batch, rngs):
+    if self.augment:
+      key = jax.random.fold_in(rngs["dropout"], AUG_SALT)
+      batch = {**batch, self.input_key: augment(batch[self.input_key], key,
+                                                self.augment)}
+    return super().loss(params, batch, rngs)
+
+
+# Members ---------------------------------------------------------------------
+
+
+def member_config(config: ml_collections.ConfigDict,
+                  name: str) -> ml_collections.ConfigDict:
+  """`config.members[name]` with the suite's shared keys, as trained."""
+  member = ml_collections.ConfigDict(config_lib.to_plain(config.members[name]))
+  for key in SHARED_KEYS:
+    member[key] = config_lib.to_plain(config[key])
+  member.data = ml_collections.ConfigDict(member.data)
+  member.evals = ml_collections.ConfigDict()
+  member.final_eval = ml_collections.ConfigDict(dict(
+      type="classification", splits="test"))
+  member.trainer = "classification"
+  member.augment = tuple(member.get("augment", ()) or ())
+  return ml_collections.ConfigDict(_tuples(member.to_dict()))
+
+
+def _tuples(x: Any) -> Any:
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuples(v) for v in x)
+  return x
+
+
+def _identity(plain: dict[str, Any]) -> dict[str, Any]:
+  """What makes a member another model (not how it is evaluated)."""
+  out = {k: v for k, v in plain.items() if k not in _VOLATILE_KEYS}
+  if isinstance(out.get("data"), dict):
+    out["data"] = {k: v for k, v in out["data"].items()
+                   if k != "eval_examples"}
+  return out
+
+
+def finished_step(member: ml_collections.ConfigDict, member_dir: str
+                  ) -> int | None:
+  """The newest checkpoint step if `member_dir` holds a finished run of
+  `member`, else None (nothing there, or stopped before `num_steps`).
+
+  Raises:
+    CheckpointError: `member_dir` holds checkpoints of another config.
+  """
+  ckpt_dir = os.path.join(member_dir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(ckpt_dir)
+                 if d.isdigit()) if os.path.isdir(ckpt_dir) else []
+  if not steps:
+    return None
+  path = os.path.join(member_dir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      old = _identity(json.load(f))
+    new = _identity(json.loads(json.dumps(config_lib.to_plain(member))))
+    diffs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diffs:
+      raise checkpointing.CheckpointError(
+          f"{member_dir} holds a member trained with another config (keys "
+          f"that differ: {', '.join(diffs)}). Delete that folder to retrain "
+          "it, or use another --workdir.")
+  return steps[-1] if steps[-1] >= member.num_steps else None
+
+
+def train_or_load(member: ml_collections.ConfigDict, member_dir: str,
+                  task: classification.ClassificationTask
+                  ) -> tuple[Any, int, bool]:
+  """`(params, step, reused)`: the finished checkpoint, or train to it."""
+  if finished_step(member, member_dir) is not None:
+    params, step = train.restore_trained(member, member_dir, task)
+    if step >= member.num_steps:
+      return params, step, True
+  out = train.run(member, member_dir, task)
+  if out.get("preempted"):
+    raise _Preempted(f"Stopped while training the member in {member_dir} at "
+                     f"step {out['step']}; run the same command to continue.")
+  return out["params"], out["step"], False
+
+
+# The trainer -----------------------------------------------------------------
+
+
+def _evaluator(config: ml_collections.ConfigDict, task: Any
+               ) -> ood_suite.OODSuiteEvaluator:
+  try:
+    return ood_suite.OODSuiteEvaluator(
+        pipeline=task.pipeline, predict_fn=task.predict_fn,
+        num_classes=task.num_classes, shifts=tuple(config.shifts),
+        ece_bins=config.ece_bins, severities=tuple(config.severities),
+        scores=tuple(config.scores), corruption_seed=config.corruption_seed)
+  except (TypeError, ValueError) as e:
+    raise config_lib.ConfigError(f"config.shifts: {e}") from e
+
+
+def _check(config: ml_collections.ConfigDict) -> list[str]:
+  names = list(config.get("members", {}) or {})
+  if config.get("checkpoint"):
+    return names
+  if not names:
+    raise config_lib.ConfigError("config.members is empty; name at least one "
+                                 "member (or pass --config.checkpoint=DIR).")
+  baseline = config.get("baseline")
+  if baseline and baseline not in names:
+    raise config_lib.ConfigError(
+        f"config.baseline={baseline!r} is not a member; members: "
+        f"{', '.join(names)}.")
+  for name in names:
+    if "data" in config.members[name]:
+      raise config_lib.ConfigError(
+          f"config.members.{name} has its own `data`; every member trains on "
+          "config.data (set it there).")
+  return names
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains (or reuses) the population, evaluates it, writes the report.
+
+  Returns:
+    The content of `results.json`.
+  """
+  names = _check(config)
+  if config.get("xla_fast_compile", False):
+    jax.config.update("jax_disable_most_optimizations", True)
+  os.makedirs(workdir, exist_ok=True)
+  lock = workdir_lib.WorkdirLock(workdir)
+  if jax.process_index() == 0:
+    lock.acquire()
+  try:
+    if config.get("checkpoint"):
+      return _one_checkpoint(config, workdir)
+    return _population(config, workdir, names)
+  except _Preempted as e:
+    logging.warning("%s", e)
+    return {"preempted": True}
+  finally:
+    lock.release()
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """WORKDIR/config.json, once every check has passed."""
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      json.dump(config_lib.to_plain(config), f, indent=2, sort_keys=True)
+
+
+def _one_checkpoint(config, workdir):
+  from crl.analysis import runs  # pylint: disable=g-import-not-at-top
+  path = config.checkpoint
+  if not os.path.isdir(path):
+    raise checkpointing.CheckpointError(
+        f"config.checkpoint={path!r} is not a directory; pass the --workdir "
+        "of a training run.")
+  config_path = os.path.join(path, "config.json")
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      if json.load(f).get("trainer", "classification") != "classification":
+        raise config_lib.ConfigError(
+            f"config.checkpoint={path!r} is not a classification run; the "
+            "suite evaluates image classifiers.")
+  run = runs.load_run(path)  # CheckpointError: no config.json / checkpoint
+  evaluator = _evaluator(config, run.task)
+  _write_config(config, workdir)
+  model = os.path.basename(os.path.normpath(path))
+  info = {model: {"checkpoint": os.path.abspath(path), "step": run.step,
+                  "model": run.config.model.name, "reused": True}}
+  evaluation = ood_report.evaluate_models(
+      evaluator, {model: (run.params, run.task.predict_fn)})
+  return ood_report.write(workdir, config, evaluator, evaluation, info)
+
+
+def _population(config, workdir, names):
+  members = {n: member_config(config, n) for n in names}
+  tasks, pipelines = {}, {}
+  for name, member in members.items():  # every config error before compiling
+    train.check_config(member)
+    shared = pipelines.get(member.batch_size)
+    tasks[name] = AugmentedClassificationTask(member, pipeline=shared)
+    pipelines.setdefault(member.batch_size, tasks[name].pipeline)
+  evaluator = _evaluator(config, tasks[names[0]])
+  for name, member in members.items():
+    finished_step(member, os.path.join(workdir, "models", name))
+  _write_config(config, workdir)
+  info, models = {}, {}
+  for i, (name, member) in enumerate(members.items()):
+    member_dir = os.path.join(workdir, "models", name)
+    t0 = time.time()
+    logging.info("Member %d/%d %s (%s, %d steps, augment %s).", i + 1,
+                 len(names), name, member.model.name, member.num_steps,
+                 ",".join(member.augment) or "none")
+    params, step, reused = train_or_load(member, member_dir, tasks[name])
+    info[name] = {"model": member.model.name, "seed": member.seed,
+                  "num_steps": member.num_steps, "step": step,
+                  "augment": list(member.augment),
+                  "workdir": os.path.abspath(member_dir), "reused": reused,
+                  "seconds": round(time.time() - t0, 1),
+                  "parameters": int(sum(np.size(x) for x in
+                                        jax.tree.leaves(params)))}
+    logging.info("Member %s: %s the checkpoint of step %d (%.0fs).", name,
+                 "reused" if reused else "trained", step, time.time() - t0)
+    models[name] = (params, tasks[name].predict_fn)
+  evaluation = ood_report.evaluate_models(evaluator, models)
+  return ood_report.write(workdir, config, evaluator, evaluation, info)
