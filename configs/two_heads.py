@@ -3,24 +3,25 @@ two-headed model and the baselines ("Are Two Heads the Same as One?").
 
 Command (default, CPU):
   python -m crl.main --config=configs/two_heads.py --workdir=runs/two_heads
-Runtime: 9m00s on the shared 2-core CPU (measured 2026-11-22 with other
-  jobs running, load average about 10; 4m21s of CPU time): 21 trainings of
-  2000 steps. Running it again on a finished workdir re-evaluates in ~1.5 min.
-Expected (test split, means over 3 seeds; bitwise reproducible):
+Runtime: 4m09s wall on the 2-core CPU (measured 2026-12-01 with a second
+  training job on the machine): 21 trainings of 2000 steps. Running it again
+  on a finished workdir re-evaluates only.
+Expected (test split, means over 3 seeds; measured 2026-12-01):
   lambda    0     1     5     10    20    50
-  accuracy  .837  .828  .812  .810  .805  .797
-  |DDP|     .342  .210  .138  .127  .113  .092
-  probe     .847  .870  .911  .899  .872  .804   (majority group .600)
-  Probe accuracy for the attribute rises from .847 (unconstrained) to .911
-  at lambda 5 and stays above it up to lambda 20 (the paper's sweep), then
-  falls at lambda 50 (Spearman over all runs -0.17: not monotone). The
-  two-headed model merged on validation traces the same accuracy-|DDP|
-  frontier as the penalty sweep (-0.0007 accuracy on average at the same
-  |DDP|, range -0.004..+0.002 over 15 runs), recovers the unconstrained
-  model at eps = 1 (.839 vs .837), and reaches |DDP| .024 (accuracy .773),
-  which no lambda reached (lambda 50: .092); its trunk encodes the attribute
-  (probe .932). Group thresholds, which need the attribute at prediction
-  time, are +0.008 more accurate than the penalty at the same |DDP|.
+  accuracy  .837  .828  .812  .810  .806  .798
+  |DDP|     .342  .211  .139  .126  .114  .091
+  probe     .846  .869  .912  .898  .871  .805   (majority group .600)
+  Probe accuracy for the attribute rises from .846 (unconstrained) to .912
+  at lambda 5 and stays above the unconstrained value up to lambda 20 (the
+  paper's range), then falls at lambda 50: not monotone in lambda
+  (Spearman over all runs -0.11). The two-headed model merged on validation
+  traces the same accuracy-|DDP| frontier as the penalty sweep (-0.0010
+  accuracy on average at the same |DDP|, range -0.003..+0.001 over 15
+  runs), recovers the unconstrained model at eps = 1 (.838 vs .837) and
+  reaches |DDP| near .02, below any lambda (lambda 50: .091); its trunk
+  encodes the attribute (probe .932). Group thresholds, which need the
+  attribute at prediction time, are +0.008 more accurate than the penalty at
+  the same |DDP| (better in 14 of 15 runs).
 
 Writes WORKDIR/results.json (`summary` holds the numbers to quote),
 WORKDIR/probe_vs_ddp.png and WORKDIR/frontier.png; every training has its
