@@ -165,6 +165,14 @@ def to_plain(value: Any) -> Any:
   return value
 
 
+def from_plain(value: Any) -> Any:
+  """The inverse of `to_plain` for JSON: lists back to the tuples configs use."""
+  if isinstance(value, dict):
+    return {k: from_plain(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(from_plain(v) for v in value)
+  return value
+
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """Loads `path/to/config.py[:arg]` as `config_flags` does (for notebooks).

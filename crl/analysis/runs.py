@@ -16,6 +16,7 @@ from typing import Any
 import ml_collections
 
 from crl import checkpointing
+from crl import config_lib
 from crl import train
 from crl.tasks import classification
 
@@ -45,16 +46,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         f"{workdir} is not a run directory (no config.json); pass the "
         "--workdir of a training run.")
   with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
-
-
-def _tuples(x: Any) -> Any:
-  """JSON lists back to the tuples configs use."""
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
+    return ml_collections.ConfigDict(config_lib.from_plain(json.load(f)))
 
 
 def load_run(workdir: str, **config_overrides: Any) -> Run:

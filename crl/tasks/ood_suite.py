@@ -140,15 +140,7 @@ def member_config(config: ml_collections.ConfigDict,
       type="classification", splits="test"))
   member.trainer = "classification"
   member.augment = tuple(member.get("augment", ()) or ())
-  return ml_collections.ConfigDict(_tuples(member.to_dict()))
-
-
-def _tuples(x: Any) -> Any:
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
+  return ml_collections.ConfigDict(config_lib.from_plain(member.to_dict()))
 
 
 def _identity(plain: dict[str, Any]) -> dict[str, Any]:
