@@ -3,8 +3,8 @@
 Command (default, CPU):
   python -m crl.main --config=configs/nac.py --workdir=runs/nac
 Runtime: 11 minutes on 2 CPU cores (measured 10m58s, 2026-11-22; see README).
-Expected: 96.95% in-distribution test accuracy (>= 95%; 96.85% before the
-generic-task refactor of 2026-11-22), the same table for the same seed.
+Expected: 96.95% in-distribution test accuracy (>= 95%; measured 2026-12-01;
+the code of 2026-11-22 gave 96.85%), the same table for the same seed.
 The final table shows lower accuracy under the interventions that break
 the spurious hue cue (hue_independent, unseen_hue, unseen_combination) and
 under unseen factor values (scale, rotation, border positions).
