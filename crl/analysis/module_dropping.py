@@ -114,18 +114,40 @@ def drop_mediators(model: nac_lib.NAC, params: Any,
   return model.clone(**fields), new
 
 
+def _compiled_forward(model: Any, params: Any, images: jax.Array):
+  fn = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False)[0])
+  jax.block_until_ready(fn(params, images))
+  return lambda: jax.block_until_ready(fn(params, images))
+
+
 def measure_latency(model: Any, params: Any, images: jax.Array,
                     repeats: int = 10) -> float:
   """Median seconds of one jitted inference call on `images` (after
   compilation), on this machine."""
-  fn = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False)[0])
-  jax.block_until_ready(fn(params, images))
+  call = _compiled_forward(model, params, images)
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    jax.block_until_ready(fn(params, images))
+    call()
     times.append(time.perf_counter() - t0)
   return float(np.median(times))
+
+
+def measure_latencies(models: Sequence[tuple[Any, Any]], images: jax.Array,
+                      repeats: int = 10) -> list[float]:
+  """Median seconds per call of several `(model, params)`, timed in turn.
+
+  The calls alternate (A B A B ...), so that load from other processes on a
+  shared machine falls on every model alike and their ratio stays honest.
+  """
+  calls = [_compiled_forward(m, p, images) for m, p in models]
+  times = [[] for _ in calls]
+  for _ in range(repeats):
+    for call, ts in zip(calls, times):
+      t0 = time.perf_counter()
+      call()
+      ts.append(time.perf_counter() - t0)
+  return [float(np.median(ts)) for ts in times]
 
 
 def accuracy(model: Any, params: Any, pipeline: Any, split: str,
@@ -160,14 +182,14 @@ def dropping_curve(run: Any, *, rankings: Sequence[str] = RANKINGS,
 
   Returns:
     One row per (ranking, fraction): ranking, fraction, kept modules,
-    accuracy, latency (s per batch), images/s, speed-up and accuracy drop
-    (points) against the full model.
+    accuracy, latency (s per batch), images/s, speed-up (the full model's
+    latency over this one's, both timed alternately in one window) and
+    accuracy drop (points) against the full model.
   """
   model, params = run.model, run.params
   n = model.num_mediator_modules
   images = jax.random.uniform(jax.random.PRNGKey(seed),
                               (latency_batch, *run.task.input_shape))
-  full_latency = measure_latency(model, params, images, repeats)
   full_acc = accuracy(model, params, run.task.pipeline, split,
                       run.task.input_key)
   rows = []
@@ -178,12 +200,16 @@ def dropping_curve(run: Any, *, rankings: Sequence[str] = RANKINGS,
         raise ValueError(f"fractions must lie in [0, 1), got {fraction}.")
       kept = max(1, int(round(n * (1.0 - fraction))))
       if kept == n:
-        acc, lat = full_acc, full_latency
+        acc = full_acc
+        full_latency = lat = measure_latency(model, params, images, repeats)
       else:
         small, small_params = drop_mediators(model, params, order[:kept])
         acc = accuracy(small, small_params, run.task.pipeline, split,
                        run.task.input_key)
-        lat = measure_latency(small, small_params, images, repeats)
+        # The full model is timed again beside each smaller one: the
+        # speed-up is a ratio measured in one window.
+        full_latency, lat = measure_latencies(
+            [(model, params), (small, small_params)], images, repeats)
       rows.append({
           "ranking": by, "fraction_dropped": float(fraction),
           "modules_kept": kept, "accuracy": acc,

@@ -57,6 +57,16 @@ def test_dropped_model_is_the_full_model_restricted_to_kept_modules(run):
     module_dropping.drop_mediators(model, params, [0, 0])
 
 
+def test_latencies_are_timed_in_turn_for_each_model(run):
+  model, params = run.model, run.params
+  small, small_params = module_dropping.drop_mediators(
+      model, params, np.arange(2))
+  x = jax.random.uniform(jax.random.PRNGKey(0), (8, 32, 32, 3))
+  full, dropped = module_dropping.measure_latencies(
+      [(model, params), (small, small_params)], x, repeats=3)
+  assert full > 0 and dropped > 0
+
+
 def test_rankings_are_permutations_and_degree_follows_the_kernel(run):
   model, params = run.model, run.params
   for by in module_dropping.RANKINGS:
