@@ -128,13 +128,14 @@ def main(argv: list[str]) -> None:
   try:
     trainer = registry.TRAINERS.get(config.get("trainer", "classification"))
     trainer(config, _WORKDIR.value)
+    exit_code = 0
   except user_errors as e:
     print(f"\ncrl: error: {e}", file=sys.stderr, flush=True)
-    if distributed:
-      _shutdown_distributed()
-    sys.exit(2)
+    exit_code = 2
   if distributed:
     _shutdown_distributed()
+  if exit_code:
+    sys.exit(exit_code)
 
 
 def _clean(message: str) -> str:

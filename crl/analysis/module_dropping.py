@@ -115,32 +115,15 @@ def drop_mediators(model: nac_lib.NAC, params: Any,
 
 
 def _compiled_forward(model: Any, params: Any, images: jax.Array):
+  """A no-argument call of the jitted inference pass, compiled and warm."""
   fn = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False)[0])
   jax.block_until_ready(fn(params, images))
   return lambda: jax.block_until_ready(fn(params, images))
 
 
-def measure_latency(model: Any, params: Any, images: jax.Array,
-                    repeats: int = 10) -> float:
-  """Median seconds of one jitted inference call on `images` (after
-  compilation), on this machine."""
-  call = _compiled_forward(model, params, images)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
-
-
-def measure_latencies(models: Sequence[tuple[Any, Any]], images: jax.Array,
-                      repeats: int = 10) -> list[float]:
-  """Median seconds per call of several `(model, params)`, timed in turn.
-
-  The calls alternate (A B A B ...), so that load from other processes on a
-  shared machine falls on every model alike and their ratio stays honest.
-  """
-  calls = [_compiled_forward(m, p, images) for m, p in models]
+def _time_in_turn(calls: Sequence[Any], repeats: int) -> list[float]:
+  """Median seconds of each call, the calls alternating (A B A B ...), so
+  that load from other processes on a shared machine falls on all alike."""
   times = [[] for _ in calls]
   for _ in range(repeats):
     for call, ts in zip(calls, times):
@@ -148,6 +131,14 @@ def measure_latencies(models: Sequence[tuple[Any, Any]], images: jax.Array,
       call()
       ts.append(time.perf_counter() - t0)
   return [float(np.median(ts)) for ts in times]
+
+
+def measure_latencies(models: Sequence[tuple[Any, Any]], images: jax.Array,
+                      repeats: int = 10) -> list[float]:
+  """Median seconds of one jitted inference call on `images` (after
+  compilation) for each `(model, params)`, timed in turn on this machine."""
+  return _time_in_turn([_compiled_forward(m, p, images) for m, p in models],
+                       repeats)
 
 
 def accuracy(model: Any, params: Any, pipeline: Any, split: str,
@@ -192,6 +183,7 @@ def dropping_curve(run: Any, *, rankings: Sequence[str] = RANKINGS,
                               (latency_batch, *run.task.input_shape))
   full_acc = accuracy(model, params, run.task.pipeline, split,
                       run.task.input_key)
+  full_call = _compiled_forward(model, params, images)  # Compiled once.
   rows = []
   for by in rankings:
     order = rank_mediators(model, params, by, seed)
@@ -201,15 +193,16 @@ def dropping_curve(run: Any, *, rankings: Sequence[str] = RANKINGS,
       kept = max(1, int(round(n * (1.0 - fraction))))
       if kept == n:
         acc = full_acc
-        full_latency = lat = measure_latency(model, params, images, repeats)
+        full_latency = lat = _time_in_turn([full_call], repeats)[0]
       else:
         small, small_params = drop_mediators(model, params, order[:kept])
         acc = accuracy(small, small_params, run.task.pipeline, split,
                        run.task.input_key)
         # The full model is timed again beside each smaller one: the
         # speed-up is a ratio measured in one window.
-        full_latency, lat = measure_latencies(
-            [(model, params), (small, small_params)], images, repeats)
+        full_latency, lat = _time_in_turn(
+            [full_call, _compiled_forward(small, small_params, images)],
+            repeats)
       rows.append({
           "ranking": by, "fraction_dropped": float(fraction),
           "modules_kept": kept, "accuracy": acc,
