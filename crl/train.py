@@ -322,9 +322,12 @@ def _run(config, workdir, task, stop_at):
       config.checkpoint.keep, async_save=config.checkpoint.async_save)
   if ckpt.steps():
     check_resume_compatible(config, workdir)
+  if jax.process_count() > 1:
+    # Every process has read the old config.json before process 0 replaces it.
+    multihost_utils.sync_global_devices("crl:config_checked")
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config_lib.to_plain(config), f, indent=2, sort_keys=True)
+    workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"),
+                                  config_lib.to_plain(config), sort_keys=True)
 
   init_state, init_key, abstract, state_sharding = _state_layout(
       config, task, tx, replicated)
@@ -414,8 +417,7 @@ def _run(config, workdir, task, stop_at):
   writer.close()
   out = {"step": final_step, **out}
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(out, f, indent=2)
+    workdir_lib.write_json_atomic(os.path.join(workdir, "results.json"), out)
   out["params"] = state.params
   return out
 

@@ -12,6 +12,19 @@ from absl import logging
 LOCK_NAME = "run.lock"
 
 
+def write_json_atomic(path: str, obj, sort_keys: bool = False) -> None:
+  """Writes `obj` as JSON so that a reader sees the old file or the new one.
+
+  Other processes of a multi-process run read workdir files (e.g.
+  `config.json` on resume) while process 0 rewrites them; a plain
+  `open(path, "w")` lets them read an empty, truncated file.
+  """
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=sort_keys)
+  os.replace(tmp, path)
+
+
 class WorkdirBusyError(RuntimeError):
   """Another live process is training in this workdir."""
 

@@ -125,6 +125,38 @@ def test_busy_workdir_is_refused_and_stale_lock_taken_over(tmp_path):
   assert not os.path.exists(lock_path)
 
 
+_READER = """
+import json, sys, time
+path, bad, reads = sys.argv[1], 0, 0
+end = time.time() + float(sys.argv[2])
+while time.time() < end:
+  try:
+    with open(path) as f:
+      json.load(f)
+  except ValueError:
+    bad += 1
+  reads += 1
+print(bad, reads)
+"""
+
+
+def test_workdir_json_is_never_seen_half_written(tmp_path):
+  # The other processes of a multi-process run read config.json while
+  # process 0 rewrites it; a truncated read killed a CI run.
+  path = str(tmp_path / "config.json")
+  obj = {f"key_{i}": list(range(50)) for i in range(200)}
+  workdir_lib.write_json_atomic(path, obj)
+  reader = subprocess.Popen([sys.executable, "-c", _READER, path, "2"],
+                            stdout=subprocess.PIPE, text=True)
+  while reader.poll() is None:
+    workdir_lib.write_json_atomic(path, obj, sort_keys=True)
+  bad, reads = map(int, reader.stdout.read().split())
+  assert reads > 100 and bad == 0, (bad, reads)
+  with open(path) as f:
+    assert json.load(f) == obj
+  assert os.listdir(tmp_path) == ["config.json"]  # no temporary left
+
+
 def test_sigterm_saves_then_the_rerun_resumes(tmp_path):
   workdir = str(tmp_path / "run")
   args = ["--config=configs/nac.py:tiny", f"--workdir={workdir}",
