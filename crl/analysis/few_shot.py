@@ -104,7 +104,15 @@ MODEL_LR_FACTOR = {"head": 0.0, "codes": 0.1, "all": 0.01}
 
 def make_adapter(model: Any, params: Any, mode: str, ways: int,
                  steps: int, learning_rate: float):
-  """A jitted `(params, support_x, support_y, query_x, query_y) -> accuracy`."""
+  """A jitted `(params, support_x, support_y, query_x, query_y) -> accuracy`
+  over a batch of episodes.
+
+  Shapes: support_x `[episodes, ways * shots, ...]`, support_y
+  `[episodes, ways * shots]`, query_x `[episodes, ways * queries, ...]`,
+  query_y `[episodes, ways * queries]`; returns `[episodes]` accuracies.
+  Episodes adapt independently (each its own head, and for 'codes'/'all'
+  its own copy of the model), vectorised so that small support sets do not
+  leave the machine idle."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
   trainable = _trainable(params, mode)
@@ -116,7 +124,6 @@ def make_adapter(model: Any, params: Any, mode: str, ways: int,
     f = features(p, x)
     return f @ head["kernel"] + head["bias"]
 
-  @jax.jit
   def adapt(p, sx, sy, qx, qy):
     dim = jax.eval_shape(features, p, sx).shape[-1]
     head = {"kernel": jnp.zeros((dim, ways)), "bias": jnp.zeros((ways,))}
@@ -161,14 +168,14 @@ def make_adapter(model: Any, params: Any, mode: str, ways: int,
     pred = jnp.argmax(logits_fn(p, head, qx), -1)
     return jnp.mean(pred == qy)
 
-  return adapt
+  return jax.jit(jax.vmap(adapt, in_axes=(None, 0, 0, 0, 0)))
 
 
 def evaluate(model: Any, params: Any, pool: dict[str, np.ndarray], *,
              shots: Sequence[int] = (1, 5, 10), modes: Sequence[str] = MODES,
              ways: int | None = None, queries: int = 15, episodes: int = 30,
              steps: int = 50, learning_rate: float = 1e-2,
-             seed: int = 0) -> list[dict[str, Any]]:
+             seed: int = 0, episode_batch: int = 10) -> list[dict[str, Any]]:
   """Mean episode accuracy with a 95% interval, per (mode, shots).
 
   Args:
@@ -184,6 +191,8 @@ def evaluate(model: Any, params: Any, pool: dict[str, np.ndarray], *,
     learning_rate: Adam learning rate of the head; the model's adapted
       parameters use `MODEL_LR_FACTOR[mode]` times it.
     seed: episode sampling seed.
+    episode_batch: episodes adapted together in one call (memory: for
+      'all', that many copies of the model and its Adam state).
 
   Returns:
     Rows: mode, ways, shots, episodes, accuracy (mean), ci95 (half-width),
@@ -194,17 +203,17 @@ def evaluate(model: Any, params: Any, pool: dict[str, np.ndarray], *,
   for mode in modes:
     if mode == "codes" and not has_codes(params):
       continue
-    adapters = {}
+    adapt = make_adapter(model, params, mode, ways, steps, learning_rate)
     for k in shots:
       rng = np.random.default_rng([seed, k])
-      if k not in adapters:
-        adapters[k] = make_adapter(model, params, mode, ways, steps,
-                                    learning_rate)
+      drawn = [sample_episode(pool["y"], ways, k, queries, rng)
+               for _ in range(episodes)]
       accs = []
-      for _ in range(episodes):
-        s, sy, q, qy = sample_episode(pool["y"], ways, k, queries, rng)
-        accs.append(float(adapters[k](params, pool["x"][s], sy,
-                                      pool["x"][q], qy)))
+      for start in range(0, episodes, episode_batch):
+        chunk = drawn[start:start + episode_batch]
+        s, sy, q, qy = (np.stack(a) for a in zip(*chunk))
+        accs += np.asarray(adapt(params, pool["x"][s], sy, pool["x"][q],
+                                 qy)).tolist()
       accs = np.asarray(accs)
       std = float(accs.std(ddof=1)) if len(accs) > 1 else 0.0
       rows.append({"mode": mode, "ways": ways, "shots": k,
