@@ -249,8 +249,53 @@ def _hash_uniform(a: Array, b: Array) -> Array:
 
 
 
+def split_interventions(intervention: str,
+                        known: tuple[str, ...]) -> tuple[str, ...]:
+  """'a+b' -> ('a', 'b') in the order of `known`; raises on unknown names."""
+  if not isinstance(intervention, str) or not intervention.strip():
+    raise ValueError(f"An intervention is a non-empty string, got "
+                     f"{intervention!r}; known: {', '.join(known)}.")
+  names = [n.strip() for n in intervention.split("+")]
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise ValueError(f"Unknown intervention(s) {unknown} in "
+                     f"{intervention!r}; known interventions: "
+                     f"{', '.join(known)} (combine with '+').")
+  return tuple(n for n in known if n in names)
+
+
+class InterventionSplits:
+  """Eval splits named by interventions, for the procedural datasets.
+
+  Needs `eval_examples`, `eval_splits()` and `parse_intervention(name)`.
+  """
+
+  # Appended to the unknown-split error (e.g. how to combine names).
+  split_hint = ""
+
+  def num_examples(self, split_name: str) -> int | None:
+    """`eval_examples` for eval splits and 'validation'; None for 'train'."""
+    if split_name == "train":
+      return None
+    if split_name != "validation":
+      self._eval_intervention(split_name)
+    return self.eval_examples
+
+  def _eval_intervention(self, name: str) -> str | None:
+    """None for 'test', else `name` once it parses as an intervention."""
+    if name == "test":
+      return None
+    try:
+      self.parse_intervention(name)
+    except ValueError:
+      raise ValueError(f"Unknown eval split {name!r}; known eval splits: "
+                       f"{', '.join(self.eval_splits())}"
+                       f"{self.split_hint}.") from None
+    return name
+
+
 @dataclasses.dataclass(frozen=True, init=False)
-class CausalShapes:
+class CausalShapes(InterventionSplits):
   """Procedural shapes dataset with named interventions.
 
   Frozen and hashable, so it can be a static argument of `jax.jit`. Built with
@@ -378,25 +423,11 @@ class CausalShapes:
     splits.update({name: self.describe(name) for name in INTERVENTIONS})
     return splits
 
-  def num_examples(self, split_name: str) -> int | None:
-    """`eval_examples` for eval splits and 'validation'; None for 'train'."""
-    if split_name == "train":
-      return None
-    if split_name != "validation":
-      self._eval_intervention(split_name)
-    return self.eval_examples
+  split_hint = " (or interventions combined with '+')"
 
   def parse_intervention(self, intervention: str) -> tuple[str, ...]:
     """'a+b' -> ('a', 'b') in table order; raises on unknown or conflicting."""
-    if not isinstance(intervention, str) or not intervention.strip():
-      raise ValueError(f"An intervention is a non-empty string, got "
-                       f"{intervention!r}; known: {', '.join(INTERVENTIONS)}.")
-    names = [n.strip() for n in intervention.split("+")]
-    unknown = [n for n in names if n not in INTERVENTION_BITS]
-    if unknown:
-      raise ValueError(f"Unknown intervention(s) {unknown} in "
-                       f"{intervention!r}; known interventions: "
-                       f"{', '.join(INTERVENTIONS)} (combine with '+').")
+    names = split_interventions(intervention, INTERVENTIONS)
     seen: dict[str, str] = {}
     for n in names:
       for mechanism in INTERVENTION_BITS[n][1]:
@@ -406,18 +437,7 @@ class CausalShapes:
               f"{intervention!r} both replace the {mechanism} mechanism "
               "and cannot be combined.")
         seen[mechanism] = n
-    return tuple(n for n in INTERVENTIONS if n in names)
-
-  def _eval_intervention(self, name: str) -> str | None:
-    if name == "test":
-      return None
-    try:
-      self.parse_intervention(name)
-    except ValueError:
-      raise ValueError(f"Unknown eval split {name!r}; known eval splits: "
-                       f"{', '.join(self.eval_splits())} (or interventions "
-                       "combined with '+').") from None
-    return name
+    return names
 
   def sample(self, split: str, intervention: str | None,
              indices: Array) -> dict[str, Any]:

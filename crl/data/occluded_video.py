@@ -99,7 +99,7 @@ def _range(name: str, r: Any) -> tuple[float, float]:
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class OccludedVideo:
+class OccludedVideo(causal_shapes.InterventionSplits):
   """Procedural occluded-object video (see the module docstring).
 
   Frozen and hashable (a static `jax.jit` argument).
@@ -239,35 +239,9 @@ class OccludedVideo:
             "gum": self.describe("gum"),
             "shifted": self.describe("shifted")}
 
-  def num_examples(self, split_name: str) -> int | None:
-    if split_name == "train":
-      return None
-    if split_name != "validation":
-      self._eval_intervention(split_name)
-    return self.eval_examples
-
   def parse_intervention(self, intervention: str) -> tuple[str, ...]:
     """'a+b' -> ('a', 'b') in table order; raises on unknown names."""
-    if not isinstance(intervention, str) or not intervention.strip():
-      raise ValueError(f"An intervention is a non-empty string, got "
-                       f"{intervention!r}; known: {', '.join(INTERVENTIONS)}.")
-    names = [n.strip() for n in intervention.split("+")]
-    unknown = [n for n in names if n not in INTERVENTION_BITS]
-    if unknown:
-      raise ValueError(f"Unknown intervention(s) {unknown} in "
-                       f"{intervention!r}; known: {', '.join(INTERVENTIONS)} "
-                       "(combine with '+').")
-    return tuple(n for n in INTERVENTIONS if n in names)
-
-  def _eval_intervention(self, name: str) -> str | None:
-    if name == "test":
-      return None
-    try:
-      self.parse_intervention(name)
-    except ValueError:
-      raise ValueError(f"Unknown eval split {name!r}; known eval splits: "
-                       f"{', '.join(self.eval_splits())}.") from None
-    return name
+    return causal_shapes.split_interventions(intervention, INTERVENTIONS)
 
   def encode(self, split: str, intervention: str | None) -> np.ndarray:
     """`(split id, intervention bits)` as int32 `[2]` (data, not static)."""
