@@ -59,8 +59,10 @@ Per type (everything not listed computes what the reference computes):
   values). The reference's per-pixel Python loop (about 1.5 s per 224 px
   image) becomes a loop over rows: within a row every step writes only its
   own pixel, so it reads the row-start state except when it reads a pixel
-  of the same row visited earlier, whose chains are resolved exactly by
-  pointer jumping in log2(width) rounds.
+  of the same row visited earlier, whose chains (hops of under max_delta
+  columns) are resolved exactly by a scan over the columns; these read
+  indices depend only on the draws and are computed for all rows at once,
+  leaving one gather and one row update per row in the sequential loop.
 * motion_blur (and snow's streaks): the reference's own NumPy emulation of
   ImageMagick's motion blur (not Wand): edge-clamped shifts along the angle,
   stopped without renormalisation where a shift leaves the image, which

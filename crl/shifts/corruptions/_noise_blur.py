@@ -152,8 +152,62 @@ _GLASS_DELTA = np.asarray([g[1] for g in _GLASS], np.int32)
 _GLASS_ITERS = np.asarray([g[2] for g in _GLASS], np.int32)
 
 
+def glass_read_index(uniform: jax.Array, h: jax.Array, max_delta: jax.Array,
+                     width: int, max_delta_bound: int) -> jax.Array:
+  """Where the pixels of visited rows read from, for any number of rows.
+
+  One visit of row `h` runs the steps i = 0, 1, ... at columns
+  c = width - d - i (right to left, c in [d + 1, width - d]); step i copies
+  the pixel at (h + dy, c + dx) into (h, c). Each step writes only its own
+  pixel of the row, so it reads the row-start state unless it reads a pixel
+  of the same row visited earlier (dy = 0, 0 < dx, c + dx <= width - d),
+  whose value it inherits. Inheritance hops right by dx < d columns; a
+  right-to-left scan over the columns resolves the chains.
+
+  Args:
+    uniform: `[..., width, 2]` U[0, 1) draws (dx, dy) of the rows' steps,
+      indexed by step (the first `width - 2d` are used).
+    h: `[...]` int32, the row each row of draws visits.
+    max_delta: d (traced allowed).
+    width: image width.
+    max_delta_bound: static upper bound of d (bounds the hops).
+
+  Returns:
+    int32 `[..., width]`: the flat index (`row * width + column`), into the
+    image as it was when the visit started, that column c holds after the
+    visit (itself for unvisited columns).
+  """
+  c = jnp.arange(width)
+  valid = (c >= max_delta + 1) & (c <= width - max_delta)
+  # Column c's step is width - d - c: reverse the steps, shift by d - 1
+  # (what wraps around lands on unvisited columns).
+  u = jnp.roll(uniform[..., ::-1, :], 1 - max_delta, axis=-2)
+  dx = jnp.floor(u[..., 0] * (2 * max_delta)).astype(jnp.int32) - max_delta
+  dy = jnp.floor(u[..., 1] * (2 * max_delta)).astype(jnp.int32) - max_delta
+  h = jnp.asarray(h)[..., None]
+  read = jnp.where(valid, (h + dy) * width + c + dx, h * width + c)
+  inherit = valid & (dy == 0) & (dx > 0) & (c + dx <= width - max_delta)
+  hop = jnp.where(inherit, dx, 0)
+
+  def column(right, read_hop):
+    # right[k]: the result of column c + 1 + k.
+    read, hop = read_hop
+    out = read
+    for k, value in enumerate(right):
+      out = jnp.where(hop == k + 1, value, out)
+    return (out,) + right[:-1], out
+
+  hops = max(1, max_delta_bound - 1)
+  right = tuple(jnp.zeros(read.shape[:-1], jnp.int32) for _ in range(hops))
+  _, out = jax.lax.scan(column, right, (jnp.moveaxis(read, -1, 0),
+                                        jnp.moveaxis(hop, -1, 0)),
+                        reverse=True)
+  return jnp.moveaxis(out, 0, -1)
+
+
 def glass_source_index(height: int, width: int, max_delta: jax.Array,
-                       iterations: jax.Array, uniform_at) -> jax.Array:
+                       iterations: jax.Array, uniform,
+                       max_delta_bound: int | None = None) -> jax.Array:
   """The reference's sequential local pixel "swaps", as a source index.
 
   Pass `i` visits rows `height - d .. d + 1` and, in each, columns
@@ -164,47 +218,42 @@ def glass_source_index(height: int, width: int, max_delta: jax.Array,
   reads the already overwritten view); that is what is reproduced. The
   copies never depend on pixel values, so they are played on an index array.
 
-  Rows are processed in order; within a row the steps are resolved at once:
-  a step only writes its own pixel of the row, so it reads the row-start
-  state unless it reads a pixel of the same row visited earlier (dy = 0,
-  dx > 0), whose value it then inherits. Those inheritance chains point to
-  earlier steps and are resolved by pointer jumping in log2(width) rounds,
-  which gives exactly the sequential result.
+  Rows are processed in order, each as one gather of the row's read indices
+  (`glass_read_index`, which resolves the order within the row exactly) and
+  one row update.
 
   Args:
     height: image height.
     width: image width.
     max_delta: d (traced allowed).
     iterations: number of passes (traced allowed).
-    uniform_at: row step `r` (pass * rows + row) -> `[width, 2]` U[0, 1)
-      draws (dx, dy) of the row's steps (the first `width - 2d` are used).
+    uniform: the U[0, 1) draws (dx, dy) of row step `r` (pass * rows + row),
+      either all rows at once, `[steps, width, 2]` with steps >=
+      iterations * (height - 2d) (their read indices are then computed
+      together, fastest), or a callable `r -> [width, 2]` (row by row, for
+      large images).
+    max_delta_bound: static upper bound of d (default: glass_blur's 4).
 
   Returns:
     int32 `[height * width]`: output pixel `i` is input pixel `src[i]`.
   """
+  bound = max_delta_bound or int(_GLASS_DELTA.max())
   nh = height - 2 * max_delta
-  nw = width - 2 * max_delta
-  step = jnp.arange(width)  # Step i visits column width - d - i.
-  valid = step < nw
-  col = jnp.where(valid, width - max_delta - step, 0)
-  rounds = max(1, int(np.ceil(np.log2(width))))
+  row_of = lambda r: height - max_delta - r % nh
+  if callable(uniform):
+    read_at = lambda r: glass_read_index(uniform(r), row_of(r), max_delta,
+                                         width, bound)
+  else:
+    table = glass_read_index(uniform, row_of(jnp.arange(uniform.shape[0])),
+                             max_delta, width, bound)
+    read_at = lambda r: table[r]
 
   def row(r, src):
-    h = height - max_delta - r % nh
-    u = uniform_at(r)
-    dx = jnp.floor(u[:, 0] * (2 * max_delta)).astype(jnp.int32) - max_delta
-    dy = jnp.floor(u[:, 1] * (2 * max_delta)).astype(jnp.int32) - max_delta
-    read = src[(h + dy) * width + jnp.clip(col + dx, 0, width - 1)]
-    inherit = valid & (dy == 0) & (dx > 0) & (col + dx <= width - max_delta)
-    parent = jnp.where(inherit, step - dx, step)
-    for _ in range(rounds):
-      parent = parent[parent]
-    value = read[parent]
-    target = jnp.where(valid, h * width + col, height * width)  # OOB: drop.
-    return src.at[target].set(value, mode="drop")
+    new = src.reshape(-1)[read_at(r)]
+    return jax.lax.dynamic_update_index_in_dim(src, new, row_of(r), 0)
 
-  return jax.lax.fori_loop(0, iterations * nh, row,
-                           jnp.arange(height * width, dtype=jnp.int32))
+  src = jnp.arange(height * width, dtype=jnp.int32).reshape(height, width)
+  return jax.lax.fori_loop(0, iterations * nh, row, src).reshape(-1)
 
 
 _GLASS_MAX_PASSES = max(g[2] for g in _GLASS)
@@ -229,13 +278,13 @@ def _glass_blur(x, noise, s):
   # flat regions the float64 reference lands within 1e-13 of an integer and
   # truncates either way (rounding noise); float32 cannot follow it there.
   x = jnp.floor(_ops.separable(x, rows, cols) * 255.0) / 255.0
-  if "uniform" in noise:  # Replayed draws, `[passes * rows, width, 2]`.
-    uniform_at = lambda r: noise["uniform"][r]
+  if "uniform" in noise:  # `[passes * rows, width, 2]`, e.g. replayed.
+    uniform = noise["uniform"]
   else:
-    uniform_at = lambda r: jax.random.uniform(
+    uniform = lambda r: jax.random.uniform(
         jax.random.fold_in(noise["key"], r), (w, 2))
   src = glass_source_index(h, w, pick(_GLASS_DELTA, s),
-                           pick(_GLASS_ITERS, s), uniform_at)
+                           pick(_GLASS_ITERS, s), uniform)
   x = x.reshape(h * w, 3)[src].reshape(h, w, 3)
   return jnp.clip(_ops.separable(x, rows, cols), 0, 1)
 
