@@ -5,14 +5,21 @@ Command (default, CPU):
 Runtime: 24m55s wall on the 2-core CPU with two to four other jobs on the
 machine (measured 2026-12-01; a train step takes about 0.9-1.3x the time of
 configs/nac.py's default side by side, which trains in 11 minutes on a quiet
-machine). nac_ablation: not yet measured over 2000 steps (about 1.02x
-NAC's step time).
+machine). nac_ablation (`--config=configs/perceiver.py:nac_ablation`):
+23m37s wall, 13m54s CPU time, with two other jobs on the 2 cores (measured
+2026-12-01).
 Expected (default, measured 2026-12-01, 2000 steps): 98.35% in-distribution
 test accuracy; hue_independent 86.25%, unseen_hue 79.15%, scale_out 38.50%,
 border_position 70.45%, unseen_background 97.80%, unseen_rotation 65.75%,
 unseen_combination 70.00%, novel-class MSP AUROC 0.789. Against NAC's
 default (96.95% ID; hue_independent 71.40%, unseen_combination 35.85%) this
 Perceiver IO relies much less on the spurious hue.
+Expected (nac_ablation, measured 2026-12-01, 2000 steps): 97.05% ID;
+hue_independent 72.50%, unseen_hue 62.90%, scale_out 33.55%,
+border_position 71.80%, unseen_background 95.20%, unseen_rotation 68.95%,
+unseen_combination 38.80%, novel-class MSP AUROC 0.785: within a point or
+two of NAC everywhere except scale_out (-8 points), so at this size the
+sparse graph and ModFC neither help nor hurt much on causal shapes.
 
 Two comparison models, both with the NAC tokenizer (ConvNeXt stem + 1 block
 + learned 8x8 positional grid: 64 tokens of 96 channels) and the same data,
