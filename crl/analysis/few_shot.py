@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,15 +87,16 @@ def has_codes(params: Any) -> bool:
              for p, _ in jax.tree_util.tree_leaves_with_path(params))
 
 
-def _trainable(params: Any, mode: str) -> Any:
-  """Bool pytree over the model's parameters: which ones adapt."""
-  def keep(path, _):
+def _trainable(params: Any, mode: str) -> dict[tuple[str, ...], bool]:
+  """Flattened parameter path -> whether it adapts."""
+  def keep(path):
     if mode == "all":
       return True
     if mode == "codes":
-      return "code" in jax.tree_util.keystr(path).lower()
+      return any("code" in name.lower() for name in path)
     return False
-  return jax.tree_util.tree_map_with_path(keep, params)
+  return {path: keep(path)
+          for path in traverse_util.flatten_dict(params)}
 
 
 # Learning rate of the adapted model parameters relative to the new head's:
@@ -143,28 +145,32 @@ def make_adapter(model: Any, params: Any, mode: str, ways: int,
 
       (head, _), _ = jax.lax.scan(body, (head, tx.init(head)), None, steps)
     else:
-      labels = {"model": jax.tree.map(lambda t: "model" if t else "frozen",
-                                      trainable),
-                "head": jax.tree.map(lambda _: "head", head)}
-      tx_both = optax.multi_transform(
-          {"head": tx,
-           "model": optax.adam(learning_rate * MODEL_LR_FACTOR[mode]),
-           "frozen": optax.set_to_zero()}, labels)
+      # Only the adapted parameters are carried (one copy per episode under
+      # vmap); the frozen ones stay shared, so 'codes' runs the model's
+      # matmuls with unbatched weights.
+      flat = traverse_util.flatten_dict(p)
+      adapted = {k: v for k, v in flat.items() if trainable[k]}
+      frozen = {k: v for k, v in flat.items() if not trainable[k]}
+      merge = lambda a: traverse_util.unflatten_dict({**frozen, **a})
+      tx_model = optax.adam(learning_rate * MODEL_LR_FACTOR[mode])
 
       def loss(both):
         return optax.softmax_cross_entropy_with_integer_labels(
-            logits_fn(both["model"], both["head"], sx), sy).mean()
+            logits_fn(merge(both["model"]), both["head"], sx), sy).mean()
 
       def body(carry, _):
         both, opt = carry
         g = jax.grad(loss)(both)
-        upd, opt = tx_both.update(g, opt, both)
-        return (optax.apply_updates(both, upd), opt), None
+        upd_h, opt_h = tx.update(g["head"], opt[0], both["head"])
+        upd_m, opt_m = tx_model.update(g["model"], opt[1], both["model"])
+        both = {"head": optax.apply_updates(both["head"], upd_h),
+                "model": optax.apply_updates(both["model"], upd_m)}
+        return (both, (opt_h, opt_m)), None
 
-      both = {"model": p, "head": head}
-      (both, _), _ = jax.lax.scan(body, (both, tx_both.init(both)), None,
-                                  steps)
-      p, head = both["model"], both["head"]
+      both = {"model": adapted, "head": head}
+      opt = (tx.init(head), tx_model.init(adapted))
+      (both, _), _ = jax.lax.scan(body, (both, opt), None, steps)
+      p, head = merge(both["model"]), both["head"]
     pred = jnp.argmax(logits_fn(p, head, qx), -1)
     return jnp.mean(pred == qy)
 
