@@ -21,8 +21,10 @@ adaptation is deterministic given the episode.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Sequence
 
+from absl import logging
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
@@ -211,6 +213,7 @@ def evaluate(model: Any, params: Any, pool: dict[str, np.ndarray], *,
       continue
     adapt = make_adapter(model, params, mode, ways, steps, learning_rate)
     for k in shots:
+      t0 = time.time()
       rng = np.random.default_rng([seed, k])
       drawn = [sample_episode(pool["y"], ways, k, queries, rng)
                for _ in range(episodes)]
@@ -221,6 +224,8 @@ def evaluate(model: Any, params: Any, pool: dict[str, np.ndarray], *,
         accs += np.asarray(adapt(params, pool["x"][s], sy, pool["x"][q],
                                  qy)).tolist()
       accs = np.asarray(accs)
+      logging.info("few-shot %s %d-way %d-shot: %.3f over %d episodes (%.0fs)",
+                   mode, ways, k, accs.mean(), episodes, time.time() - t0)
       std = float(accs.std(ddof=1)) if len(accs) > 1 else 0.0
       rows.append({"mode": mode, "ways": ways, "shots": k,
                    "episodes": episodes, "accuracy": float(accs.mean()),
