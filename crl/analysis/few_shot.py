@@ -8,9 +8,10 @@ linear head (zero-initialised) is put on the model's penultimate features
 Adam, updating
 
   'head':  the new head only (the trained model is frozen);
-  'codes': the new head and every parameter whose name contains 'code'
-           (NAC's module codes, Neural Interpreters' function codes);
-           models without codes are skipped;
+  'codes': the new head and the code vectors, parameters named 'codes' or
+           '*_codes' (NAC's mediator and output codes, Neural Interpreters'
+           function codes; not ModFC's code projections); models without
+           codes (Perceiver IO, ViT) are skipped;
   'all':   the new head and every parameter;
 
 then scored on `queries` other examples per class. The report is the mean
@@ -84,9 +85,17 @@ def sample_episode(labels: np.ndarray, ways: int, shots: int, queries: int,
   return np.concatenate(support), s_y, np.concatenate(query), q_y
 
 
+def is_code(path: Sequence[str]) -> bool:
+  """Whether a flattened parameter path names code vectors: a leaf called
+  'codes' or '*_codes' (NAC's mediator/output codes, Neural Interpreters'
+  function codes); not the code projections of ModFC layers, which are
+  weights shared by all modules."""
+  leaf = path[-1].lower()
+  return leaf == "codes" or leaf.endswith("_codes")
+
+
 def has_codes(params: Any) -> bool:
-  return any("code" in jax.tree_util.keystr(p).lower()
-             for p, _ in jax.tree_util.tree_leaves_with_path(params))
+  return any(is_code(p) for p in traverse_util.flatten_dict(params))
 
 
 def _trainable(params: Any, mode: str) -> dict[tuple[str, ...], bool]:
@@ -95,7 +104,7 @@ def _trainable(params: Any, mode: str) -> dict[tuple[str, ...], bool]:
     if mode == "all":
       return True
     if mode == "codes":
-      return any("code" in name.lower() for name in path)
+      return is_code(path)
     return False
   return {path: keep(path)
           for path in traverse_util.flatten_dict(params)}

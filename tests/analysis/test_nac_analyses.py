@@ -112,6 +112,18 @@ def test_episodes_are_disjoint_and_balanced():
     few_shot.sample_episode(labels, 5, 1, 1, rng)
 
 
+def test_codes_mode_adapts_code_vectors_only():
+  # 'decoder' and 'encoder_norm' contain "code" but are not codes (Perceiver
+  # IO and ViT have none); ModFC's code projections are shared weights.
+  assert few_shot.is_code(("mediator_codes",))
+  assert few_shot.is_code(("script0", "function_codes"))
+  for path in [("decoder", "exit", "kernel"), ("encoder_norm", "scale"),
+               ("propagator0", "key", "code_proj")]:
+    assert not few_shot.is_code(path)
+  assert not few_shot.has_codes({"decoder": {"kernel": np.zeros(2)}})
+  assert few_shot.has_codes({"output_codes": np.zeros(2)})
+
+
 def test_few_shot_rows_and_frozen_params(run):
   pool = few_shot.collect_pool(run.task.pipeline, "novel_classes")
   assert list(pool["classes"]) == [10, 11, 12, 13]
