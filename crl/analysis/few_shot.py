@@ -22,6 +22,7 @@ adaptation is deterministic given the episode.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Sequence
 
@@ -252,9 +253,13 @@ def evaluate(model: Any, params: Any, pool: dict[str, np.ndarray], *,
 
 
 def format_rows(rows: Sequence[dict[str, Any]], name: str = "") -> str:
-  lines = [f"{'model':<14}{'mode':<7}{'N-way':>6}{'k':>4}{'accuracy':>16}"]
+  """A text table; rows with a 'workdir' are named by its last folder (two
+  runs of one model class, e.g. NAC and NAC-as-Perceiver, stay apart)."""
+  lines = [f"{'run':<20}{'mode':<7}{'N-way':>6}{'k':>4}{'accuracy':>16}"]
   for r in rows:
-    lines.append(f"{r.get('model', name):<14}{r['mode']:<7}{r['ways']:>6}{r['shots']:>4}"
+    run = (os.path.basename(os.path.normpath(r["workdir"])) if "workdir" in r
+           else r.get("model", name))
+    lines.append(f"{run:<20}{r['mode']:<7}{r['ways']:>6}{r['shots']:>4}"
                  f"{100 * r['accuracy']:>9.1f} ± {100 * r['ci95']:.1f}")
   return "\n".join(lines)
 
