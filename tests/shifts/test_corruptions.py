@@ -22,7 +22,7 @@ from scipy import stats
 
 from crl.shifts import corruptions as C
 from crl.shifts import corruptions_bench
-from crl.shifts.corruptions import _noise_blur
+from crl.shifts.corruptions import _noise_blur, _random
 
 DETERMINISTIC = ("defocus_blur", "zoom_blur", "brightness", "contrast",
                  "pixelate", "jpeg_compression", "gaussian_blur", "saturate")
@@ -301,6 +301,37 @@ def test_change_grows_with_severity_where_the_reference_does(name,
       assert ours1["mad"].mean() > ours0["mad"].mean(), (name, s)
 
 
+def test_hash_generator_draws_uniform_independent_values():
+  """The corruptions' generator (`_random`): uniform words, U[0, 1) and
+  N(0, 1) marginals, no correlation between neighbouring values or between
+  keys, and a different stream for every key."""
+  keys = jax.random.split(jax.random.key(0), 64)
+  draw = lambda fn: np.asarray(jax.vmap(lambda k: fn(k, (32, 32, 3)))(keys))
+  u, z, b = draw(_random.uniform), draw(_random.normal), draw(_random.bits)
+  assert u.min() >= 0 and u.max() < 1 and b.dtype == np.uint32
+  assert stats.kstest(u.ravel(), "uniform").pvalue > 1e-3
+  assert stats.kstest(z.ravel(), "norm").pvalue > 1e-3
+  assert np.abs(z).max() < 5.5
+  freq = ((b.ravel()[:, None] >> np.arange(32, dtype=np.uint32)) & 1).mean(0)
+  assert np.abs(freq - 0.5).max() < 5 * 0.5 / np.sqrt(b.size)
+  flat = u.reshape(len(keys), -1)
+  bound = 5 / np.sqrt(flat.size)
+  assert abs(np.corrcoef(flat[:, :-1].ravel(), flat[:, 1:].ravel())[0, 1]) < bound
+  assert abs(np.corrcoef(flat[:-1].ravel(), flat[1:].ravel())[0, 1]) < bound
+  # Pairs of neighbours fill a 16 x 16 grid evenly (chi-square), which
+  # linear (Weyl, LCG-like) sequences with uncorrelated neighbours do not.
+  for lag in (1, 3, 96):
+    cells = (np.floor(flat[:, :-lag] * 16) * 16
+             + np.floor(flat[:, lag:] * 16)).astype(int).ravel()
+    counts = np.bincount(cells, minlength=256)
+    assert stats.chisquare(counts).pvalue > 1e-4, lag
+  again = np.asarray(_random.uniform(keys[3], (32, 32, 3)))
+  np.testing.assert_array_equal(again, u[3])
+  folded = np.asarray(_random.uniform(jax.random.fold_in(keys[3], 1),
+                                      (32, 32, 3)))
+  assert np.mean(folded == u[3]) < 1e-3
+
+
 def test_poisson_sampler_matches_the_poisson_distribution():
   lams = np.asarray([0.3, 4.0, 25.0, 60.0], np.float32)
   k = np.arange(int(lams.max() + 8 * np.sqrt(lams.max()) + 10))
@@ -325,7 +356,7 @@ def test_large_image_code_paths():
         _ops.apply_sparse_rows(jnp.asarray(line), idx[s], wts[s], axis=0),
         dense[s] @ line, atol=1e-5)
   key = jax.random.key(3)
-  by_row = lambda r: jax.random.uniform(jax.random.fold_in(key, r), (32, 2))
+  by_row = lambda r: _random.uniform(jax.random.fold_in(key, r), (32, 2))
   table = jnp.stack([by_row(r) for r in range(3 * 32)])
   index = lambda u: _noise_blur.glass_source_index(
       32, 32, jnp.int32(2), jnp.int32(3), u)

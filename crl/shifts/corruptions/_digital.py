@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crl.shifts.corruptions import _jpeg, _ops
+from crl.shifts.corruptions import _jpeg, _ops, _random
 from crl.shifts.corruptions._spec import Corruption, no_draw, pick
 
 _BRIGHTNESS = (.1, .2, .3, .4, .5)
@@ -49,7 +48,7 @@ _ELASTIC = (250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12)
 
 
 def _elastic_draw(key, height, width):
-  return {"uniform": jax.random.uniform(key, (2, height, width))}
+  return {"uniform": _random.uniform(key, (2, height, width))}
 
 
 def _elastic_transform(x, noise, s):

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crl.shifts.corruptions import _ops
+from crl.shifts.corruptions import _ops, _random
 from crl.shifts.corruptions._spec import Corruption, no_draw, pick
 
 # ----------------------------------------------------------------------------
@@ -15,7 +15,7 @@ from crl.shifts.corruptions._spec import Corruption, no_draw, pick
 
 
 def _normal_draw(key, height, width):
-  return {"normal": jax.random.normal(key, (height, width, 3))}
+  return {"normal": _random.normal(key, (height, width, 3))}
 
 
 _GAUSSIAN = (.08, .12, .18, .26, .38)
@@ -59,7 +59,7 @@ def poisson_inverse_cdf(u: jax.Array, lam: jax.Array,
 
 
 def _shot_draw(key, height, width):
-  return {"uniform": jax.random.uniform(key, (height, width, 3))}
+  return {"uniform": _random.uniform(key, (height, width, 3))}
 
 
 def _shot_noise(x, noise, s):
@@ -76,7 +76,7 @@ _IMPULSE_AMOUNT = np.asarray(_IMPULSE, np.float32)
 
 
 def _impulse_draw(key, height, width):
-  return {"bits": jax.random.bits(key, (height, width, 3), jnp.uint32)}
+  return {"bits": _random.bits(key, (height, width, 3))}
 
 
 def _impulse_noise(x, noise, s):
@@ -265,7 +265,7 @@ _GLASS_UPFRONT = 1 << 16
 def _glass_draw(key, height, width):
   shape = (_GLASS_MAX_PASSES * height, width, 2)
   if np.prod(shape) <= _GLASS_UPFRONT:
-    return {"uniform": jax.random.uniform(key, shape)}
+    return {"uniform": _random.uniform(key, shape)}
   return {"key": key}
 
 
@@ -281,7 +281,7 @@ def _glass_blur(x, noise, s):
   if "uniform" in noise:  # `[passes * rows, width, 2]`, e.g. replayed.
     uniform = noise["uniform"]
   else:
-    uniform = lambda r: jax.random.uniform(
+    uniform = lambda r: _random.uniform(
         jax.random.fold_in(noise["key"], r), (w, 2))
   src = glass_source_index(h, w, pick(_GLASS_DELTA, s),
                            pick(_GLASS_ITERS, s), uniform)
@@ -297,7 +297,7 @@ _MOTION_WIDTH = np.asarray([2 * m[0] + 1 for m in _MOTION], np.float32)
 
 def _angle_draw(key, height, width):
   del height, width
-  return {"uniform": jax.random.uniform(key, ())}
+  return {"uniform": _random.uniform(key, ())}
 
 
 def _motion_blur(x, noise, s):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr
 
-from crl.shifts.corruptions import _cv, _ops
+from crl.shifts.corruptions import _cv, _ops, _random
 from crl.shifts.corruptions._spec import Corruption, pick
 
 # ----------------------------------------------------------------------------
@@ -36,8 +36,8 @@ def _snow_zoom_table(n: int) -> tuple[np.ndarray, ...]:
 
 def _snow_draw(key, height, width):
   k1, k2 = jax.random.split(key)
-  return {"normal": jax.random.normal(k1, (height, width)),
-          "uniform": jax.random.uniform(k2, ())}
+  return {"normal": _random.normal(k1, (height, width)),
+          "uniform": _random.uniform(k2, ())}
 
 
 def _snow(x, noise, s):
@@ -134,10 +134,10 @@ def _frost_draw(key, height, width):
   del height, width
   keys = jax.random.split(key, 4)
   return {
-      "seed": jax.random.bits(keys[0], (), jnp.uint32),
-      "style": jax.random.uniform(keys[1], ()),
-      "angle": jax.random.uniform(keys[2], (_FROST_OCTAVES,)),
-      "offset": jax.random.uniform(keys[3], (_FROST_OCTAVES, 2)),
+      "seed": _random.bits(keys[0], ()),
+      "style": _random.uniform(keys[1], ()),
+      "angle": _random.uniform(keys[2], (_FROST_OCTAVES,)),
+      "offset": _random.uniform(keys[3], (_FROST_OCTAVES, 2)),
   }
 
 
@@ -268,7 +268,7 @@ def _fog_mapsize(height: int, width: int) -> int:
 
 def _fog_draw(key, height, width):
   size = plasma_draw_size(_fog_mapsize(height, width))
-  return {"uniform": jax.random.uniform(key, (size,))}
+  return {"uniform": _random.uniform(key, (size,))}
 
 
 def _fog(x, noise, s):
@@ -297,7 +297,7 @@ _MUD = np.asarray([63, 42, 20], np.float32) / 255.0  # mud brown
 
 
 def _spatter_draw(key, height, width):
-  return {"normal": jax.random.normal(key, (height, width))}
+  return {"normal": _random.normal(key, (height, width))}
 
 
 def _spatter(x, noise, s):
