@@ -342,6 +342,8 @@ class Script(nn.Module):
     kernel_sigma: bandwidth (initial value when learned).
     learn_sigma: learn the bandwidth (parameter 'kernel_log_sigma').
     pod: keyword arguments of `FunctionPod` (a tuple of pairs).
+    remat: recompute each iteration's activations in the backward pass
+      instead of storing them for every iteration.
   """
   num_functions: int
   num_iterations: int
@@ -351,6 +353,7 @@ class Script(nn.Module):
   kernel_sigma: float
   learn_sigma: bool
   pod: tuple[tuple[str, Any], ...]
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -372,8 +375,10 @@ class Script(nn.Module):
     else:
       sigma = jnp.asarray(self.kernel_sigma, jnp.float32)
 
+    pod_cls = (nn.remat(FunctionPod, prevent_cse=False) if self.remat
+               else FunctionPod)
     scanned = nn.scan(
-        FunctionPod, variable_broadcast="params",
+        pod_cls, variable_broadcast="params",
         split_rngs={"params": False, "dropout": True},
         in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
         length=self.num_iterations)
@@ -417,6 +422,9 @@ class NeuralInterpreter(nn.Module):
     function_dropout: probability of dropping a (function, token) pair
       before the normalisation, in training.
     relative_positions: relative positional bias in the attention logits.
+    remat: rematerialise every iteration in the backward pass (activation
+      memory of one iteration per script instead of all of them, for about
+      one more forward pass of compute).
   """
   num_classes: int = 10
   patch_size: int = 4
@@ -442,6 +450,7 @@ class NeuralInterpreter(nn.Module):
   num_frozen_functions: int = 0
   function_dropout: float = 0.0
   relative_positions: bool = True
+  remat: bool = False
 
   def __post_init__(self):
     self._validate()
@@ -536,7 +545,7 @@ class NeuralInterpreter(nn.Module):
       x, stats = Script(
           self.num_functions, self.num_iterations, self.num_frozen_functions,
           self.freeze_signatures, self.freeze_codes, self.kernel_sigma,
-          self.learn_sigma, pod, name=f"script{s}")(x)
+          self.learn_sigma, pod, self.remat, name=f"script{s}")(x)
       compat.append(stats["compatibility"])
       truncated.append(stats["truncated"])
       uncovered.append(stats["uncovered"])

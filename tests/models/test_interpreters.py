@@ -191,6 +191,20 @@ def test_deterministic_and_dropout_only_in_training():
   assert float(eval_loss) != float(a)
 
 
+def test_remat_gives_the_same_loss_and_gradients():
+  """Rematerialised iterations (memory of one iteration) compute the same
+  function, dropout masks included."""
+  model, params = _init()
+  remat = _model(remat=True)
+  args = (params, _images(), _labels(), jax.random.key(3))
+  (loss, aux), grads = _grad_fn(model)(*args)
+  (loss_r, aux_r), grads_r = _grad_fn(remat)(*args)
+  chex.assert_trees_all_close((loss, aux, grads), (loss_r, aux_r, grads_r),
+                              rtol=1e-5, atol=1e-6)
+  jaxpr = lambda m: str(jax.make_jaxpr(functools.partial(_loss, m))(*args))
+  assert "remat" in jaxpr(remat) and "remat" not in jaxpr(model)
+
+
 def test_compatibility_is_normalised_over_functions():
   model, params = _init()
   (_, train_aux), _ = _grad_fn(model)(params, _images(), _labels(),
