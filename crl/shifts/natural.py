@@ -11,6 +11,7 @@ dataset and split) entry of the shift registry (`crl.shifts.registry`):
     imagenet_a                  imagenet2012  imagenet_a (200 classes)
     imagenet_sketch             imagenet2012  imagenet_sketch
     imagenet2012_corrupted/...  imagenet2012  imagenet2012_corrupted/<c>_<s>
+    domainnet/<domain>          domainnet/*   domainnet/<domain>
     svhn_cropped (semantic)     cifar10       svhn_cropped
     cifar100 (semantic)         cifar10       cifar100
 
@@ -22,8 +23,16 @@ of the paper's main tables.
 names); CIFAR-10-C calls two of them differently in TFDS (`glass_blur` ->
 `frosted_glass_blur`, `elastic_transform` -> `elastic`), `<c'>`.
 
+Domain pairs (DomainBed-style, one domain against another): DomainNet's six
+domains (`DOMAINNET_DOMAINS`, the same 345 classes) are TFDS configs of one
+dataset, so a run trained on `domainnet/real` is evaluated on the test split
+of each of the other five (`domainnet/<domain>`); its own domain does not
+apply (its test split is the run's ID split). Any other multi-domain set
+prepared as TFDS datasets of one label space is added the same way with
+`register`.
+
 A pair applies to a run whose data is `TFDSImageClassification` of the ID
-dataset (its base name, any version); the OOD side is read with the same
+dataset (its base name, any version; for domain pairs another config); the OOD side is read with the same
 `resolution` (resize + centre crop; the native size when None) and
 `data_dir`, as host batches through `crl.data.pipeline.InputPipeline`.
 Nothing is ever downloaded: data that is not prepared raises
@@ -150,6 +159,15 @@ PAIRS: dict[str, tuple[str, str, str, str, str | None, str]] = {
         "detection, near-OOD)"),
 }
 
+DOMAINNET_DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real",
+                     "sketch")
+for _domain in DOMAINNET_DOMAINS:
+  PAIRS[f"domainnet/{_domain}"] = (
+      "natural", "domainnet", f"domainnet/{_domain}", "test", None,
+      f"DomainNet {_domain}: the 345 classes in the {_domain} domain, for a "
+      "run trained on another DomainNet domain (Peng et al. 2019; a "
+      "DomainBed dataset)")
+
 # Corrupted copies of the ID test set: family -> (ID dataset, split,
 # {our corruption name: the TFDS config's name}).
 _CIFAR_C_NAMES = {"glass_blur": "frosted_glass_blur",
@@ -180,6 +198,9 @@ def applies_to(shift: Any, dataset: Any) -> str | None:
   if tfds_base_name(name) != shift.id_dataset:
     return (f"pairs with TFDS {shift.id_dataset!r}; this run's data is TFDS "
             f"{name!r}")
+  if name.split(":")[0] == shift.tfds_name.split(":")[0]:
+    return (f"is this run's own data (TFDS {name!r}); domain pairs evaluate "
+            "the other domains")
   return None
 
 

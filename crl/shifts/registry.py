@@ -8,8 +8,9 @@ One table for the four kinds of specs/ood.md:
   corrupted on the device (`crl.shifts.corruptions`);
 * `natural`: `cifar10_1`, `cifar10_corrupted/<name>/<severity>`,
   `imagenet_v2`, `imagenet_r`, `imagenet_a`, `imagenet_sketch`,
-  `imagenet2012_corrupted/<name>/<severity>`: a locally prepared TFDS
-  dataset paired with the run's TFDS ID dataset (`crl.shifts.natural`);
+  `imagenet2012_corrupted/<name>/<severity>`, `domainnet/<domain>` (one
+  DomainNet domain against the run's): a locally prepared TFDS dataset
+  paired with the run's TFDS ID dataset (`crl.shifts.natural`);
 * `semantic`: `novel_classes` (and combinations with it), `svhn_cropped`,
   `cifar100`: OOD detection of classes never seen in training, against the
   ID test split.
@@ -207,7 +208,9 @@ def known_names_text() -> str:
       f"{CORRUPTION_PREFIX}/<name>/<1-5> with name in "
       f"{', '.join(corruptions.names())}; natural: "
       f"{', '.join(natural_names)}, "
-      f"{', '.join(f'{f}/<name>/<1-5>' for f in natural.CORRUPTED)}; "
+      f"{', '.join(f'{f}/<name>/<1-5>' for f in natural.CORRUPTED)}, "
+      f"domainnet/<domain> with domain in "
+      f"{', '.join(natural.DOMAINNET_DOMAINS)}; "
       f"semantic: {', '.join(semantic)}; or 'all', a kind "
       f"({', '.join(KINDS)}) or a glob pattern")
 

@@ -302,6 +302,33 @@ def test_cifar10_pairs(mocked):
   assert protocol["examples"] == 12
 
 
+def test_domainnet_domain_pairs(mocked):
+  """A run on one DomainNet domain is evaluated on the other five; its own
+  domain is skipped, and refused when named."""
+  del mocked
+  ds, pipe = _tfds_pipeline(tfds_name="domainnet/real", resolution=32)
+  w = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (12, 345))) * 8.
+  predict = jax.jit(lambda p, b: _features(b["image"]) @ jnp.asarray(w))
+  ev = ood_suite.OODSuiteEvaluator(pipeline=pipe, predict_fn=predict,
+                                   num_classes=345, shifts=("natural",))
+  others = [f"domainnet/{d}" for d in natural.DOMAINNET_DOMAINS
+            if d != "real"]
+  assert [s.name for s in ev.shifts] == others
+  assert "own data" in ev.skipped["domainnet/real"]
+  assert "cifar10" in ev.skipped["cifar10_1"]
+  results = ev.run(None)
+  for name in ("domainnet/sketch", "domainnet/quickdraw"):
+    images, labels = _read(name, "test", resolution=32)
+    logits = np.asarray(_features(jnp.asarray(images)) @ jnp.asarray(w),
+                        np.float64)
+    for metric, value in metrics_lib.classification_metrics(
+        logits, labels).items():
+      assert results[name][metric] == pytest.approx(value), (name, metric)
+  with pytest.raises(ValueError, match="own data"):
+    ood_suite.OODSuiteEvaluator(pipeline=pipe, predict_fn=predict,
+                                num_classes=345, shifts=("domainnet/real",))
+
+
 def test_imagenet_r_logits_are_masked_to_its_200_classes(mocked):
   del mocked
   ds, pipe = _tfds_pipeline(tfds_name="imagenet2012", resolution=32,

@@ -96,8 +96,10 @@ def test_resolve_all_kinds_globs_and_names():
 
 
 class _TFDSLike:
-  tfds_name = "cifar10:3.0.2"
   image_shape = (32, 32, 3)
+
+  def __init__(self, tfds_name="cifar10:3.0.2"):
+    self.tfds_name = tfds_name
 
   def eval_numpy(self):
     pass
@@ -119,6 +121,18 @@ def test_what_each_shift_needs():
                                                tfds_like)
   assert "TFDS 'cifar10'" in registry.applies_to(registry.get("cifar10_1"),
                                                  shapes)
+
+
+def test_domain_pairs_apply_to_the_other_domains_only():
+  real, sketch = (registry.get(f"domainnet/{d}") for d in ("real", "sketch"))
+  assert real.kind == sketch.kind == "natural"
+  assert sketch.tfds_name == "domainnet/sketch" and sketch.tfds_split == "test"
+  run = _TFDSLike("domainnet/real:2.0.1")
+  assert registry.applies_to(sketch, run) is None
+  assert "own data" in registry.applies_to(real, run)
+  assert "domainnet" in registry.applies_to(sketch, _TFDSLike())
+  assert "cifar10" in registry.applies_to(registry.get("cifar10_1"), run)
+  assert "domainnet/<domain>" in registry.known_names_text()
 
 
 def test_tfds_names_of_the_corrupted_copies():
