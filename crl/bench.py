@@ -57,6 +57,7 @@ MODELS = {
     "nac_as_perceiver": ("configs/perceiver.py:nac_ablation_bench", {}),
     "vit": ("configs/vit.py:bench", {}),
     "interpreters": ("configs/interpreters.py:bench", {}),
+    "interpreters_remat": ("configs/interpreters.py:bench", {"remat": True}),
 }
 
 _MODELS = flags.DEFINE_list("models", list(MODELS),
