@@ -32,12 +32,12 @@ prepared as TFDS datasets of one label space is added the same way with
 `register`.
 
 A pair applies to a run whose data is `TFDSImageClassification` of the ID
-dataset (its base name, any version; for domain pairs another config); the OOD side is read with the same
-`resolution` (resize + centre crop; the native size when None) and
-`data_dir`, as host batches through `crl.data.pipeline.InputPipeline`.
-Nothing is ever downloaded: data that is not prepared raises
-`tfds_input.DatasetNotPreparedError` naming the `tfds build` command. Other
-pairs (e.g. one DomainBed-style domain against another) can be added with
+dataset (its base name, any version; for domain pairs another config); the
+OOD side is read with the same `resolution` (resize + centre crop; the
+native size when None) and `data_dir`, as host batches through
+`crl.data.pipeline.InputPipeline`. Nothing is ever downloaded: data that is
+not prepared raises `tfds_input.DatasetNotPreparedError` naming the `tfds
+build` command. Other pairs can be added with
 `crl.shifts.registry.register(Shift(..., source="tfds", ...))`.
 
 Class subsets. TFDS stores ImageNet-R and ImageNet-A labels in the 1000-class
