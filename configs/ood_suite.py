@@ -2,17 +2,14 @@
 
 Command (default, CPU):
   python -m crl.main --config=configs/ood_suite.py --workdir=runs/ood_suite
-Runtime: not yet measured end to end on a quiet machine; estimated 47-59
-minutes on 2 CPU cores. Measured 2026-12-01, always with two to four other
-jobs on the cores: training the 13 members took 50 min wall in sum (12 of
-them timed in the run of the earlier 14-member default, 143-660 s each;
-vit_200steps 268 s), and evaluating the 13 models on the 123 shifts and the
-ID split took 23.5 min wall (a rerun that reused every member: 29m09s wall,
-17m24s CPU in all). The earlier 14-member default (with a second Neural
-Interpreter and ViT at 800 instead of 200 steps) took 93m55s wall and 93m33s
-CPU; removing those two members' share gives about 71 CPU-minutes, and
-these models keep 1.2-1.5 cores busy. Running the command again reuses
-every finished member and only evaluates.
+Runtime: 56m13s wall on 2 CPU cores (measured 2026-12-02 in a fresh workdir:
+all 13 members trained, then evaluated; 1.47 cores busy on average; for
+about 15 of the 56 minutes low-priority jobs ran alongside). Training took
+41.3 min (interpreters_s0 419 s; NAC 141-166 s at 400 steps, 96 s at 200;
+Perceiver IO 167-190 s; ViT 223-239 s at 400 steps, 124 s at 200),
+evaluating the 13 models on the 123 shifts and the ID split 12.8 min
+(5.5-6.5 s per shift). Running the command again reuses every finished
+member and only evaluates.
 Expected (measured 2026-12-01; 400-step members, ID accuracy .88-.92, and
 .62-.74 with hue rotation): ID vs OOD accuracy rises together under
 corruptions (mean Pearson r on probit accuracy .815 over 95 shifts, Kendall

@@ -57,7 +57,8 @@ MODELS = {
     "nac_as_perceiver": ("configs/perceiver.py:nac_ablation_bench", {}),
     "vit": ("configs/vit.py:bench", {}),
     "interpreters": ("configs/interpreters.py:bench", {}),
-    "interpreters_remat": ("configs/interpreters.py:bench", {"remat": True}),
+    "interpreters_no_remat": ("configs/interpreters.py:bench",
+                              {"remat": False}),
 }
 
 _MODELS = flags.DEFINE_list("models", list(MODELS),
