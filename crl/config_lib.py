@@ -165,6 +165,25 @@ def to_plain(value: Any) -> Any:
   return value
 
 
+def with_component_defaults(registry: registry_lib.Registry,
+                            section: Any) -> Any:
+  """A plain component section (as read from a run's config.json) with the
+  defaults of the fields it lacks.
+
+  A config written before a field was added to the component then compares
+  equal to today's config that keeps that field's default. Sections that are
+  not dicts or name no registered component are returned unchanged.
+  """
+  if not isinstance(section, dict) or not isinstance(section.get("name"),
+                                                     str):
+    return section
+  try:
+    defaults = to_plain(component_config(registry, section["name"]))
+  except (registry_lib.UnknownNameError, ConfigError):
+    return section
+  return {**defaults, **section}
+
+
 def from_plain(value: Any) -> Any:
   """The inverse of `to_plain` for JSON: lists back to the tuples configs use."""
   if isinstance(value, dict):

@@ -38,6 +38,7 @@ import optax
 from crl import checkpointing
 from crl import config_lib
 from crl import metric_writers
+from crl import registry
 from crl import workdir as workdir_lib
 
 DATA_AXIS = "data"
@@ -214,7 +215,9 @@ def check_resume_compatible(config: ml_collections.ConfigDict,
   diffs = []
   for key in _RUN_IDENTITY_KEYS:
     if key == "model":
-      a, b = old.get("model", {}), new.get("model", {})
+      a = config_lib.with_component_defaults(registry.MODELS,
+                                             old.get("model", {}))
+      b = new.get("model", {})
       diffs += [f"model.{k}: {a.get(k)!r} -> {b.get(k)!r}"
                 for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     elif old.get(key) != new.get(key):

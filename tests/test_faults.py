@@ -79,6 +79,21 @@ def test_checkpoint_of_another_model_config_is_refused(tmp_path):
     train.train_and_evaluate(other, workdir)
   assert "model.d_state: 32 -> 64" in str(e.value)
   assert "new --workdir" in str(e.value)
+  # A run written before a model field existed resumes when today's config
+  # keeps that field's default, and is refused when it does not.
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    written = json.load(f)
+  assert written["model"].pop("fold_read_in") is True
+  with open(path, "w") as f:
+    json.dump(written, f)
+  train.check_resume_compatible(config, workdir)
+  changed = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4,
+                                                "model.fold_read_in": False},
+                                **FAST)
+  with pytest.raises(checkpointing.CheckpointError,
+                     match="model.fold_read_in: True -> False"):
+    train.check_resume_compatible(changed, workdir)
   # The array-level check names the arrays even without config.json.
   os.remove(os.path.join(workdir, "config.json"))
   with pytest.raises(checkpointing.CheckpointError, match="array"):

@@ -13,6 +13,7 @@ import pytest
 
 from crl import checkpointing
 from crl import config_lib
+from crl import registry
 from crl import train
 from tests import helpers
 
@@ -89,7 +90,6 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 def test_resume_with_tfds_input_is_exact(tmp_path):
   """The data position of a TFDS stream survives a restart as well."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from crl import registry  # pylint: disable=g-import-not-at-top
   data = config_lib.component_config(registry.DATASETS, "tfds",
                                      tfds_name="cifar10", shuffle_buffer=64)
   config = _fast_config(data=data, num_steps=8)
@@ -174,3 +174,16 @@ def test_sigkill_then_rerun_continues(tmp_path):
   assert steps[-1] == 100
   # The rerun started after the checkpoint: step 5 was trained only once.
   assert killed_at >= 10 and steps.count(5) == 1
+
+
+def test_with_component_defaults_fills_only_missing_fields():
+  section = {"name": "interpreters", "d_model": 16}
+  filled = config_lib.with_component_defaults(registry.MODELS, section)
+  assert filled["d_model"] == 16 and filled["remat"] is False
+  assert filled["kernel_tau"] == pytest.approx(1.4202567871309753)
+  assert set(filled) == set(config_lib.to_plain(config_lib.component_config(
+      registry.MODELS, "interpreters")))
+  unknown = {"name": "no_such_model", "width": 3}
+  assert config_lib.with_component_defaults(registry.MODELS,
+                                            unknown) == unknown
+  assert config_lib.with_component_defaults(registry.MODELS, None) is None

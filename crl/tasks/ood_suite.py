@@ -44,6 +44,7 @@ import numpy as np
 
 from crl import checkpointing
 from crl import config_lib
+from crl import registry
 from crl import train
 from crl import workdir as workdir_lib
 from crl.analysis import ood_report
@@ -169,6 +170,8 @@ def finished_step(member: ml_collections.ConfigDict, member_dir: str
   if os.path.exists(path):
     with open(path) as f:
       old = _identity(json.load(f))
+    old["model"] = config_lib.with_component_defaults(registry.MODELS,
+                                                      old.get("model"))
     new = _identity(json.loads(json.dumps(config_lib.to_plain(member))))
     diffs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diffs:
