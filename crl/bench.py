@@ -16,9 +16,11 @@ it) on 32x32 images, measured side by side in one process:
   MFU            achieved train FLOP/s divided by the FLOP/s of a large
                  dense float32 matmul measured in the same process.
 
-Also reported: the NAC step with and without the code-conditioned read-in,
-the NAC/Perceiver IO time-per-example ratio, and (with --corruptions) the
-throughput of the JAX corruptions against the `imagecorruptions` package.
+Also reported: Neural Interpreters without rematerialised iterations (its
+`:bench` config uses `remat`), the NAC step with and without the
+code-conditioned read-in, the NAC/Perceiver IO time-per-example ratio, and
+(with --corruptions) the throughput of the JAX corruptions against the
+`imagecorruptions` package.
 Ratios are the numbers to quote: absolute times on shared machines are noisy.
 
 Examples:

@@ -179,7 +179,7 @@ def with_component_defaults(registry: registry_lib.Registry,
     return section
   try:
     defaults = to_plain(component_config(registry, section["name"]))
-  except (registry_lib.UnknownNameError, ConfigError):
+  except registry_lib.UnknownNameError:
     return section
   return {**defaults, **section}
 
