@@ -61,9 +61,7 @@ from crl.shifts import corruptions
 from crl.shifts import natural
 from crl.shifts import registry as shift_registry
 
-ECE_BINNING = ("equal-width bins on the top-label confidence (max softmax "
-               "probability); bin b holds (b/B, (b+1)/B], 0 in the first and "
-               "confidence 1.0 in the last; sum_b n_b/N |acc_b - conf_b|")
+ECE_BINNING = metrics_lib.ECE_CONVENTION
 METRIC_PROTOCOLS = {
     "accuracy": {"top_k": 1, "ties": "to the lower class index"},
     "top5_accuracy": {"top_k": 5, "ties": "to the lower class index"},

@@ -1,4 +1,6 @@
-"""Metrics against scikit-learn and hand-computed cases."""
+"""Metrics against scikit-learn, netcal and hand-computed cases."""
+
+import fractions
 
 import numpy as np
 import pytest
@@ -50,14 +52,14 @@ def test_brier_matches_sklearn_multiclass(data):
 def test_ece_hand_computed():
   # Confidences 0.9 (correct), 0.9 (wrong), 0.6 (correct), 1.0 (correct).
   probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [1.0, 0.0]])
-  logits = np.log(np.maximum(probs, 1e-300))
   labels = np.array([0, 1, 1, 0])
-  # 10 bins: bin (0.8,0.9] holds two (acc .5, conf .9); (0.5,0.6] one (acc 1,
-  # conf .6); 1.0 in the last bin (acc 1, conf 1).
-  expected = 2 / 4 * 0.4 + 1 / 4 * 0.4 + 1 / 4 * 0.0
-  assert metrics.ece(logits, labels, num_bins=10) == pytest.approx(expected)
-  r = metrics.reliability(logits, labels, num_bins=10)
-  assert r["count"].tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 2, 1]
+  # 10 bins, left-closed: [0.9, 1] holds 0.9, 0.9 and 1.0 (acc 2/3, conf
+  # 2.8/3); [0.6, 0.7) holds 0.6 (acc 1, conf .6).
+  expected = 3 / 4 * abs(2 / 3 - 2.8 / 3) + 1 / 4 * 0.4
+  assert metrics.ece(probs=probs, labels=labels, num_bins=10) == (
+      pytest.approx(expected))
+  r = metrics.reliability(probs=probs, labels=labels, num_bins=10)
+  assert r["count"].tolist() == [0, 0, 0, 0, 0, 0, 1, 0, 0, 3]
 
 
 def test_auroc_matches_sklearn_with_ties():
@@ -100,23 +102,136 @@ def test_accepts_jax_arrays(data):
     assert isinstance(got[k], (float, int))
 
 
-def _ece_loop(probs, labels, num_bins):
-  """Reference: explicit (lo, hi] bins computed as b / num_bins."""
+def _ece_loop(probs, labels, edges):
+  """Plain NumPy reference: bins [edges[b], edges[b+1]), the last one closed
+  at 1 (netcal's and np.histogram's sides), given explicit edges."""
   conf, pred = probs.max(-1), probs.argmax(-1)
-  total = 0.0
+  total, num_bins = 0.0, len(edges) - 1
   for b in range(num_bins):
-    lo, hi = b / num_bins, (b + 1) / num_bins
-    inside = (conf > lo) & (conf <= hi) if b else (conf <= hi)
+    lo, hi = edges[b], edges[b + 1]
+    inside = (conf >= lo) & ((conf < hi) if b < num_bins - 1 else
+                             (conf <= hi))
     if inside.any():
       total += inside.mean() * abs(np.mean(pred[inside] == labels[inside]) -
                                    conf[inside].mean())
   return total
 
 
+def _exact_edges(num_bins):
+  """b / num_bins as the correctly rounded doubles (fractions.Fraction)."""
+  return np.array([float(fractions.Fraction(b, num_bins))
+                   for b in range(num_bins + 1)])
+
+
+def _edge_case(edge_ks, denom=10, n=200, classes=10):
+  """probs `[n, classes]`, labels: every even example has top-label
+  confidence exactly `k / denom` (k cycling over `edge_ks`), the odd ones
+  spread over (0.1, 1); class 0 is predicted, correct with probability
+  about its confidence. Deterministic arithmetic, no random generator."""
+  i = np.arange(n)
+  spread = 0.1 + 0.9 * np.modf(i * 0.6180339887498949)[0]
+  on_edge = np.asarray(edge_ks, np.float64)[i % len(edge_ks)] / denom
+  conf = np.where(i % 2 == 0, on_edge, spread)
+  probs = np.repeat(((1 - conf) / (classes - 1))[:, None], classes, axis=1)
+  probs[:, 0] = conf
+  correct = np.modf(i * 0.7548776662466927)[0] < conf
+  return probs, np.where(correct, 0, 1 + i % (classes - 1))
+
+
+# netcal 1.4.0, `netcal.metrics.ECE(bins).measure(probs, labels)` on
+# `_edge_case(ks, denom)`, computed once on this machine (numpy 2.4.6, scipy
+# 1.17.1). netcal is not a test dependency: it requires torch, pyro and
+# gpytorch; its ECE path (np.histogramdd / scipy binned_statistic_dd) was run
+# with those imports stubbed.
+NETCAL_ECE = {
+    ((2, 4, 5, 8, 9, 10), 10, 10): 0.05976378420284014,
+    ((3, 6, 7), 10, 10): 0.0670978270304769,
+    (tuple(range(2, 16)), 15, 15): 0.07728138110878034,
+}
+
+
+@pytest.mark.parametrize("ks,denom,num_bins", [
+    ((2, 4, 5, 8, 9, 10), 10, 10), (tuple(range(2, 16)), 15, 15)])
+def test_ece_at_bin_edges_matches_netcal(ks, denom, num_bins):
+  # Half the confidences lie exactly on edges k/denom where netcal's
+  # np.linspace edges are the same doubles as b/n: netcal's value exactly.
+  probs, labels = _edge_case(ks, denom)
+  want = NETCAL_ECE[(ks, denom, num_bins)]
+  assert metrics.ece(probs=probs, labels=labels, num_bins=num_bins) == (
+      pytest.approx(want, abs=1e-15))
+  assert _ece_loop(probs, labels, np.linspace(0, 1, num_bins + 1)) == (
+      pytest.approx(want, abs=1e-15))
+  assert _ece_loop(probs, labels, _exact_edges(num_bins)) == pytest.approx(
+      want, abs=1e-15)
+
+
+def test_ece_edges_where_linspace_is_one_ulp_high():
+  # np.linspace(0, 1, 11)[3] is 0.30000000000000004 (also at 6 and 7), so
+  # netcal bins a confidence of exactly 0.3 in [0.2, 0.3); crl bins it in
+  # [0.3, 0.4), the bin whose lower edge is 0.3.
+  assert np.linspace(0, 1, 11)[3] > 0.3
+  assert metrics.bin_edges(10)[3] == 0.3
+  probs, labels = _edge_case((3, 6, 7))
+  ours = metrics.ece(probs=probs, labels=labels, num_bins=10)
+  netcal = NETCAL_ECE[((3, 6, 7), 10, 10)]
+  # Our reading of netcal's convention reproduces netcal's number ...
+  assert _ece_loop(probs, labels, np.linspace(0, 1, 11)) == pytest.approx(
+      netcal, abs=1e-15)
+  # ... and crl's value is the same loop with the exact edges b/10.
+  assert ours == pytest.approx(_ece_loop(probs, labels, _exact_edges(10)),
+                               abs=1e-15)
+  assert abs(ours - netcal) > 1e-3
+  r = metrics.reliability(probs=probs, labels=labels, num_bins=10)
+  on_edge = probs[::2].max(-1)
+  np.testing.assert_array_equal(
+      metrics.bin_index(on_edge, 10), np.round(on_edge * 10).astype(int))
+  assert r["count"][[3, 6, 7]].sum() >= len(on_edge)
+
+
+def test_bin_index_is_exact_at_every_edge_and_at_0_and_1():
+  for n in (1, 3, 7, 10, 15, 20, 100):
+    k = np.arange(n + 1)
+    np.testing.assert_array_equal(metrics.bin_index(k / n, n),
+                                  np.minimum(k, n - 1))
+    below = np.nextafter(k[1:] / n, 0.0)  # one ulp below each edge
+    np.testing.assert_array_equal(metrics.bin_index(below, n), k[1:] - 1)
+  assert metrics.bin_index(np.array([0.0, 1.0]), 10).tolist() == [0, 9]
+
+
+def test_probs_and_logits_inputs():
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(300, 6)) * 2
+  labels = rng.integers(0, 6, 300)
+  probs = metrics.softmax(logits)
+  for fn in (metrics.accuracy, metrics.nll, metrics.brier, metrics.ece):
+    assert fn(probs=probs, labels=labels) == pytest.approx(
+        fn(logits, labels), rel=1e-9), fn.__name__
+  row = metrics.classification_metrics(probs=probs, labels=labels)
+  assert row == pytest.approx(metrics.classification_metrics(logits, labels))
+  r = metrics.reliability(probs=probs, labels=labels, num_bins=10)
+  np.testing.assert_allclose(r["count"], metrics.reliability(
+      logits, labels, num_bins=10)["count"])
+  # Probabilities are used as given: a confidence of exactly 0.3 stays on
+  # its edge, while log() then softmax() moves it by an ulp.
+  p = np.array([[0.3, 0.25, 0.25, 0.2]])
+  assert metrics.reliability(probs=p, labels=[0], num_bins=10)[
+      "count"][3] == 1
+  with pytest.raises(ValueError, match="exactly one of logits= or probs="):
+    metrics.ece(logits, labels, probs=probs)
+  with pytest.raises(ValueError, match="neither"):
+    metrics.brier(labels=labels)
+  with pytest.raises(ValueError, match="sum to 1"):
+    metrics.nll(probs=probs * 0.9, labels=labels)
+  with pytest.raises(ValueError, match=r"\[0, 1\]"):
+    metrics.accuracy(probs=probs - 0.5, labels=labels)
+  assert metrics.nll(probs=np.array([[1.0, 0.0]]), labels=[1]) == np.inf
+
+
 @pytest.mark.parametrize("num_bins", [1, 10, 15, 20])
 def test_ece_matches_loop_reference_for_any_bins(data, num_bins):
   logits, labels, mask = data
-  ref = _ece_loop(metrics.softmax(logits[mask]), labels[mask], num_bins)
+  ref = _ece_loop(metrics.softmax(logits[mask]), labels[mask],
+                  np.linspace(0, 1, num_bins + 1))
   assert metrics.ece(logits, labels, mask, num_bins) == pytest.approx(ref)
   r = metrics.reliability(logits, labels, mask, num_bins)
   assert r["count"].sum() == mask.sum()
