@@ -26,15 +26,26 @@ Metrics, each `(id_scores [n_id], ood_scores [n_ood]) -> float`:
   tied scores form one threshold).
 - `aupr_out`: average precision with OOD positive and the score negated,
   equal to `average_precision_score(is_ood, -score)`.
-- `fpr_at_95_tpr` (`fpr_at_tpr` for other levels): the threshold is the
-  largest score value `t` such that at least 95% of ID examples have
-  `score >= t`; the value is the fraction of OOD examples with `score >= t`.
-  Equal to `fpr[np.argmax(tpr >= 0.95)]` with `fpr, tpr, _ =
-  sklearn.metrics.roc_curve(is_id, score, drop_intermediate=False)` (no
-  interpolation between ROC points). Beware: with the default
-  `drop_intermediate=True` (as OpenOOD calls it) sklearn can drop the ROC point
-  where TPR first reaches 95% when it lies on a straight segment and then
-  reports the next point's, larger FPR.
+- `fpr_at_95_tpr` (`fpr_at_tpr` for other levels), `convention=`:
+  * `"id_positive"` (the default, as the rest of this module): the threshold
+    is the largest score value `t` such that at least 95% of ID examples
+    have `score >= t`; the value is the fraction of OOD examples with
+    `score >= t`. Equal to `fpr[np.argmax(tpr >= 0.95)]` with `fpr, tpr, _ =
+    sklearn.metrics.roc_curve(is_id, score, drop_intermediate=False)` (no
+    interpolation between ROC points).
+  * `"ood_positive"`: OpenOOD v1.5 (`openood/evaluators/metrics.py`,
+    `auc_and_fpr_recall`: `roc_curve(is_ood, -score)`): the fraction of ID
+    examples flagged as OOD at the threshold that flags 95% of the OOD
+    examples, i.e. `id_positive` with the roles of the two sets swapped and
+    the score negated. A different number from `id_positive`.
+  * `"openood_v1"`: the older OpenOOD (v1.0) helper `fpr_recall`: `k =
+    floor(0.95 * n_id)`, `t` = the k-th largest ID score, value = fraction
+    of OOD scores strictly above `t` (`ood > t`: ties with `t` not counted;
+    the floor can leave the TPR just under 95%).
+  OpenOOD calls `roc_curve` with its default `drop_intermediate=True`, which
+  can drop the ROC point where the TPR first reaches 95% when it lies on a
+  straight segment and then report the next point's, larger FPR; the
+  conventions here use every ROC point.
 
 Edge cases: an empty ID or OOD set, NaN scores, or arrays that are not 1-D
 raise `ValueError` (the metrics are undefined with a single class). `+-inf`
@@ -51,6 +62,17 @@ from crl.evaluators import metrics as metrics_lib
 
 SCORE_NAMES = ("msp", "max_logit", "energy", "entropy")
 METRIC_NAMES = ("auroc", "aupr_in", "aupr_out", "fpr95")
+FPR_CONVENTIONS = ("id_positive", "ood_positive", "openood_v1")
+CONVENTIONS = {
+    "auroc": "area under the ROC curve, ID positive, a tied (ID, OOD) pair "
+             "counts 1/2 (= sklearn roc_auc_score)",
+    "aupr_in": "average precision, ID positive (= sklearn "
+               "average_precision_score(is_id, score))",
+    "aupr_out": "average precision, OOD positive, score negated",
+    "fpr95": "ID positive: threshold t = the largest score with >= 95% of ID "
+             "scores >= t; value = fraction of OOD scores >= t (every ROC "
+             "point, no interpolation; OpenOOD v1.5 takes OOD as positive)",
+}
 
 
 def _logits(logits) -> np.ndarray:
@@ -177,23 +199,37 @@ def aupr_out(id_scores, ood_scores) -> float:
   return _average_precision(-ood_scores, -id_scores)
 
 
-def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
-  """Fraction of OOD accepted at the threshold that accepts `tpr` of ID.
+def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95,
+               convention: str = "id_positive") -> float:
+  """False-positive rate at the threshold that reaches `tpr`.
 
-  The threshold is the largest score value `t` with
-  `mean(id_scores >= t) >= tpr`; no interpolation (see the module docstring).
+  `convention` (see the module docstring): `"id_positive"` (default; the
+  fraction of OOD accepted at the largest threshold `t` with
+  `mean(id_scores >= t) >= tpr`), `"ood_positive"` (OpenOOD v1.5: the
+  fraction of ID rejected when `tpr` of OOD is rejected) or `"openood_v1"`
+  (the older OpenOOD helper: k-th largest ID score, strict `ood > t`).
   """
   if not 0 < tpr <= 1:
     raise ValueError(f"tpr must be in (0, 1]; got {tpr}.")
+  if convention not in FPR_CONVENTIONS:
+    raise ValueError(f"Unknown FPR convention {convention!r}; known: "
+                     f"{', '.join(FPR_CONVENTIONS)}.")
   id_scores, ood_scores = _check_scores(id_scores, ood_scores)
+  if convention == "openood_v1":
+    k = int(np.floor(tpr * len(id_scores)))
+    threshold = np.sort(id_scores)[-k]  # k = 0 picks the smallest, as there.
+    return float(np.mean(ood_scores > threshold))
+  if convention == "ood_positive":
+    id_scores, ood_scores = -ood_scores, -id_scores
   tps, fps = _curve(id_scores, ood_scores)
   first = int(np.argmax(tps / tps[-1] >= tpr))
   return float(fps[first] / fps[-1])
 
 
-def fpr_at_95_tpr(id_scores, ood_scores) -> float:
-  """FPR at 95% TPR, ID positive (see `fpr_at_tpr`)."""
-  return fpr_at_tpr(id_scores, ood_scores, 0.95)
+def fpr_at_95_tpr(id_scores, ood_scores,
+                  convention: str = "id_positive") -> float:
+  """FPR at 95% TPR, ID positive by default (see `fpr_at_tpr`)."""
+  return fpr_at_tpr(id_scores, ood_scores, 0.95, convention)
 
 
 METRICS: dict[str, Callable[..., float]] = {

@@ -69,15 +69,7 @@ METRIC_PROTOCOLS = {
                           "log"},
     "brier": {"definition": "mean_i sum_k (p_ik - 1[k = y_i])^2"},
 }
-DETECTION_PROTOCOLS = {
-    "auroc": "area under the ROC curve, ID positive, a tied (ID, OOD) pair "
-             "counts 1/2 (= sklearn roc_auc_score)",
-    "aupr_in": "average precision, ID positive (= sklearn "
-               "average_precision_score(is_id, score))",
-    "aupr_out": "average precision, OOD positive, score negated",
-    "fpr95": "threshold t: the largest score with >= 95% of ID scores >= t; "
-             "value: fraction of OOD scores >= t (no interpolation)",
-}
+DETECTION_PROTOCOLS = ood_detection.CONVENTIONS
 SCORE_PROTOCOLS = {
     "msp": "max_k softmax(z)_k",
     "max_logit": "max_k z_k",

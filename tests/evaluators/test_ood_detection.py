@@ -20,6 +20,14 @@ def _sk_reference(id_s, ood_s):
           "fpr95": fpr[np.argmax(tpr >= 0.95)]}
 
 
+def _sk_fpr95_ood_positive(id_s, ood_s):
+  """OpenOOD v1.5's recipe (OOD positive, score negated), every ROC point."""
+  is_ood = np.r_[np.zeros(len(id_s)), np.ones(len(ood_s))]
+  fpr, tpr, _ = skm.roc_curve(is_ood, -np.r_[id_s, ood_s],
+                              drop_intermediate=False)
+  return fpr[np.argmax(tpr >= 0.95)]
+
+
 def _ours(id_s, ood_s):
   return {name: fn(id_s, ood_s) for name, fn in od.METRICS.items()}
 
@@ -41,6 +49,8 @@ def test_metrics_match_sklearn(seed, n_id, n_ood, decimals):
   for k in ref:
     assert ours[k] == pytest.approx(ref[k], abs=1e-12), k
     assert isinstance(ours[k], float)
+  assert od.fpr_at_95_tpr(id_s, ood_s, "ood_positive") == pytest.approx(
+      _sk_fpr95_ood_positive(id_s, ood_s), abs=1e-12)
 
 
 def test_fpr95_hand_case_and_no_intermediate_dropping():
@@ -58,6 +68,38 @@ def test_fpr95_hand_case_and_no_intermediate_dropping():
   y = np.r_[np.ones(20), np.zeros(7)]
   fpr, tpr, _ = skm.roc_curve(y, np.r_[id_s, ood_s])
   assert fpr[np.argmax(tpr >= 0.95)] == 1.0
+
+
+def test_fpr95_conventions_hand_cases():
+  # 20 ID scores 20..1, OOD [0.5, 1.5, 2, 3, 25].
+  id_s = np.arange(20.0, 0.0, -1.0)
+  ood_s = np.array([0.5, 1.5, 2.0, 3.0, 25.0])
+  # ID positive: t = 2 accepts 19/20 ID; OOD >= 2: 2, 3, 25 -> 3/5.
+  assert od.fpr_at_95_tpr(id_s, ood_s, "id_positive") == pytest.approx(0.6)
+  # OpenOOD v1: k = floor(0.95 * 20) = 19, t = 19th largest ID = 2; OOD
+  # strictly above 2: 3, 25 -> 2/5 (the tie at 2 is not counted).
+  assert od.fpr_at_95_tpr(id_s, ood_s, "openood_v1") == pytest.approx(0.4)
+  # OOD positive: flagging 95% of 5 OOD (all 5) needs score <= 25, which
+  # flags all 20 ID -> 1.0; at 80% TPR (4 of 5: score <= 3) 3 of 20 ID.
+  assert od.fpr_at_95_tpr(id_s, ood_s, "ood_positive") == pytest.approx(1.0)
+  assert od.fpr_at_tpr(id_s, ood_s, 0.8, "ood_positive") == pytest.approx(
+      3 / 20)
+  # 30 ID 30..1: floor(28.5) = 28 ID (TPR 0.933 < 0.95) at t = 3 in OpenOOD
+  # v1 -> OOD > 3: 3.5 only; ID positive needs 29 ID (t = 2) -> both OOD.
+  id_s, ood_s = np.arange(30.0, 0.0, -1.0), np.array([2.5, 3.5])
+  assert od.fpr_at_95_tpr(id_s, ood_s, "openood_v1") == pytest.approx(0.5)
+  assert od.fpr_at_95_tpr(id_s, ood_s) == pytest.approx(1.0)
+  for conv in od.FPR_CONVENTIONS:
+    if conv != "openood_v1":
+      y = np.r_[np.ones(30), np.zeros(2)] if conv == "id_positive" else (
+          np.r_[np.zeros(30), np.ones(2)])
+      sign = 1.0 if conv == "id_positive" else -1.0
+      fpr, tpr, _ = skm.roc_curve(y, sign * np.r_[id_s, ood_s],
+                                  drop_intermediate=False)
+      assert od.fpr_at_95_tpr(id_s, ood_s, conv) == pytest.approx(
+          fpr[np.argmax(tpr >= 0.95)]), conv
+  with pytest.raises(ValueError, match="Unknown FPR convention 'strict'"):
+    od.fpr_at_95_tpr(id_s, ood_s, "strict")
 
 
 def test_perfect_and_reversed_separation():
