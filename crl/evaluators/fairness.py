@@ -8,17 +8,13 @@ group counts only if it has examples):
 * `average_precision`: `sum_n (R_n - R_{n-1}) P_n` over the distinct score
   thresholds, highest first (scikit-learn's `average_precision_score`: no
   interpolation, tied scores form one threshold).
-* `selection_rates`: `P(yhat = 1 | s = g)` per group g.
 * `signed_ddp`: `P(yhat=1 | s=positive_group) - P(yhat=1 | s=reference_group)`
   (the paper's DDP; binary attributes, or any two groups of a multi-group one).
-* `demographic_parity_difference` / `_ratio`: the largest minus the smallest
-  selection rate over groups, and the smallest over the largest (Fairlearn's
-  `between_groups` definitions; the ratio is NaN when every rate is 0, as
-  Fairlearn gives).
-* `equalized_odds_difference`: the TPR gap `max_g TPR_g - min_g TPR_g` and the
-  FPR gap likewise; `agg='worst_case'` takes the larger, `agg='mean'` their
-  mean (Fairlearn). A group without positives (negatives) has TPR (FPR) 0, as
-  in Fairlearn (scikit-learn's normalised confusion matrix).
+* Fairlearn 0.15's group-disparity metrics, from `crl.evaluators.disparity`
+  (re-exported here): `selection_rates`, `demographic_parity_difference` /
+  `_ratio`, `equal_opportunity_difference` / `_ratio`,
+  `equalized_odds_difference` / `_ratio` (`agg` 'worst_case' or 'mean'), each
+  with `method` 'between_groups' (default) or 'to_overall'.
 * `probe_accuracy`: a linear probe (standardised features, L2 logistic
   regression) fitted on one set of features to predict `s`, scored on
   another.
@@ -37,40 +33,22 @@ import numpy as np
 
 from crl.evaluators import metrics as metrics_lib
 from crl.evaluators.classification import gather
-
-EO_AGGREGATIONS = ("worst_case", "mean")
+# The group-disparity metrics (Fairlearn's) live in `disparity`; re-exported.
+from crl.evaluators.disparity import (  # pylint: disable=unused-import
+    EO_AGGREGATIONS, as_1d, binary, check_lengths,
+    demographic_parity_difference, demographic_parity_ratio,
+    equal_opportunity_difference,
+    equal_opportunity_ratio, equalized_odds_difference, equalized_odds_ratio,
+    group_rates, selection_rates, true_and_false_positive_rates)
 
 
 # Metrics ---------------------------------------------------------------------
 
 
-def _as_1d(x: Any, name: str) -> np.ndarray:
-  x = np.asarray(x)
-  if x.ndim != 1:
-    raise ValueError(f"{name} must be a 1-D array, got shape {x.shape}.")
-  return x
-
-
-def _binary(x: Any, name: str) -> np.ndarray:
-  x = _as_1d(x, name)
-  values = np.unique(x)
-  if not np.all(np.isin(values, (0, 1))):
-    raise ValueError(f"{name} must hold 0/1 values, got {values[:5]}.")
-  return x.astype(np.int64)
-
-
-def _check_lengths(**arrays: np.ndarray) -> None:
-  lengths = {k: len(v) for k, v in arrays.items()}
-  if len(set(lengths.values())) > 1:
-    raise ValueError(f"Arrays must have the same length, got {lengths}.")
-  if not next(iter(lengths.values())):
-    raise ValueError("Fairness metrics need at least one example.")
-
-
 def accuracy(y_true: Any, y_pred: Any) -> float:
   """`mean(y_pred == y_true)`."""
-  y_true, y_pred = _as_1d(y_true, "y_true"), _as_1d(y_pred, "y_pred")
-  _check_lengths(y_true=y_true, y_pred=y_pred)
+  y_true, y_pred = as_1d(y_true, "y_true"), as_1d(y_pred, "y_pred")
+  check_lengths(y_true=y_true, y_pred=y_pred)
   return float(np.mean(y_true == y_pred))
 
 
@@ -79,9 +57,9 @@ def average_precision(y_true: Any, scores: Any) -> float:
 
   Returns NaN when there is no positive example.
   """
-  y_true = _binary(y_true, "y_true")
-  scores = _as_1d(scores, "scores").astype(np.float64)
-  _check_lengths(y_true=y_true, scores=scores)
+  y_true = binary(y_true, "y_true")
+  scores = as_1d(scores, "scores").astype(np.float64)
+  check_lengths(y_true=y_true, scores=scores)
   if np.isnan(scores).any():
     raise ValueError("scores contain NaN.")
   if not y_true.any():
@@ -95,30 +73,6 @@ def average_precision(y_true: Any, scores: Any) -> float:
   return float(np.sum(np.diff(np.r_[0., recall]) * precision))
 
 
-def group_values(groups: Any) -> np.ndarray:
-  """The distinct attribute values present, sorted."""
-  return np.unique(_as_1d(groups, "groups"))
-
-
-def _group_rates(y_pred: np.ndarray, groups: np.ndarray,
-                 where: np.ndarray | None = None) -> dict[Any, float]:
-  """`{g: mean(y_pred[groups == g & where])}` (0 for an empty cell)."""
-  rates = {}
-  for g in group_values(groups):
-    sel = groups == g
-    if where is not None:
-      sel = sel & where
-    rates[g.item()] = float(y_pred[sel].mean()) if sel.any() else 0.0
-  return rates
-
-
-def selection_rates(y_pred: Any, groups: Any) -> dict[Any, float]:
-  """`{g: P(y_pred = 1 | s = g)}` for every group present."""
-  y_pred, groups = _binary(y_pred, "y_pred"), _as_1d(groups, "groups")
-  _check_lengths(y_pred=y_pred, groups=groups)
-  return _group_rates(y_pred, groups)
-
-
 def signed_ddp(y_pred: Any, groups: Any, positive_group: Any = 1,
                reference_group: Any = 0) -> float:
   """`P(y_pred=1 | s=positive_group) - P(y_pred=1 | s=reference_group)`."""
@@ -128,39 +82,6 @@ def signed_ddp(y_pred: Any, groups: Any, positive_group: Any = 1,
     raise ValueError(f"signed_ddp: group(s) {missing} have no examples; "
                      f"groups present: {sorted(rates)}.")
   return rates[positive_group] - rates[reference_group]
-
-
-def demographic_parity_difference(y_pred: Any, groups: Any) -> float:
-  """Largest minus smallest selection rate over groups (Fairlearn)."""
-  rates = list(selection_rates(y_pred, groups).values())
-  return float(max(rates) - min(rates))
-
-
-def demographic_parity_ratio(y_pred: Any, groups: Any) -> float:
-  """Smallest over largest selection rate (Fairlearn; NaN if all are 0)."""
-  rates = list(selection_rates(y_pred, groups).values())
-  return float(min(rates) / max(rates)) if max(rates) > 0 else float("nan")
-
-
-def true_and_false_positive_rates(
-    y_true: Any, y_pred: Any, groups: Any
-) -> tuple[dict[Any, float], dict[Any, float]]:
-  """`({g: TPR_g}, {g: FPR_g})`; an empty cell gives 0 (as Fairlearn)."""
-  y_true, y_pred = _binary(y_true, "y_true"), _binary(y_pred, "y_pred")
-  groups = _as_1d(groups, "groups")
-  _check_lengths(y_true=y_true, y_pred=y_pred, groups=groups)
-  return (_group_rates(y_pred, groups, y_true == 1),
-          _group_rates(y_pred, groups, y_true == 0))
-
-
-def equalized_odds_difference(y_true: Any, y_pred: Any, groups: Any,
-                              agg: str = "worst_case") -> float:
-  """Fairlearn's equalized-odds difference (`agg` 'worst_case' or 'mean')."""
-  if agg not in EO_AGGREGATIONS:
-    raise ValueError(f"agg must be one of {EO_AGGREGATIONS}, got {agg!r}.")
-  tpr, fpr = true_and_false_positive_rates(y_true, y_pred, groups)
-  gaps = [max(r.values()) - min(r.values()) for r in (tpr, fpr)]
-  return float(max(gaps) if agg == "worst_case" else np.mean(gaps))
 
 
 def probe_accuracy(fit_features: Any, fit_groups: Any, eval_features: Any,
@@ -183,13 +104,13 @@ def probe_accuracy(fit_features: Any, fit_groups: Any, eval_features: Any,
   from sklearn import linear_model  # pylint: disable=g-import-not-at-top
   x_fit = np.asarray(fit_features, np.float64)
   x_eval = np.asarray(eval_features, np.float64)
-  s_fit, s_eval = _as_1d(fit_groups, "fit_groups"), _as_1d(eval_groups,
+  s_fit, s_eval = as_1d(fit_groups, "fit_groups"), as_1d(eval_groups,
                                                          "eval_groups")
   if x_fit.ndim != 2 or x_eval.ndim != 2 or x_fit.shape[1] != x_eval.shape[1]:
     raise ValueError(f"probe features must be [n, D] with the same D, got "
                      f"{x_fit.shape} and {x_eval.shape}.")
-  _check_lengths(fit_features=x_fit, fit_groups=s_fit)
-  _check_lengths(eval_features=x_eval, eval_groups=s_eval)
+  check_lengths(fit_features=x_fit, fit_groups=s_fit)
+  check_lengths(eval_features=x_eval, eval_groups=s_eval)
   values = np.unique(s_fit)
   if len(values) < 2:
     return float(np.mean(s_eval == values[0]))
@@ -202,7 +123,7 @@ def probe_accuracy(fit_features: Any, fit_groups: Any, eval_features: Any,
 
 def majority_rate(groups: Any) -> float:
   """Share of the largest group (the accuracy of a constant probe)."""
-  _, counts = np.unique(_as_1d(groups, "groups"), return_counts=True)
+  _, counts = np.unique(as_1d(groups, "groups"), return_counts=True)
   return float(counts.max() / counts.sum())
 
 
@@ -227,9 +148,9 @@ def fairness_metrics(margin: Any, y_true: Any, groups: Any,
   eo_difference_mean, selection_rate/<g>, positive_rate/<g> (the base rate
   `P(y=1 | s=g)`), num_examples, num_groups.
   """
-  z = _as_1d(margin, "margin").astype(np.float64)
-  y_true, groups = _binary(y_true, "y_true"), _as_1d(groups, "groups")
-  _check_lengths(margin=z, y_true=y_true, groups=groups)
+  z = as_1d(margin, "margin").astype(np.float64)
+  y_true, groups = binary(y_true, "y_true"), as_1d(groups, "groups")
+  check_lengths(margin=z, y_true=y_true, groups=groups)
   y_pred = (z > 0).astype(np.int64)
   rates = selection_rates(y_pred, groups)
   row = {
@@ -248,7 +169,7 @@ def fairness_metrics(margin: Any, y_true: Any, groups: Any,
     row["abs_ddp"] = abs(row["ddp"])
   for g, rate in rates.items():
     row[f"selection_rate/{g}"] = rate
-  for g, rate in _group_rates(y_true, groups).items():
+  for g, rate in group_rates(y_true, groups).items():
     row[f"positive_rate/{g}"] = rate
   return row
 
@@ -275,9 +196,9 @@ def group_threshold_search(margin: Any, y_true: Any, groups: Any, eps: float,
     `{'thresholds': [t_0, t_1], 'accuracy', 'ddp'}` on the given data, or
     None when infeasible.
   """
-  z = _as_1d(margin, "margin").astype(np.float64)
-  y, s = _binary(y_true, "y_true"), _binary(groups, "groups")
-  _check_lengths(margin=z, y_true=y, groups=s)
+  z = as_1d(margin, "margin").astype(np.float64)
+  y, s = binary(y_true, "y_true"), binary(groups, "groups")
+  check_lengths(margin=z, y_true=y, groups=s)
   if len(np.unique(s)) != 2:
     raise ValueError("group_threshold_search needs both groups present.")
   correct, rate, cands = [], [], []
@@ -310,8 +231,8 @@ def group_threshold_search(margin: Any, y_true: Any, groups: Any, eps: float,
 def apply_group_thresholds(margin: Any, groups: Any,
                            thresholds: Sequence[float]) -> np.ndarray:
   """`[n]` margins of the rule `1[margin > t_s]`: `margin - t_s`."""
-  z = _as_1d(margin, "margin").astype(np.float64)
-  s = _as_1d(groups, "groups").astype(np.int64)
+  z = as_1d(margin, "margin").astype(np.float64)
+  s = as_1d(groups, "groups").astype(np.int64)
   return z - np.asarray(thresholds, np.float64)[s]
 
 

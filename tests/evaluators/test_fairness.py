@@ -65,6 +65,76 @@ def test_metrics_match_fairlearn_and_sklearn(seed, groups, ties):
       fm.demographic_parity_difference(pred, s))
 
 
+_DISPARITY = (
+    # (ours, Fairlearn's, takes y_true, has agg)
+    ("demographic_parity_difference", False, False),
+    ("demographic_parity_ratio", False, False),
+    ("equal_opportunity_difference", True, False),
+    ("equal_opportunity_ratio", True, False),
+    ("equalized_odds_difference", True, True),
+    ("equalized_odds_ratio", True, True),
+)
+
+
+def _disparity_cases():
+  cases = []
+  for seed, groups in ((0, 2), (2, 3), (3, 4)):
+    margin, y, s = _data(seed, groups=groups)
+    cases.append((y, (margin > 0).astype(int), s))
+  # Hand-built edge cases: a group without positives (TPR 0), a group
+  # without negatives (FPR 0), all-zero predictions (0/0 ratios), a group
+  # whose rate is 0 while the overall rate is not.
+  y = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+  s = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+  cases.append((y, np.array([1, 0, 0, 1, 1, 0, 1, 0]), s))
+  cases.append((y, np.zeros(8, int), s))
+  cases.append((y, np.array([0, 0, 0, 1, 0, 1, 0, 0]), s))
+  cases.append((y, y.copy(), s))
+  return cases
+
+
+@pytest.mark.parametrize("case", range(7))
+def test_disparity_metrics_match_fairlearn(case):
+  y, pred, s = _disparity_cases()[case]
+  checked = 0
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    for name, takes_y, has_agg in _DISPARITY:
+      ours, ref = getattr(fm, name), getattr(fairlearn_metrics, name)
+      for method in ("between_groups", "to_overall"):
+        for agg in (("worst_case", "mean") if has_agg else (None,)):
+          kw = {"method": method} | ({"agg": agg} if agg else {})
+          want = ref(y, pred, sensitive_features=s, **kw)
+          got = (ours(y, pred, s, **kw) if takes_y else ours(pred, s, **kw))
+          assert isinstance(got, float)
+          if np.isnan(want):
+            assert np.isnan(got), (name, kw)
+          else:
+            assert got == pytest.approx(want, abs=1e-12), (name, kw)
+          checked += 1
+  assert checked == 16
+
+
+def test_disparity_hand_case():
+  # Groups 0: y 0,0,0 pred 1,0,0; 1: y 1,0,1 pred 1,1,0; 2: y 1,1 pred 1,0.
+  y, pred, s = _disparity_cases()[3]
+  # TPR: g0 0 (no positives), g1 1/2, g2 1/2; overall 2/4.
+  assert fm.equal_opportunity_difference(y, pred, s) == pytest.approx(0.5)
+  assert fm.equal_opportunity_ratio(y, pred, s) == 0.0
+  assert fm.equal_opportunity_difference(
+      y, pred, s, method="to_overall") == pytest.approx(0.5)
+  # FPR: g0 1/3, g1 1/1, g2 0 (no negatives); overall 2/4.
+  assert fm.equalized_odds_difference(y, pred, s) == pytest.approx(1.0)
+  assert fm.equalized_odds_difference(y, pred, s,
+                                      agg="mean") == pytest.approx(0.75)
+  # to_overall ratios: TPR min(0/.5, 1, 1) = 0; FPR min(2/3, .5, 0) = 0.
+  assert fm.equalized_odds_ratio(y, pred, s, method="to_overall") == 0.0
+  with pytest.raises(ValueError, match="method must be one of"):
+    fm.demographic_parity_ratio(pred, s, method="overall")
+  with pytest.raises(ValueError, match="agg must be one of"):
+    fm.equalized_odds_ratio(y, pred, s, agg="max")
+
+
 def test_signed_ddp_by_hand_and_edge_cases():
   pred = np.array([1, 1, 0, 0, 1, 0, 0, 0, 0, 1])
   s = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
