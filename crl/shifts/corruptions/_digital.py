@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -99,35 +100,63 @@ def _pil_nearest(n_in: int, n_out: int) -> np.ndarray:
   return m
 
 
+_PIL_PRECISION_BITS = 22  # Resample.c: 32 - 8 - 2 for 8-bit images.
+
+
+def _pil_fixed_point(m: np.ndarray) -> np.ndarray:
+  """PIL's 8-bit coefficients (normalize_coeffs_8bpc): the normalised double
+  weights `k` as `int(0.5 + k * 2**22)` (all BOX weights are >= 0)."""
+  return np.floor(0.5 + m * (1 << _PIL_PRECISION_BITS)).astype(np.int64)
+
+
 @functools.lru_cache(maxsize=64)
 def pixelate_matrices(n: int) -> np.ndarray:
-  """`[5, n, n]`: BOX down to int(n * c) then NEAREST back to n."""
+  """int32 `[5, n, n]`: PIL's fixed-point BOX rows from n to `int(n * c)`,
+  picked by NEAREST back to n (one BOX row per output sample)."""
   out = []
   for c in _PIXELATE:
     small = int(n * c)
-    out.append(_pil_nearest(small, n) @ _pil_box(n, small))
-  return np.stack(out).astype(np.float32)
+    box = _pil_fixed_point(_pil_box(n, small))
+    out.append(_pil_nearest(small, n).astype(np.int64) @ box)
+  return np.stack(out).astype(np.int32)
 
 
 @functools.lru_cache(maxsize=64)
 def _pixelate_taps(n: int) -> tuple[np.ndarray, np.ndarray]:
-  return _ops.sparse_rows(pixelate_matrices(n))
+  return _ops.sparse_rows(pixelate_matrices(n), dtype=np.int32)
 
 
 _DENSE_UP_TO = 96  # Dense matmuls win on small images, gathers on large.
 
 
+def _pil_round(acc: jax.Array) -> jax.Array:
+  """PIL's clip8: `(acc + 2**21) >> 22` clipped to 0..255 (round half up)."""
+  half = 1 << (_PIL_PRECISION_BITS - 1)
+  return jnp.clip((acc + half) >> _PIL_PRECISION_BITS, 0, 255)
+
+
 def _pixelate(x, noise, s):
+  """PIL's 8-bit path, bit-exact: the image rounded to 8 bits, the BOX
+  downsampling in fixed point, horizontal pass first, each pass rounded to
+  8 bits (Resample.c), then NEAREST back up (a choice of source samples,
+  folded into the BOX rows)."""
   del noise
   h, w = x.shape[:2]
+  q = jnp.round(jnp.clip(x, 0, 1) * 255.0).astype(jnp.int32)
   if max(h, w) <= _DENSE_UP_TO:
-    return jnp.clip(_ops.separable(x, pick(pixelate_matrices(h), s),
-                                   pick(pixelate_matrices(w), s)), 0, 1)
-  # Each output sample averages at most ceil(1 / factor) + 1 inputs.
-  rows, cols = _pixelate_taps(h), _pixelate_taps(w)
-  x = _ops.apply_sparse_rows(x, pick(rows[0], s), pick(rows[1], s), axis=0)
-  x = _ops.apply_sparse_rows(x, pick(cols[0], s), pick(cols[1], s), axis=1)
-  return jnp.clip(x, 0, 1)
+    cols, rows = pick(pixelate_matrices(w), s), pick(pixelate_matrices(h), s)
+    q = _pil_round(jnp.einsum("hwc,vw->hvc", q, cols,
+                              preferred_element_type=jnp.int32))
+    q = _pil_round(jnp.einsum("uh,hvc->uvc", rows, q,
+                              preferred_element_type=jnp.int32))
+  else:
+    # Each output sample averages at most ceil(1 / factor) + 1 inputs.
+    rows, cols = _pixelate_taps(h), _pixelate_taps(w)
+    q = _pil_round(_ops.apply_sparse_rows(q, pick(cols[0], s),
+                                          pick(cols[1], s), axis=1))
+    q = _pil_round(_ops.apply_sparse_rows(q, pick(rows[0], s),
+                                          pick(rows[1], s), axis=0))
+  return q.astype(jnp.float32) / 255.0
 
 
 _JPEG = (25, 18, 15, 10, 7)
@@ -165,7 +194,8 @@ CORRUPTIONS = (
     Corruption(
         "pixelate", "digital",
         "Pixelation: PIL BOX downsampling by factor c, then NEAREST "
-        "upsampling to the original size.",
+        "upsampling to the original size (PIL's 8-bit path: 8-bit input, "
+        "fixed-point weights, each pass rounded to 8 bits).",
         ("factor",), _one(_PIXELATE), no_draw, _pixelate),
     Corruption(
         "jpeg_compression", "digital",

@@ -123,12 +123,14 @@ def separable(x: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
   return jnp.moveaxis(c, 0, -1).reshape(c.shape[1:] + x.shape[2:])
 
 
-def sparse_rows(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sparse_rows(matrices: np.ndarray, dtype=np.float32
+                ) -> tuple[np.ndarray, np.ndarray]:
   """Stacked `[s, n_out, n_in]` matrices as `[s, n_out, taps]` (index, weight)
-  pairs, taps being the most nonzeros of any row (zero-weight padding)."""
+  pairs, taps being the most nonzeros of any row (zero-weight padding);
+  weights of `dtype`."""
   taps = max(1, int((matrices != 0).sum(-1).max()))
   idx = np.zeros(matrices.shape[:2] + (taps,), np.int32)
-  wts = np.zeros(matrices.shape[:2] + (taps,), np.float32)
+  wts = np.zeros(matrices.shape[:2] + (taps,), dtype)
   for i in np.ndindex(*matrices.shape[:2]):
     nz = np.flatnonzero(matrices[i])
     idx[i][:len(nz)] = nz
@@ -141,7 +143,7 @@ def apply_sparse_rows(x: jax.Array, idx: jax.Array, wts: jax.Array,
   """`matrix @ x` along `axis` from `sparse_rows` (`[n_out, taps]` each)."""
   shape = [1] * x.ndim
   shape[axis] = -1
-  out = 0.0
+  out = 0  # Keeps integer inputs and weights integer.
   for t in range(idx.shape[1]):
     out = out + wts[:, t].reshape(shape) * jnp.take(x, idx[:, t], axis=axis)
   return out
