@@ -53,6 +53,10 @@ def test_main_end_to_end_writes_the_workdir(tmp_path):
     if split != "novel_classes":
       assert 0.0 <= row["accuracy"] <= 1.0 and np.isfinite(row["nll"])
   assert "ood_auroc_msp" in results["results"]["novel_classes"]
+  # Every number's convention is recorded next to it.
+  for row in results["results"].values():
+    assert set(row) - {"num_examples"} <= set(results["conventions"])
+  assert "15 bins" in results["conventions"]["ece"]
   assert "Final evaluation" in proc.stdout and "hue_independent" in proc.stdout
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["name"] == "nac"

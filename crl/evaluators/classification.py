@@ -55,6 +55,16 @@ class ClassificationEvaluator:
     self.descriptions = {s: known[s] for s in self.splits}
     self.ece_bins = ece_bins
 
+  def conventions(self) -> dict[str, str]:
+    """`{metric: how it is computed}` for the keys of `run`'s rows."""
+    out = dict(metrics_lib.CONVENTIONS)
+    out["ece"] = f"{self.ece_bins} bins; {metrics_lib.ECE_CONVENTION}"
+    out["msp_mean"] = "mean max softmax probability (novel-class split)"
+    out["ood_auroc_msp"] = ("AUROC of the max softmax probability, the "
+                            "'test' split positive, this split negative; "
+                            "ties count 1/2 (= sklearn roc_auc_score)")
+    return out
+
   def predict(self, params: Any, split: str) -> dict[str, np.ndarray]:
     """Logits, labels and mask of one pass over `split` (padding removed)."""
     logits, labels, masks = [], [], []

@@ -138,6 +138,30 @@ def binary_margin(logits: Any) -> np.ndarray:
   return logits[:, 1] - logits[:, 0]
 
 
+CONVENTIONS = {
+    "accuracy": "mean(yhat == y), yhat = 1[logit_1 - logit_0 > 0]",
+    "average_precision": "sklearn average_precision_score of "
+                         "sigmoid(margin): step-wise, no interpolation",
+    "ddp": "signed P(yhat=1|s=positive_group) - P(yhat=1|s=reference_group)",
+    "abs_ddp": "|ddp|",
+    "dp_difference": "Fairlearn 0.15 demographic_parity_difference, "
+                     "between_groups (max - min selection rate)",
+    "dp_ratio": "Fairlearn 0.15 demographic_parity_ratio, between_groups "
+                "(min / max selection rate; NaN if all 0)",
+    "eo_difference": "Fairlearn 0.15 equalized_odds_difference, "
+                     "between_groups, agg worst_case (larger of the TPR and "
+                     "FPR gaps; an empty cell's rate is 0)",
+    "eo_difference_mean": "as eo_difference with agg mean",
+    "selection_rate/<g>": "P(yhat=1|s=g)",
+    "positive_rate/<g>": "base rate P(y=1|s=g)",
+    "nll": metrics_lib.CONVENTIONS["nll"],
+    "probe_accuracy": "accuracy of an L2 logistic-regression probe for s on "
+                      "standardised penultimate features, fitted on the "
+                      "probe_fit_split",
+    "probe_majority": "share of the largest group (a constant probe)",
+}
+
+
 def fairness_metrics(margin: Any, y_true: Any, groups: Any,
                      positive_group: Any = 1,
                      reference_group: Any = 0) -> dict[str, float]:
@@ -314,6 +338,10 @@ class FairnessEvaluator:
     self.probe_fit_split = probe_fit_split if features_fn else None
     self.positive_group = positive_group
     self.reference_group = reference_group
+
+  def conventions(self) -> dict[str, str]:
+    """`{metric: how it is computed}` for the keys of `run`'s rows."""
+    return dict(CONVENTIONS)
 
   def _outputs_fn(self, with_features: bool):
     if not with_features:

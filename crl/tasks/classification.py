@@ -149,6 +149,7 @@ class ClassificationTask:
     return {"model": self.config.model.name,
             "dataset": self.config.data.name,
             "descriptions": getattr(evaluator, "descriptions", {}),
+            "conventions": getattr(evaluator, "conventions", dict)(),
             "results": results}
 
 
@@ -162,8 +163,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     stop_at: stop after this step with a checkpoint, as if preempted.
 
   Returns:
-    `{"step", "model", "dataset", "descriptions", "results": {split:
-    {metric: value}}, "params"}`; all but `params` also in `results.json`.
+    `{"step", "model", "dataset", "descriptions", "conventions": {metric:
+    how it is computed}, "results": {split: {metric: value}}, "params"}`;
+    all but `params` also in `results.json`.
   """
   train.check_config(config)
   check_evals(config)

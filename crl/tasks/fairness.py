@@ -261,6 +261,7 @@ class FairClassificationTask(classification.ClassificationTask):
             "dataset": self.config.data.name,
             "fairness": config_lib.to_plain(self.config.fairness),
             "descriptions": getattr(evaluator, "descriptions", {}),
+            "conventions": getattr(evaluator, "conventions", dict)(),
             "results": results}
 
 

@@ -391,6 +391,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "dataset": config.data.name, "model": config.model.name,
       "data": config_lib.to_plain(config.data),
       "penalty": config.fairness.penalty,
+      "conventions": fm.CONVENTIONS,
       "results": results, "summary": summary, "penalty_sweep": sweep,
       "two_heads": heads, "group_thresholds": thresholds,
   }

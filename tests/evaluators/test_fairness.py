@@ -222,6 +222,11 @@ def test_evaluator_runs_a_model_over_the_splits():
   for key, value in want.items():
     assert results["test"][key] == pytest.approx(value, rel=1e-5), key
   assert results["test"]["num_examples"] == 90
+  conventions = ev.conventions()
+  for row in results.values():
+    for key in set(row) - {"num_examples", "num_groups"}:
+      assert key.split("/")[0] + ("/<g>" if "/" in key else "") in (
+          conventions), key
   assert results["test"]["accuracy"] > 0.7
   with pytest.raises(ValueError, match="binary target"):
     fm.FairnessEvaluator(pipeline=pipe, predict_fn=predict, num_classes=3)
