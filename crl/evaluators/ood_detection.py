@@ -1,8 +1,9 @@
 """OOD detection: confidence scores from logits and threshold-free metrics.
 
-Convention (as in the spec and OpenOOD): **in-distribution is the positive
-class**, and every score is oriented so that **higher means "more
-in-distribution"**. A detector accepts an example as ID when its score is at
+Convention (as in the spec, Hendrycks & Gimpel and OpenOOD v1.0):
+**in-distribution is the positive class**, and every score is oriented so
+that **higher means "more in-distribution"** (OpenOOD v1.5 takes OOD as
+positive: `fpr_at_tpr(..., convention="ood_positive")`). A detector accepts an example as ID when its score is at
 least a threshold `t` (`score >= t`: tied examples are all accepted or all
 rejected together).
 
