@@ -26,7 +26,8 @@ MODFC_MODES = ("one_plus", "plain_scale", "dense")
 # 'crl': lecun-normal ModFC weights, flax defaults in the tokenizer.
 # 'official': as the official PyTorch NAC: ModFC weight and code projection
 # U(+-1/sqrt(fan_in)) (torch's kaiming_uniform(a=sqrt(5))), zero bias;
-# ConvNeXt conv/linear weights truncated normal std 0.02, zero bias.
+# ConvNeXt conv/linear weights timm's trunc_normal_(std=0.02) (cut at +-2
+# absolute, i.e. +-100 std), zero bias.
 INIT_SCHEMES = ("crl", "official")
 FFN_KINDS = ("geglu", "gelu")
 TOKENIZERS = ("convnext", "patch")
@@ -75,7 +76,8 @@ def _convnext_init(init: str) -> dict:
   """Kernel/bias initialisers of the tokenizer's convs and dense layers."""
   _check_init(init)
   if init == "official":
-    return dict(kernel_init=nn.initializers.truncated_normal(0.02),
+    return dict(kernel_init=nn.initializers.truncated_normal(
+        0.02, lower=-100.0, upper=100.0),
                 bias_init=nn.initializers.zeros)
   return {}
 

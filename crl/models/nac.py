@@ -207,8 +207,11 @@ class NAC(nn.Module):
       of the untruncated kernel) or 'clamp' (official: samples clamped to
       [eps, 1 - eps], truncated pairs not exactly masked in training, zero
       gradient), see `kernel`. Default 'straight_through': the sampled
-      graph is exactly as sparse as the kernel says, and the spec asks for
-      the straight-through estimator.
+      graph is exactly as sparse as the kernel says (no attention weight
+      leaks to truncated pairs), and the kernel keeps the straight-through
+      gradient that the spec asks for (it reaches the signatures through
+      the graph regulariser; through the attention, a truncated pair's
+      weight is exactly 0, and so is its gradient, in both modes).
     init_scheme: 'crl' (lecun-normal ModFC, flax defaults) or 'official'
       (kaiming-uniform ModFC, truncated-normal ConvNeXt), see
       `layers.INIT_SCHEMES`. Default 'crl': the default config's measured
