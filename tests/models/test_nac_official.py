@@ -23,11 +23,13 @@ import numpy as np
 import pytest
 
 from crl import config_lib
+from crl import registry
 from crl.models import kernel as kernel_lib
 from crl.models import nac_official
 from crl.models.nac import NAC
 from tests import helpers
-from tests.models.test_nac import BATCH, RNGS, TINY, _apply, _host_params, _images
+from tests.models.test_nac import (BATCH, RNGS, TINY, _apply, _host_params,
+                                   _images)
 
 FIXTURES = os.path.join(os.path.dirname(helpers.ROOT), "shared", "fixtures",
                         "nac_official")
@@ -259,3 +261,24 @@ def test_official_init_scheme():
   block = params["tokenizer"]["stage0_block0"]
   assert abs(float(jnp.std(block["fc1"]["kernel"])) - 0.02) < 0.002
   np.testing.assert_array_equal(block["fc1"]["bias"], 0.0)
+
+
+@pytest.mark.parametrize("overrides,field", [
+    (dict(graph_sampling="per_layer"), "graph_sampling"),
+    (dict(truncation="hard"), "truncation"),
+    (dict(init_scheme="torch"), "init_scheme"),
+    (dict(layer_norm_eps=0.0), "layer_norm_eps"),
+    (dict(separate_input_codes=True, inputs_are_mediators=False),
+     "separate_input_codes"),
+])
+def test_invalid_official_options_name_the_field(overrides, field):
+  with pytest.raises(ValueError, match=field):
+    _tiny(**overrides)
+
+
+def test_old_config_json_without_the_new_fields_gets_todays_defaults():
+  config = config_lib.load_config(os.path.join(helpers.ROOT, "configs/nac.py"))
+  today = config_lib.to_plain(config.model)
+  old = {k: v for k, v in today.items() if k not in OFFICIAL}
+  filled = config_lib.with_component_defaults(registry.MODELS, old)
+  assert filled == today
