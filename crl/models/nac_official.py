@@ -276,7 +276,8 @@ def _mapping(model: NAC) -> dict[str, tuple[tuple[str, ...], Transform]]:
   add(f"{tok}downsample_layers.0.0.weight", "tokenizer/stem/kernel", _conv)
   add(f"{tok}downsample_layers.0.0.bias", "tokenizer/stem/bias")
   norm(f"{tok}downsample_layers.0.1", "tokenizer/stem_norm")
-  for stage, depth in enumerate(model._tokenizer_blocks()):  # pylint: disable=protected-access
+  blocks = model._tokenizer_blocks()  # pylint: disable=protected-access
+  for stage, depth in enumerate(blocks):
     if stage > 0:
       norm(f"{tok}downsample_layers.{stage}.0",
            f"tokenizer/downsample{stage}_norm")

@@ -1,4 +1,4 @@
-"""crl's NAC against the official PyTorch NAC, and the official-behaviour options.
+"""crl's NAC against the official PyTorch NAC; the official-behaviour options.
 
 The reference data (`../shared/fixtures/nac_official/*.npz` from the
 repository root; see its README) holds official weights, inputs and
