@@ -25,6 +25,7 @@ import pytest
 from crl import config_lib
 from crl import registry
 from crl.models import kernel as kernel_lib
+from crl.models import layers
 from crl.models import nac_official
 from crl.models.nac import NAC
 from tests import helpers
@@ -133,24 +134,40 @@ OFFICIAL = dict(separate_input_codes=True, shared_propagator_norm=True,
 
 @pytest.mark.parametrize("option", list(OFFICIAL.items()) + [(None, None)],
                          ids=lambda o: str(o))
-def test_each_official_option_runs_with_finite_gradients(option):
+def test_each_official_option_runs_deterministically(option):
   overrides = OFFICIAL if option[0] is None else dict([option])
   model, params = _tiny_params(**overrides)
   x = _images()
-
-  def loss(p):
-    logits, _ = _apply(model, {"params": p}, x, train=True)
-    return jnp.sum(jax.nn.log_softmax(logits)[:, 0])
-
   logits, aux = _apply(model, params, x, train=True)
   chex.assert_shape(logits, (BATCH, 5))
   chex.assert_shape(aux["graph"], (BATCH, 8, 8))
+  chex.assert_tree_all_finite((logits, aux))
   chex.assert_trees_all_equal(
-      (logits, aux), _apply(model, params, x, train=True))  # deterministic
-  grads = jax.grad(loss)(params["params"])
-  chex.assert_tree_all_finite(grads)
+      (logits, aux), _apply(model, params, x, train=True))
   eval_logits, _ = _apply(model, params, x, train=False)
   chex.assert_tree_all_finite(eval_logits)
+
+
+def test_all_official_options_give_finite_gradients_to_every_parameter():
+  """Every option is on at once, so every new code path is differentiated
+  (one compile instead of one per option; eager gradients cost more here)."""
+  model, params = _tiny_params(**OFFICIAL)
+  x = _images()
+
+  @jax.jit
+  def grads_fn(p):
+    def loss(p):
+      logits, _ = _apply(model, {"params": p}, x, train=True)
+      return jnp.sum(jax.nn.log_softmax(logits)[:, 0])
+    return jax.grad(loss)(p)
+
+  grads = grads_fn(params["params"])
+  chex.assert_tree_all_finite(grads)
+  flat = flax.traverse_util.flatten_dict(grads)
+  # Output signatures: with 'clamp', the read-out graph's kept pairs carry
+  # gradient; the input codes feed the read-in.
+  zero = [p for p, g in flat.items() if not bool(jnp.any(g != 0))]
+  assert not zero, f"parameters without gradient: {zero}"
 
 
 def test_options_change_the_parameter_tree_as_documented():
@@ -248,19 +265,23 @@ def test_clamped_truncation_matches_torch_relaxed_bernoulli():
 
 
 def test_official_init_scheme():
-  model = _tiny(init_scheme="official", stem_channels=16)
-  params = model.init(RNGS, _images(), train=False)["params"]
-  fc1 = params["propagator0_ffn"]["fc1"]
-  bound = 1.0 / np.sqrt(fc1["kernel"].shape[0])
-  assert float(jnp.abs(fc1["kernel"]).max()) <= bound
-  assert float(jnp.abs(fc1["kernel"]).max()) > 0.9 * bound  # uniform
-  code_bound = 1.0 / np.sqrt(fc1["code_proj"].shape[0])
-  assert float(jnp.abs(fc1["code_proj"]).max()) <= code_bound
-  np.testing.assert_array_equal(fc1["bias"], 0.0)
+  key = jax.random.key(0)
+  fc = layers.ModFC(64, 128, 16, init_scheme="official").init(
+      key, jnp.ones((2, 64)), jnp.ones((2, 16)))["params"]
+  bound = 1.0 / np.sqrt(64)  # torch kaiming_uniform(a=sqrt(5)): 1/sqrt(in)
+  assert float(jnp.abs(fc["kernel"]).max()) <= bound
+  assert float(jnp.abs(fc["kernel"]).max()) > 0.95 * bound  # uniform
+  assert float(jnp.abs(fc["code_proj"]).max()) <= 1.0 / np.sqrt(16)
+  np.testing.assert_array_equal(fc["bias"], 0.0)
+  crl = layers.ModFC(64, 128, 16).init(key, jnp.ones((2, 64)),
+                                       jnp.ones((2, 16)))["params"]
+  assert float(jnp.abs(crl["kernel"]).max()) > bound  # lecun normal
   # timm's trunc_normal_(std=.02) truncates at +-2 absolute: a plain normal.
-  block = params["tokenizer"]["stage0_block0"]
-  assert abs(float(jnp.std(block["fc1"]["kernel"])) - 0.02) < 0.002
-  np.testing.assert_array_equal(block["fc1"]["bias"], 0.0)
+  block = layers.ConvNeXtBlock(init_scheme="official").init(
+      key, jnp.ones((1, 4, 4, 32)))["params"]
+  for name in ("fc1", "fc2", "depthwise"):
+    assert abs(float(jnp.std(block[name]["kernel"])) - 0.02) < 0.002, name
+    np.testing.assert_array_equal(block[name]["bias"], 0.0)
 
 
 @pytest.mark.parametrize("overrides,field", [
@@ -282,3 +303,14 @@ def test_old_config_json_without_the_new_fields_gets_todays_defaults():
   old = {k: v for k, v in today.items() if k not in OFFICIAL}
   filled = config_lib.with_component_defaults(registry.MODELS, old)
   assert filled == today
+
+
+def test_crl_default_fixture_is_the_default_config_with_official_behaviour():
+  z = _fixture("crl_default.npz")
+  official = nac_official.model_kwargs_from_official(
+      json.loads(str(z["config_json"])))
+  default = config_lib.component_kwargs(config_lib.load_config(
+      os.path.join(helpers.ROOT, "configs/nac.py")).model)
+  differ = {k for k, v in official.items() if default[k] != v}
+  assert differ == {"head_norm", "layer_norm_eps", "graph_sampling",
+                    "truncation", "init_scheme"}
