@@ -385,6 +385,12 @@ class NAC(nn.Module):
                        f"per stage or a number of stages, got {blocks!r}."
                        ) from e
 
+  def _sow(self, name: str, value: jax.Array) -> None:
+    """Records a state for `apply(..., mutable=['intermediates'])` (not in
+    `init`'s variables)."""
+    if not self.is_initializing():
+      self.sow("intermediates", name, value)
+
   def _head_dim(self, heads: int) -> int:
     return self.head_dim if self.head_dim is not None else self.d_state // heads
 
@@ -433,7 +439,7 @@ class NAC(nn.Module):
         self._tokenizer_blocks(), self.pos_grid_channels,
         init_scheme=self.init_scheme,
         name="tokenizer")(x)
-    self.sow("intermediates", "tokens", tokens)
+    self._sow("tokens", tokens)
 
     # ---- Modules: signatures and codes.
     n_in, n_med, n_out = (self.num_input_modules, self.num_mediator_modules,
@@ -513,7 +519,7 @@ class NAC(nn.Module):
         fold=self.fold_read_in, name="read_in", **common)(
             h_in, read_in_codes, tokens, deterministic=deterministic)
     h_in = ffn("read_in_ffn")(h_in, read_in_codes, deterministic=deterministic)
-    self.sow("intermediates", "input_states", h_in)
+    self._sow("input_states", h_in)
 
     # ---- Propagators: mediators exchange messages along the graph.
     h_med = (h_in if self.inputs_are_mediators
@@ -536,7 +542,7 @@ class NAC(nn.Module):
               layer_graph["link"], deterministic=deterministic)
       h_med = ffn(f"propagator{layer}_ffn")(h_med, codes,
                                             deterministic=deterministic)
-    self.sow("intermediates", "mediator_states", h_med)
+    self._sow("mediator_states", h_med)
 
     # ---- Read-out: output modules attend to the mediators.
     h_out = seeder(out_codes, batch, train=train)
@@ -549,7 +555,7 @@ class NAC(nn.Module):
             readout_graph["log_graph"], readout_graph["link"],
             deterministic=deterministic)
     h_out = ffn("read_out_ffn")(h_out, out_codes, deterministic=deterministic)
-    self.sow("intermediates", "output_states", h_out)
+    self._sow("output_states", h_out)
     if self.head_norm:
       h_out = nn.LayerNorm(epsilon=self.layer_norm_eps, name="head_norm")(h_out)
     if self.readout == "pooled":
