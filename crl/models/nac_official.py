@@ -3,8 +3,9 @@
 - `model_kwargs_from_official(config)`: crl `NAC` keyword arguments from the
   official `NeuralCompiler(**config)` keyword dict (as in the reference
   fixtures' `config_json`), official behaviour selected everywhere. Only the
-  options that crl can reproduce are accepted; any other value fails with
-  one line naming the key, its value and what is supported.
+  options that crl can reproduce are accepted; any other value, or a missing
+  key whose official default is not known here, fails with one line naming
+  the key, its value and what is supported.
 - `params_from_official(weights, model)`: crl's parameter tree from the
   official `named_parameters()` arrays (numpy, PyTorch layouts: Linear/ModFC
   weights `(out, in)`, convs `(out, in/groups, kh, kw)`), with an optional
