@@ -128,11 +128,13 @@ def model_kwargs_from_official(config: Mapping[str, Any]) -> dict[str, Any]:
     if not _get(config, f"{path}.mask_attn_scores_with_affinities"):
       raise _unsupported(f"{path}.mask_attn_scores_with_affinities", False,
                          "True")
-  kernel = {"initial_bandwidth": 1.0, "stochastic_eval_behaviour": "no_sample",
-            "learnable_bandwidth": True, "stochastic_kernel": False,
-            "stochastic_sampling_temperature": 1.0, "truncation": None}
-  kernel.update(kernels[0])
-  if {**kernel, **kernels[1]} != kernel:
+  # The official `Kernel` defaults.
+  defaults = {"initial_bandwidth": 1.0,
+              "stochastic_eval_behaviour": "no_sample",
+              "learnable_bandwidth": True, "stochastic_kernel": False,
+              "stochastic_sampling_temperature": 1.0, "truncation": None}
+  kernel = {**defaults, **kernels[0]}
+  if {**defaults, **kernels[1]} != kernel:
     raise _unsupported(f"{_KERNEL_KEYS[1]}.kernel_kwargs", kernels[1],
                        f"the propagators' kernel_kwargs {kernels[0]!r}")
   if kernel["stochastic_eval_behaviour"] not in _EVAL_GRAPH:
