@@ -20,6 +20,12 @@ Variants (`configs/nac.py:<variant>`):
                 a Barabasi-Albert graph (m 2); batch 128, 2000 steps.
   tiny          a few steps of a very small NAC; for tests (< 1 minute).
   bench         NAC-S/32 exactly as in specs/nac.md (about 1.71M parameters).
+  official_s32  NAC-S/32 with the official PyTorch code's behaviour everywhere
+                (separate input codes, shared propagator LayerNorm, no
+                read-out residual, no head LayerNorm, a fresh graph per
+                attention call, clamped truncation, official init, LayerNorm
+                eps 1e-5; see crl/models/nac.py); official weights port with
+                crl/models/nac_official.py. Batch 64; accelerators.
   tfds          the default model on a locally prepared TFDS dataset
                 (`--config.data.tfds_name=cifar10`, the default); nothing is
                 downloaded.
@@ -74,11 +80,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif variant == "bench":
     c.model = config_lib.component_config(registry.MODELS, "nac")
     c.batch_size = 64
+  elif variant == "official_s32":
+    c.model = config_lib.component_config(
+        registry.MODELS, "nac", separate_input_codes=True,
+        shared_propagator_norm=True, read_out_residual=False, head_norm=False,
+        graph_sampling="per_attention", truncation="clamp",
+        init_scheme="official", layer_norm_eps=1e-5,
+        graph_prior_kwargs={"m": 2})
+    c.batch_size = 64
   elif variant in ("tiny_imagenet", "imagenet"):
     c = _paper_scale(c, variant)
   else:
     raise ValueError(f"Unknown variant {variant!r} of configs/nac.py; known: "
-                     "default, tiny, bench, tfds, tiny_imagenet, imagenet.")
+                     "default, tiny, bench, official_s32, tfds, tiny_imagenet, "
+                     "imagenet.")
   return c
 
 

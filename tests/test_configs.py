@@ -10,7 +10,8 @@ from crl import train
 from crl.tasks import classification
 from tests import helpers
 
-VARIANTS = ["", "tiny", "bench", "tfds", "tiny_imagenet", "imagenet"]
+VARIANTS = ["", "tiny", "bench", "official_s32", "tfds", "tiny_imagenet",
+            "imagenet"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -12,6 +12,13 @@ The graph used for message passing is one of
 - 'sample': per example `z ~ RelaxedBernoulli(K, T)` of shape
   `[batch, U, W]`. Sampling is exact at hard threshold: `P(z > 0.5) = K`.
 
+Truncation handling ('straight_through', the default, above) or 'clamp', the
+official NAC code's: truncated pairs get K = 0 without a straight-through
+gradient, and 'sample' draws `z ~ RelaxedBernoulli(clamp(K, eps, 1 - eps), T)`
+as torch.distributions does (`eps` = float32 machine epsilon; uniforms and
+samples clamped likewise), so truncated pairs get the clamped sample
+`z >= eps` (log z >= -15.9) rather than an exact zero, and no gradient.
+
 NaN safety: log(0) never appears. Non-links carry the finite
 `layers.MASK_VALUE` in every log-graph, relaxed samples are computed in log
 space with `log_sigmoid`, and `log(1 - K)` is clipped at `K = 1` (the
@@ -29,6 +36,7 @@ import jax.numpy as jnp
 from crl.models.layers import MASK_VALUE
 
 GRAPH_MODES = ("soft", "threshold", "sample")
+TRUNCATIONS = ("straight_through", "clamp")
 
 _NORM_EPS = 1e-8
 _ONE_MINUS_P_MIN = 1e-6
@@ -57,13 +65,16 @@ def cosine_distance(receivers: jax.Array, senders: jax.Array) -> jax.Array:
 
 
 def signature_kernel(distance: jax.Array, sigma: jax.Array | float,
-                     tau: Optional[float]) -> dict[str, jax.Array]:
+                     tau: Optional[float],
+                     straight_through: bool = True) -> dict[str, jax.Array]:
   """Truncated kernel with straight-through gradients.
 
   Args:
     distance: `[U, W]` cosine distances.
     sigma: bandwidth (scalar, > 0).
     tau: truncation; pairs with `distance > tau` are cut. None: no truncation.
+    straight_through: False gives truncated pairs zero gradient (the
+      official 'clamp' handling) instead of the untruncated kernel's.
 
   Returns:
     A dict with
@@ -80,6 +91,10 @@ def signature_kernel(distance: jax.Array, sigma: jax.Array | float,
     link = jnp.ones(distance.shape, bool)
   else:
     link = jax.lax.stop_gradient(distance <= tau)
+  if not straight_through:
+    return {"kernel": jnp.where(link, k, 0.0),
+            "log_kernel": jnp.where(link, log_k, MASK_VALUE),
+            "link": link, "distance": distance}
   return {
       "kernel": _straight_through(k, jnp.where(link, k, 0.0)),
       "log_kernel": _straight_through(log_k,
@@ -120,10 +135,39 @@ def sample_graph(key: jax.Array, log_kernel: jax.Array, link: jax.Array,
           _straight_through(log_z, jnp.where(link, log_z, MASK_VALUE)))
 
 
+def sample_graph_clamped(key: jax.Array, kernel: jax.Array, batch_size: int,
+                         temperature: float) -> tuple[jax.Array, jax.Array]:
+  """The official NAC's relaxed Bernoulli graph (torch RelaxedBernoulli).
+
+  `p = clamp(K, eps, 1 - eps)`, `u = clamp(U(0, 1), eps, 1 - eps)`,
+  `z = clamp(sigmoid((logit p + log u - log(1 - u)) / T), eps, 1 - eps)`,
+  eps the float32 machine epsilon. Truncated pairs (K = 0) get `z >= eps`
+  and no gradient; so does the self-link (K = 1, clamped).
+
+  Args:
+    key: PRNG key.
+    kernel: `[U, W]` K from `signature_kernel(..., straight_through=False)`.
+    batch_size: number of graphs.
+    temperature: relaxation temperature T > 0.
+
+  Returns:
+    `z` and `log z`, both `[batch, U, W]`.
+  """
+  eps = float(jnp.finfo(jnp.float32).eps)
+  p = jnp.clip(kernel, eps, 1.0 - eps)
+  logits = jnp.log(p) - jnp.log1p(-p)
+  u = jnp.clip(jax.random.uniform(key, (batch_size,) + kernel.shape,
+                                  kernel.dtype), eps, 1.0 - eps)
+  z = jax.nn.sigmoid((logits + jnp.log(u) - jnp.log1p(-u)) / temperature)
+  z = jnp.clip(z, eps, 1.0 - eps)
+  return z, jnp.log(z)
+
+
 def make_graph(kernel: dict[str, jax.Array], mode: str, *,
                key: Optional[jax.Array] = None,
                batch_size: Optional[int] = None,
-               temperature: float = 0.5) -> dict[str, jax.Array]:
+               temperature: float = 0.5,
+               truncation: str = "straight_through") -> dict[str, jax.Array]:
   """The graph used for message passing.
 
   Args:
@@ -132,6 +176,9 @@ def make_graph(kernel: dict[str, jax.Array], mode: str, *,
     key: PRNG key, required for 'sample'.
     batch_size: number of graphs, required for 'sample'.
     temperature: relaxation temperature for 'sample'.
+    truncation: 'straight_through' or 'clamp' (module docstring); only
+      changes 'sample' (truncated pairs are then not exactly masked: 'link'
+      is all True).
 
   Returns:
     A dict with 'graph' (values in [0, 1]), 'log_graph' (finite, `MASK_VALUE`
@@ -149,6 +196,14 @@ def make_graph(kernel: dict[str, jax.Array], mode: str, *,
   if mode == "sample":
     if key is None or batch_size is None:
       raise ValueError("make_graph(mode='sample') needs a key and batch_size.")
+    if truncation not in TRUNCATIONS:
+      raise ValueError(f"truncation must be one of {TRUNCATIONS}, got "
+                       f"{truncation!r}.")
+    if truncation == "clamp":
+      z, log_z = sample_graph_clamped(key, kernel["kernel"], batch_size,
+                                      temperature)
+      return {"graph": z, "log_graph": log_z,
+              "link": jnp.ones(z.shape, bool)}
     z, log_z = sample_graph(key, kernel["log_kernel"], kernel["link"],
                             batch_size, temperature)
     link = jnp.broadcast_to(kernel["link"], z.shape)

@@ -23,6 +23,12 @@ IMAGE_MEAN = 0.5
 IMAGE_STD = 0.25
 
 MODFC_MODES = ("one_plus", "plain_scale", "dense")
+# 'crl': lecun-normal ModFC weights, flax defaults in the tokenizer.
+# 'official': as the official PyTorch NAC: ModFC weight and code projection
+# U(+-1/sqrt(fan_in)) (torch's kaiming_uniform(a=sqrt(5))), zero bias;
+# ConvNeXt conv/linear weights timm's trunc_normal_(std=0.02) (cut at +-2
+# absolute, i.e. +-100 std), zero bias.
+INIT_SCHEMES = ("crl", "official")
 FFN_KINDS = ("geglu", "gelu")
 TOKENIZERS = ("convnext", "patch")
 
@@ -46,11 +52,34 @@ def standardize_images(images: jax.Array) -> jax.Array:
   return (jnp.asarray(images, jnp.float32) - IMAGE_MEAN) / IMAGE_STD
 
 
-def _plain_layer_norm(x: jax.Array) -> jax.Array:
+def _plain_layer_norm(x: jax.Array, eps: float = _SCALE_NORM_EPS) -> jax.Array:
   """Layer norm over the last axis without a learned scale or offset."""
   mean = jnp.mean(x, axis=-1, keepdims=True)
   var = jnp.var(x, axis=-1, keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + _SCALE_NORM_EPS)
+  return (x - mean) * jax.lax.rsqrt(var + eps)
+
+
+def _check_init(init: str) -> None:
+  if init not in INIT_SCHEMES:
+    raise ValueError(f"init must be one of {INIT_SCHEMES}, got {init!r}.")
+
+
+def _linear_init(init: str):
+  """Weight initialiser of ModFC kernels / code projections (`[in, out]`)."""
+  _check_init(init)
+  if init == "official":
+    return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+  return nn.initializers.lecun_normal()
+
+
+def _convnext_init(init: str) -> dict:
+  """Kernel/bias initialisers of the tokenizer's convs and dense layers."""
+  _check_init(init)
+  if init == "official":
+    return dict(kernel_init=nn.initializers.truncated_normal(
+        0.02, lower=-100.0, upper=100.0),
+                bias_init=nn.initializers.zeros)
+  return {}
 
 
 class ModFC(nn.Module):
@@ -71,6 +100,9 @@ class ModFC(nn.Module):
     mode: 'one_plus', 'plain_scale' or 'dense'.
     gain_init: initial value of the gain `g`.
     use_bias: whether to add `b`.
+    norm_eps: epsilon of the LayerNorm `LN` of the scale (1e-5 in the
+      official NAC's `F.layer_norm`).
+    init_scheme: weight initialisation scheme, see `INIT_SCHEMES`.
   """
   in_features: int
   features: int
@@ -78,17 +110,19 @@ class ModFC(nn.Module):
   mode: str = "one_plus"
   gain_init: float = 0.1
   use_bias: bool = True
+  norm_eps: float = _SCALE_NORM_EPS
+  init_scheme: str = "crl"
 
   def setup(self):
     if self.mode not in MODFC_MODES:
       raise ValueError(f"ModFC mode must be one of {MODFC_MODES}, got "
                        f"{self.mode!r}.")
-    self.kernel = self.param("kernel", nn.initializers.lecun_normal(),
+    self.kernel = self.param("kernel", _linear_init(self.init_scheme),
                              (self.in_features, self.features))
     if self.use_bias:
       self.bias = self.param("bias", nn.initializers.zeros, (self.features,))
     if self.mode != "dense":
-      self.code_proj = self.param("code_proj", nn.initializers.lecun_normal(),
+      self.code_proj = self.param("code_proj", _linear_init(self.init_scheme),
                                   (self.code_features, self.in_features))
       self.gain = self.param("gain", nn.initializers.constant(self.gain_init),
                              ())
@@ -105,7 +139,7 @@ class ModFC(nn.Module):
     if self.mode == "dense":
       return None
     s = self.gain * _plain_layer_norm(
-        jnp.einsum("...c,ci->...i", codes, self.code_proj))
+        jnp.einsum("...c,ci->...i", codes, self.code_proj), self.norm_eps)
     return 1.0 + s if self.mode == "one_plus" else s
 
   def weights(self) -> tuple[jax.Array, Optional[jax.Array]]:
@@ -222,6 +256,13 @@ class ModAttention(nn.Module):
     qkv_bias: bias in the query/key/value projections.
     layer_scale_init: LayerScale init, None for no LayerScale.
     drop_path: stochastic depth rate.
+    norm_eps: epsilon of the LayerNorms (and of ModFC's scale norm).
+    init_scheme: weight initialisation scheme, see `INIT_SCHEMES`.
+    shared_norm: one LayerNorm ('receiver_norm') for receivers and senders
+      (the official propagators' `share_layernorm`) instead of two.
+    residual: add the receivers back (`h + m`); False returns the message
+      `m` alone (the official read-out, `include_residual_in_latent_attention
+      =False`; LayerScale still applies, DropPath needs a residual).
   """
   features: int
   code_features: int
@@ -232,6 +273,10 @@ class ModAttention(nn.Module):
   qkv_bias: bool = False
   layer_scale_init: Optional[float] = None
   drop_path: float = 0.0
+  norm_eps: float = 1e-6
+  init_scheme: str = "crl"
+  shared_norm: bool = False
+  residual: bool = True
 
   @nn.compact
   def __call__(self, receivers: jax.Array, receiver_codes: jax.Array,
@@ -262,10 +307,15 @@ class ModAttention(nn.Module):
 
     def modfc(in_features, features, use_bias, name):
       return ModFC(in_features, features, self.code_features, self.modfc_mode,
-                   self.modfc_gain_init, use_bias, name=name)
+                   self.modfc_gain_init, use_bias, self.norm_eps,
+                   self.init_scheme,
+                   name=name)
 
-    r = nn.LayerNorm(name="receiver_norm")(receivers)
-    s = nn.LayerNorm(name="sender_norm")(senders)
+    receiver_norm = nn.LayerNorm(epsilon=self.norm_eps, name="receiver_norm")
+    sender_norm = (receiver_norm if self.shared_norm else
+                   nn.LayerNorm(epsilon=self.norm_eps, name="sender_norm"))
+    r = receiver_norm(receivers)
+    s = sender_norm(senders)
     q = modfc(self.features, inner, self.qkv_bias, "query")(r, receiver_codes)
     k = modfc(self.features, inner, self.qkv_bias, "key")(s, sender_codes)
     v = modfc(self.features, inner, self.qkv_bias, "value")(s, sender_codes)
@@ -277,6 +327,10 @@ class ModAttention(nn.Module):
                              _graph_to_bhuw(link))
     out = jnp.einsum("bhuw,bwhc->buhc", weights, v).reshape(b, u, inner)
     out = modfc(inner, self.features, True, "exit")(out, receiver_codes)
+    if not self.residual:
+      if self.layer_scale_init is not None:
+        out = LayerScale(self.layer_scale_init, name="exit_layer_scale")(out)
+      return out, weights
     return _residual(receivers, out, self.layer_scale_init, self.drop_path,
                      deterministic, "exit"), weights
 
@@ -313,6 +367,8 @@ class ReadInAttention(nn.Module):
     layer_scale_init: LayerScale init, None for no LayerScale.
     shared_projection: share key/value projections across modules.
     fold: use the folded (fast, equal) computation.
+    norm_eps: epsilon of the LayerNorms (and of ModFC's scale norm).
+    init_scheme: weight initialisation scheme, see `INIT_SCHEMES`.
   """
   features: int
   code_features: int
@@ -324,6 +380,8 @@ class ReadInAttention(nn.Module):
   layer_scale_init: Optional[float] = None
   shared_projection: bool = False
   fold: bool = True
+  norm_eps: float = 1e-6
+  init_scheme: str = "crl"
 
   @nn.compact
   def __call__(self, receivers: jax.Array, codes: jax.Array, tokens: jax.Array,
@@ -349,10 +407,12 @@ class ReadInAttention(nn.Module):
 
     def modfc(in_features, features, use_bias, name, mode=self.modfc_mode):
       return ModFC(in_features, features, self.code_features, mode,
-                   self.modfc_gain_init, use_bias, name=name)
+                   self.modfc_gain_init, use_bias, self.norm_eps,
+                   self.init_scheme,
+                   name=name)
 
-    r = nn.LayerNorm(name="receiver_norm")(receivers)
-    x = nn.LayerNorm(name="token_norm")(tokens)
+    r = nn.LayerNorm(epsilon=self.norm_eps, name="receiver_norm")(receivers)
+    x = nn.LayerNorm(epsilon=self.norm_eps, name="token_norm")(tokens)
     q = modfc(self.features, inner, self.qkv_bias, "query")(r, codes)
     q = q.reshape(b, u, heads, dim)
     scale = 1.0 / math.sqrt(dim)
@@ -415,6 +475,8 @@ class ModFeedForward(nn.Module):
     modfc_gain_init: see `ModFC`.
     layer_scale_init: LayerScale init, None for no LayerScale.
     drop_path: stochastic depth rate.
+    norm_eps: epsilon of the LayerNorm (and of ModFC's scale norm).
+    init_scheme: weight initialisation scheme, see `INIT_SCHEMES`.
   """
   features: int
   hidden: int
@@ -424,6 +486,8 @@ class ModFeedForward(nn.Module):
   modfc_gain_init: float = 0.1
   layer_scale_init: Optional[float] = None
   drop_path: float = 0.0
+  norm_eps: float = 1e-6
+  init_scheme: str = "crl"
 
   @nn.compact
   def __call__(self, x: jax.Array, codes: jax.Array, *,
@@ -443,9 +507,11 @@ class ModFeedForward(nn.Module):
 
     def modfc(in_features, features, name):
       return ModFC(in_features, features, self.code_features, self.modfc_mode,
-                   self.modfc_gain_init, True, name=name)
+                   self.modfc_gain_init, True, self.norm_eps,
+                   self.init_scheme,
+                   name=name)
 
-    h = nn.LayerNorm(name="norm")(x)
+    h = nn.LayerNorm(epsilon=self.norm_eps, name="norm")(x)
     if self.kind == "geglu":
       h = modfc(self.features, 2 * self.hidden, "fc1")(h, codes)
       a, gate = jnp.split(h, 2, axis=-1)
@@ -459,18 +525,23 @@ class ModFeedForward(nn.Module):
 
 
 class ConvNeXtBlock(nn.Module):
-  """ConvNeXt block: depthwise 7x7, LN, MLP x4 (GELU), LayerScale, residual."""
+  """ConvNeXt block: depthwise 7x7, LN, MLP x4 (GELU), LayerScale, residual.
+
+  `init_scheme`: see `INIT_SCHEMES`.
+  """
   layer_scale_init: float = 1e-6
+  init_scheme: str = "crl"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Applies the block to `[batch, height, width, channels]`."""
     c = x.shape[-1]
+    init = _convnext_init(self.init_scheme)
     h = nn.Conv(c, (7, 7), padding="SAME", feature_group_count=c,
-                name="depthwise")(x)
+                name="depthwise", **init)(x)
     h = nn.LayerNorm(name="norm")(h)
-    h = nn.gelu(nn.Dense(4 * c, name="fc1")(h), approximate=False)
-    h = nn.Dense(c, name="fc2")(h)
+    h = nn.gelu(nn.Dense(4 * c, name="fc1", **init)(h), approximate=False)
+    h = nn.Dense(c, name="fc2", **init)(h)
     h = LayerScale(self.layer_scale_init, name="layer_scale")(h)
     return x + h
 
@@ -491,12 +562,15 @@ class ImageTokenizer(nn.Module):
     channels: stem channels.
     blocks: ConvNeXt blocks per stage (ignored for 'patch').
     pos_grid_channels: channels of the positional grid (0 for none).
+    init_scheme: weight initialisation of the convs and ConvNeXt blocks, see
+      `INIT_SCHEMES`.
   """
   kind: str = "convnext"
   patch_size: int = 4
   channels: int = 32
   blocks: Sequence[int] = (1,)
   pos_grid_channels: int = 64
+  init_scheme: str = "crl"
 
   def output_stride(self) -> int:
     """Total downsampling factor from pixels to tokens."""
@@ -533,17 +607,19 @@ class ImageTokenizer(nn.Module):
           f"total stride {stride} (patch_size={self.patch_size}, "
           f"{len(self.blocks)} stage(s)).")
     p = self.patch_size
+    init = _convnext_init(self.init_scheme)
     x = nn.Conv(self.channels, (p, p), strides=(p, p), padding="VALID",
-                name="stem")(images)
+                name="stem", **init)(images)
     if self.kind == "convnext":
       x = nn.LayerNorm(name="stem_norm")(x)
       for stage, depth in enumerate(self.blocks):
         if stage > 0:
           x = nn.LayerNorm(name=f"downsample{stage}_norm")(x)
           x = nn.Conv(self.channels * 2 ** stage, (2, 2), strides=(2, 2),
-                      padding="VALID", name=f"downsample{stage}")(x)
+                      padding="VALID", name=f"downsample{stage}", **init)(x)
         for i in range(depth):
-          x = ConvNeXtBlock(name=f"stage{stage}_block{i}")(x)
+          x = ConvNeXtBlock(init_scheme=self.init_scheme,
+                            name=f"stage{stage}_block{i}")(x)
     b, gh, gw, _ = x.shape
     if self.pos_grid_channels > 0:
       grid = self.param("positional_grid", nn.initializers.normal(1.0),

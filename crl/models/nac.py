@@ -31,6 +31,12 @@ no rng is needed.
     Dense 'classifier' (probes and few-shot heads read it).
 Here U = mediators, W = senders: the mediators, preceded by the input modules
 when `inputs_are_mediators=False`.
+
+With `mutable=['intermediates']`, `apply` also returns the sown states
+'tokens' `[batch, tokens, C_tok]`, 'input_states' (after the read-in and its
+FFN), 'mediator_states' (after the last propagator) and 'output_states'
+(after the read-out and its FFN, before 'head_norm'), each `[batch, modules,
+d_state]` and wrapped in a 1-tuple.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from crl.models import kernel as kernel_lib
 from crl.models import layers
 
 READOUTS = ("pooled", "single")
+GRAPH_SAMPLING = ("per_forward", "per_attention")
 INITIAL_STATES = ("code", "dense")
 GRAPH_REGULARIZERS = (None, "hinge", "graphon")
 
@@ -168,6 +175,53 @@ class NAC(nn.Module):
       graph prior's adjacency; needs graph_prior).
     graph_reg_weight: lambda of the regulariser.
     hinge_threshold: h of the hinge repulsion.
+
+  Options that select the official PyTorch code's behaviour (crl's default
+  first; `configs/nac.py:official_s32` selects the official one everywhere,
+  `crl.models.nac_official` ports official weights):
+    head_norm: LayerNorm on the output-module states before the pooling
+      (True). The official `OutputLatentPooling` has none (False). Default
+      True: the pooled features that the classifier, probes and few-shot
+      heads read stay on one scale whatever the read-out's residual stream.
+    separate_input_codes: with inputs_are_mediators, False reads in with the
+      mediator codes; True gives the input modules their own codes
+      ('input_codes', official input latents) whose read-in states seed the
+      mediators (official `use_input_states_as_mediator_states`). Default
+      False: the spec's "input modules double as mediators", fewer
+      parameters, and existing runs.
+    shared_propagator_norm: one LayerNorm for receivers and senders in the
+      propagators (official `share_layernorm=True`) instead of two (False).
+      Default False (existing runs; the read-out always has two, as in the
+      official code).
+    read_out_residual: the read-out adds the output modules' states back
+      (True); the official read-out has no residual (False). Default True:
+      the output module's own code then stays in its state.
+    graph_sampling: 'per_forward' samples one graph per example per forward
+      pass, shared by all propagators (and one for the read-out); the
+      official code draws a fresh graph in every attention call
+      ('per_attention'). Default 'per_forward': it is what the paper
+      describes (the graph is decided before the forward pass, the same at
+      every layer) and is what the 'graph' aux shows. With 'per_attention',
+      aux 'graph' is the first propagator's graph.
+    truncation: 'straight_through' (truncated pairs exactly masked, gradient
+      of the untruncated kernel) or 'clamp' (official: samples clamped to
+      [eps, 1 - eps], truncated pairs not exactly masked in training, zero
+      gradient), see `kernel`. Default 'straight_through': the sampled
+      graph is exactly as sparse as the kernel says (no attention weight
+      leaks to truncated pairs), and the kernel keeps the straight-through
+      gradient that the spec asks for. (It reaches the signatures through
+      the 'graphon' regulariser and the aux kernel only: a truncated pair's
+      attention weight is exactly 0, so its gradient through the attention
+      is 0 as well; with 'clamp' there is no gradient path at all.)
+    init_scheme: 'crl' (lecun-normal ModFC, flax defaults) or 'official'
+      (kaiming-uniform ModFC, truncated-normal ConvNeXt), see
+      `layers.INIT_SCHEMES`. Default 'crl': the default config's measured
+      accuracy was obtained with it.
+    layer_norm_eps: epsilon of every LayerNorm outside the tokenizer (and of
+      ModFC's scale norm): 1e-6 (flax's default) or 1e-5 (torch's, official).
+      The tokenizer's LayerNorms use 1e-6 in both. Default 1e-6 (existing
+      runs; on the crl_default fixture the switch moves the output-module
+      states by at most 6.5e-6).
   """
   num_classes: int = 10
   tokenizer: str = "convnext"
@@ -215,6 +269,14 @@ class NAC(nn.Module):
   graph_regularizer: Optional[str] = None
   graph_reg_weight: float = 0.1
   hinge_threshold: float = 0.4
+  head_norm: bool = True
+  separate_input_codes: bool = False
+  shared_propagator_norm: bool = False
+  read_out_residual: bool = True
+  graph_sampling: str = "per_forward"
+  truncation: str = "straight_through"
+  init_scheme: str = "crl"
+  layer_norm_eps: float = 1e-6
 
   def __post_init__(self):
     # Store the prior's keywords as a sorted tuple of pairs so the module
@@ -247,6 +309,17 @@ class NAC(nn.Module):
     choice("initial_state", INITIAL_STATES)
     choice("eval_graph", kernel_lib.GRAPH_MODES)
     choice("graph_regularizer", GRAPH_REGULARIZERS)
+    choice("graph_sampling", GRAPH_SAMPLING)
+    choice("truncation", kernel_lib.TRUNCATIONS)
+    choice("init_scheme", layers.INIT_SCHEMES)
+    if not (isinstance(self.layer_norm_eps, (float, int))
+            and self.layer_norm_eps > 0):
+      raise ValueError(f"NAC.layer_norm_eps must be a number > 0, got "
+                       f"{self.layer_norm_eps!r}.")
+    if self.separate_input_codes and not self.inputs_are_mediators:
+      raise ValueError("NAC.separate_input_codes=True needs "
+                       "inputs_are_mediators=True (the input modules' states "
+                       "seed the mediators), got inputs_are_mediators=False.")
     for field in ("num_classes", "patch_size", "stem_channels", "d_state",
                   "d_code", "d_sig", "num_input_modules",
                   "num_mediator_modules", "num_output_modules", "num_layers",
@@ -314,6 +387,12 @@ class NAC(nn.Module):
                        f"per stage or a number of stages, got {blocks!r}."
                        ) from e
 
+  def _sow(self, name: str, value: jax.Array) -> None:
+    """Records a state for `apply(..., mutable=['intermediates'])` (not in
+    `init`'s variables)."""
+    if not self.is_initializing():
+      self.sow("intermediates", name, value)
+
   def _head_dim(self, heads: int) -> int:
     return self.head_dim if self.head_dim is not None else self.d_state // heads
 
@@ -334,7 +413,8 @@ class NAC(nn.Module):
               "log_graph": None, "link": None}
     key = self.make_rng("sample") if mode == "sample" else None
     return kernel_lib.make_graph(kern, mode, key=key, batch_size=batch_size,
-                                 temperature=self.kernel_temperature)
+                                 temperature=self.kernel_temperature,
+                                 truncation=self.truncation)
 
   @nn.compact
   def __call__(self, images: jax.Array, *,
@@ -359,7 +439,9 @@ class NAC(nn.Module):
     tokens = layers.ImageTokenizer(
         self.tokenizer, self.patch_size, self.stem_channels,
         self._tokenizer_blocks(), self.pos_grid_channels,
+        init_scheme=self.init_scheme,
         name="tokenizer")(x)
+    self._sow("tokens", tokens)
 
     # ---- Modules: signatures and codes.
     n_in, n_med, n_out = (self.num_input_modules, self.num_mediator_modules,
@@ -384,6 +466,7 @@ class NAC(nn.Module):
     out_codes = self.param("output_codes", code_init, (n_out, self.d_code))
     if not self.inputs_are_mediators:
       in_sig = self.param("input_signatures", sig_init, (n_in, self.d_sig))
+    if not self.inputs_are_mediators or self.separate_input_codes:
       in_codes = self.param("input_codes", code_init, (n_in, self.d_code))
     if self.freeze_signatures:
       med_sig = jax.lax.stop_gradient(med_sig)
@@ -403,17 +486,24 @@ class NAC(nn.Module):
       sigma = self.kernel_sigma
     sender_sig = (med_sig if self.inputs_are_mediators
                   else jnp.concatenate([in_sig, med_sig], axis=0))
+    straight_through = self.truncation == "straight_through"
     kern = kernel_lib.signature_kernel(
-        kernel_lib.cosine_distance(med_sig, sender_sig), sigma, self.kernel_tau)
+        kernel_lib.cosine_distance(med_sig, sender_sig), sigma, self.kernel_tau,
+        straight_through)
     readout_kern = kernel_lib.signature_kernel(
-        kernel_lib.cosine_distance(out_sig, med_sig), sigma, self.kernel_tau)
+        kernel_lib.cosine_distance(out_sig, med_sig), sigma, self.kernel_tau,
+        straight_through)
     mode = self._graph_mode(train)
     graph = self._graph(kern, mode, batch)
     readout_graph = self._graph(readout_kern, mode, batch)
+    # 'per_attention': a fresh graph for every propagator after the first.
+    fresh_graphs = (mode == "sample" and not self.complete_graph
+                    and self.graph_sampling == "per_attention")
 
     common = dict(modfc_mode=self.modfc_mode,
                   modfc_gain_init=self.modfc_gain_init,
-                  layer_scale_init=self.layer_scale_init)
+                  layer_scale_init=self.layer_scale_init,
+                  norm_eps=self.layer_norm_eps, init_scheme=self.init_scheme)
     ffn = lambda name: layers.ModFeedForward(  # pylint: disable=g-long-lambda
         self.d_state, self.ffn_hidden, self.d_code, self.ffn,
         drop_path=self.drop_path, name=name, **common)
@@ -421,7 +511,8 @@ class NAC(nn.Module):
                          name="state_seeder")
 
     # ---- Read-in: input modules query the tokens.
-    read_in_codes = mediator_codes(0) if self.inputs_are_mediators else in_codes
+    read_in_codes = (mediator_codes(0) if self.inputs_are_mediators
+                     and not self.separate_input_codes else in_codes)
     h_in = seeder(read_in_codes, batch, train=train)
     h_in, read_in_attention = layers.ReadInAttention(
         self.d_state, self.d_code, self.read_in_heads,
@@ -430,6 +521,7 @@ class NAC(nn.Module):
         fold=self.fold_read_in, name="read_in", **common)(
             h_in, read_in_codes, tokens, deterministic=deterministic)
     h_in = ffn("read_in_ffn")(h_in, read_in_codes, deterministic=deterministic)
+    self._sow("input_states", h_in)
 
     # ---- Propagators: mediators exchange messages along the graph.
     h_med = (h_in if self.inputs_are_mediators
@@ -441,26 +533,33 @@ class NAC(nn.Module):
       else:
         senders = jnp.concatenate([h_in, h_med], axis=1)
         sender_codes = jnp.concatenate([in_codes, codes], axis=0)
+      layer_graph = (self._graph(kern, mode, batch)
+                     if fresh_graphs and layer > 0 else graph)
       h_med, _ = layers.ModAttention(
           self.d_state, self.d_code, self.num_heads,
           self._head_dim(self.num_heads), qkv_bias=self.qkv_bias,
-          drop_path=self.drop_path, name=f"propagator{layer}", **common)(
-              h_med, codes, senders, sender_codes, graph["log_graph"],
-              graph["link"], deterministic=deterministic)
+          drop_path=self.drop_path, shared_norm=self.shared_propagator_norm,
+          name=f"propagator{layer}", **common)(
+              h_med, codes, senders, sender_codes, layer_graph["log_graph"],
+              layer_graph["link"], deterministic=deterministic)
       h_med = ffn(f"propagator{layer}_ffn")(h_med, codes,
                                             deterministic=deterministic)
+    self._sow("mediator_states", h_med)
 
     # ---- Read-out: output modules attend to the mediators.
     h_out = seeder(out_codes, batch, train=train)
     h_out, _ = layers.ModAttention(
         self.d_state, self.d_code, self.read_out_heads,
         self._head_dim(self.read_out_heads), qkv_bias=self.qkv_bias,
-        drop_path=self.drop_path, name="read_out", **common)(
+        drop_path=self.drop_path, residual=self.read_out_residual,
+        name="read_out", **common)(
             h_out, out_codes, h_med, mediator_codes(self.num_layers - 1),
             readout_graph["log_graph"], readout_graph["link"],
             deterministic=deterministic)
     h_out = ffn("read_out_ffn")(h_out, out_codes, deterministic=deterministic)
-    h_out = nn.LayerNorm(name="head_norm")(h_out)
+    self._sow("output_states", h_out)
+    if self.head_norm:
+      h_out = nn.LayerNorm(epsilon=self.layer_norm_eps, name="head_norm")(h_out)
     if self.readout == "pooled":
       confidence = nn.Dense(1, use_bias=False, name="confidence")(h_out)[..., 0]
       readout_weights = jax.nn.softmax(confidence, axis=-1)
