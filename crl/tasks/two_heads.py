@@ -10,9 +10,14 @@ dataset with a binary target and a binary protected attribute:
    `crl.train.run`: a killed study run again resumes the unfinished run and
    only re-evaluates the finished ones. lambda = 0 is the unconstrained
    model.
-2. Probes. Each trained network is frozen; a linear probe fitted on its
-   penultimate features (validation split) predicts the protected attribute
-   on the test split. Probe accuracy against the model's |DDP| per lambda.
+2. Probes. Each trained network is frozen; a linear probe on its
+   penultimate features predicts the protected attribute on the test split:
+   fitted on the training split with its regularisation chosen on a held-out
+   quarter (`probe_train`, the public code's probe), the same on the
+   validation split (`probe_validation`), and on validation with C = 1
+   (`probe_accuracy`). Probe accuracy against the model's |DDP| per lambda,
+   with 95% t-intervals over seeds, and the test features' spectrum
+   (effective rank, total variance: do features collapse at high lambda?).
 3. Explicit two heads. `crl.models.two_heads.TwoHeads` around the same
    backbone, trained with `(1 - w) CE(y) + w CE(s)`
    (`crl.tasks.fairness.TwoHeadsTask`, `WORKDIR/two_heads/`); for every
@@ -45,7 +50,9 @@ import numpy as np
 from crl import config_lib
 from crl import registry
 from crl import train
+from crl.data import fair_tabular
 from crl.evaluators import fairness as fm
+from crl.evaluators import probes
 from crl.models import two_heads as two_heads_lib
 from crl.tasks import classification
 from crl.tasks import fairness
@@ -112,6 +119,27 @@ def _outputs(task, params, split: str) -> dict[str, np.ndarray]:
   return fm.collect(task.pipeline, task.heads_fn, params, split)
 
 
+def _probes(task, params, val, test, seed: int) -> dict[str, Any]:
+  """The attribute probes on the frozen network, scored on test: fitted on
+  validation with C = 1 ('probe_accuracy', crl's earlier probe), and with C
+  swept on a held-out quarter of the training-split features
+  ('probe_train', the public code's probe) and of the validation features
+  ('probe_validation'); plus the test features' spectrum."""
+  train_split = _outputs(task, params, fair_tabular.TRAIN_SAMPLE)
+  return {
+      "probe_accuracy": fm.probe_accuracy(val["features"], val["group"],
+                                          test["features"], test["group"]),
+      "probe_train": probes.probe_sweep(
+          train_split["features"], train_split["group"], test["features"],
+          test["group"], seed=seed),
+      "probe_validation": probes.probe_sweep(
+          val["features"], val["group"], test["features"], test["group"],
+          seed=seed),
+      "probe_majority": fm.majority_rate(test["group"]),
+      "features_test": probes.feature_spectrum(test["features"]),
+  }
+
+
 def _penalty_run(task, params, lam: float, seed: int) -> dict[str, Any]:
   val = _outputs(task, params, "validation")
   test = _outputs(task, params, "test")
@@ -120,9 +148,7 @@ def _penalty_run(task, params, lam: float, seed: int) -> dict[str, Any]:
       "lambda": lam, "seed": seed,
       "validation": _row(zv, val["label"], val["group"]),
       "test": _row(zt, test["label"], test["group"]),
-      "probe_accuracy": fm.probe_accuracy(val["features"], val["group"],
-                                          test["features"], test["group"]),
-      "probe_majority": fm.majority_rate(test["group"]),
+      **_probes(task, params, val, test, seed),
       "_margins": {"validation": (zv, val["label"], val["group"]),
                    "test": (zt, test["label"], test["group"])},
   }
@@ -169,8 +195,7 @@ def _two_heads_run(task, params, study, seed: int) -> dict[str, Any]:
       "seed": seed, "frontier": frontier,
       "unmerged_test": _row(z1t, test["label"], test["group"]),
       "group_head_accuracy": float(np.mean(group_pred == test["group"])),
-      "probe_accuracy": fm.probe_accuracy(val["features"], val["group"],
-                                          test["features"], test["group"]),
+      **_probes(task, params, val, test, seed),
       "export_check": _export_check(task, params, frontier, z1t, z2t),
   }
 
@@ -209,6 +234,20 @@ def _envelope_at(points: list[dict[str, float]], ddp: float) -> float | None:
   return float(np.interp(ddp, x, y))
 
 
+def interval(values: list[float], level: float = 0.95) -> dict[str, Any]:
+  """Mean and Student-t confidence interval of the mean over seeds
+  (`half_width` 0 for a single value)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  v = np.asarray(values, np.float64)
+  half = 0.
+  if len(v) > 1:
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) *
+                 np.std(v, ddof=1) / np.sqrt(len(v)))
+  return {"mean": float(v.mean()), "half_width": half,
+          "low": float(v.mean()) - half, "high": float(v.mean()) + half,
+          "level": level, "n": int(len(v))}
+
+
 def _stats(values: list[float]) -> dict[str, Any] | None:
   """Mean, min, max and count of differences (None if there are none)."""
   if not values:
@@ -236,11 +275,23 @@ def _summary(sweep, heads, thresholds, lambdas) -> dict[str, Any]:
         "probe_accuracy": float(np.mean([r["probe_accuracy"] for r in runs])),
         "probe_accuracy_std": float(np.std([r["probe_accuracy"]
                                             for r in runs])),
+        "probe_accuracy_interval": interval(
+            [r["probe_accuracy"] for r in runs]),
+        "probe_train_interval": interval(
+            [r["probe_train"]["accuracy"] for r in runs]),
+        "probe_validation_interval": interval(
+            [r["probe_validation"]["accuracy"] for r in runs]),
+        "abs_ddp_interval": interval([r["test"]["abs_ddp"] for r in runs]),
+        "effective_rank_interval": interval(
+            [r["features_test"]["effective_rank"] for r in runs]),
+        "total_variance_interval": interval(
+            [r["features_test"]["total_variance"] for r in runs]),
         "num_seeds": len(runs)})
   lam = [r["lambda"] for r in sweep]
   probe = [r["probe_accuracy"] for r in sweep]
   ddp = [r["test"]["abs_ddp"] for r in sweep]
   rho_lambda = _spearman(lam, probe)
+  rho_train = _spearman(lam, [r["probe_train"]["accuracy"] for r in sweep])
   rho_ddp = _spearman(ddp, probe)
   means = [p["probe_accuracy"] for p in per_lambda]
   # The two heads (and the group thresholds) against the penalty sweep, per
@@ -277,6 +328,7 @@ def _summary(sweep, heads, thresholds, lambdas) -> dict[str, Any]:
       "per_lambda": per_lambda,
       "probe_spearman_lambda": float(np.nan_to_num(rho_lambda)),
       "probe_spearman_abs_ddp": float(np.nan_to_num(rho_ddp)),
+      "probe_train_spearman_lambda": float(np.nan_to_num(rho_train)),
       "probe_rises_with_lambda": bool(np.nan_to_num(rho_lambda) > 0 and
                                       means[-1] > means[0]),
       "probe_accuracy_lowest_lambda": means[0],
@@ -417,10 +469,14 @@ def _mean_frontier(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_summary(summary: dict[str, Any]) -> str:
   """The numbers to quote, as text."""
   lines = ["", "Two-heads study (test split; means over seeds):",
-           f"{'lambda':>8} {'accuracy':>9} {'|DDP|':>7} {'probe acc':>10}"]
+           f"{'lambda':>8} {'accuracy':>9} {'|DDP|':>7} {'probe acc':>10} "
+           f"{'probe (train, C swept) +-95%':>29} {'eff. rank':>9}"]
   for row in summary["per_lambda"]:
+    t, r = row["probe_train_interval"], row["effective_rank_interval"]
     lines.append(f"{row['lambda']:>8g} {row['accuracy']:>9.4f} "
-                 f"{row['abs_ddp']:>7.4f} {row['probe_accuracy']:>10.4f}")
+                 f"{row['abs_ddp']:>7.4f} {row['probe_accuracy']:>10.4f} "
+                 f"{t['mean']:>20.4f} +- {t['half_width']:.4f} "
+                 f"{r['mean']:>9.2f}")
   lines.append(f"probe accuracy vs lambda: Spearman "
                f"{summary['probe_spearman_lambda']:+.3f} (rises: "
                f"{summary['probe_rises_with_lambda']}); two-heads trunk probe "
