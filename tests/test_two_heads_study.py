@@ -138,3 +138,24 @@ def test_config_variants_build(spec):
     heads = two_heads._sub_config(config, 0, 0., two_heads=True)  # pylint: disable=protected-access
     assert heads.model.name == "two_heads" and "study" not in heads
     classification.build_model(heads, 2)
+
+
+def test_group_mse_is_the_official_mse_of_the_attribute_probability():
+  # The public code: MSELoss()(sigmoid(z2), s) on one attribute logit.
+  g = jnp.array([[0., 0.], [0., 2.], [1., -1.], [0.5, 0.]])
+  s = jnp.array([1, 1, 0, 1])
+  z2 = np.asarray(g[:, 1] - g[:, 0])
+  want = np.mean((1 / (1 + np.exp(-z2)) - np.asarray(s)) ** 2)
+  assert float(fairness.group_mse(g, s)) == pytest.approx(want, rel=1e-6)
+  # Hand case: probability 0.5 for the true group -> 0.25 (not 0.5).
+  assert float(fairness.group_mse(g[:1], s[:1])) == pytest.approx(0.25)
+  config = _tiny(**{"fairness.group_loss": "mse", "model": config_lib
+                    .component_config(fairness.registry.MODELS, "two_heads",
+                                      backbone="mlp",
+                                      backbone_kwargs={"hidden": (4,)})})
+  task = fairness.TwoHeadsTask(config)
+  logits = jnp.zeros((4, 2))
+  batch = {"label": jnp.array([1, 0, 1, 1]), "group": s}
+  loss, metrics = task.objective(logits, {"group_logits": g}, batch)
+  assert float(metrics["group_loss"]) == pytest.approx(want, rel=1e-6)
+  assert float(loss) == pytest.approx(0.5 * np.log(2) + 0.5 * want, rel=1e-5)

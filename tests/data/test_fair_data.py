@@ -92,6 +92,32 @@ def test_tabular_causal_paths_follow_the_strengths(tabular):
   np.testing.assert_array_equal(x[:, -1], g)
 
 
+def test_weak_proxy_variant_leaves_the_probe_headroom():
+  # configs/two_heads.py:weak_proxy: a linear probe on the raw inputs reads
+  # the attribute far below 1 (with the default proxies: above .9), so a
+  # network's probe accuracy can rise under the penalty.
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  weak = config_lib.build(registry.DATASETS, config_lib.load_config(
+      os.path.join(helpers.ROOT, "configs/two_heads.py:weak_proxy")).data)
+  assert weak.proxy_strength < FairTabular().proxy_strength
+  accuracy = {}
+  for name, ds in (("weak", weak), ("default", FairTabular())):
+    fit = ds.sample("train", np.arange(6000))
+    test = ds.sample("test", np.arange(3000))
+    accuracy[name] = fair_eval.probe_accuracy(
+        fit["features"], fit["group"], test["features"], test["group"])
+  majority = fair_eval.majority_rate(np.asarray(test["group"]))
+  assert majority + 0.05 < accuracy["weak"] < 0.75, accuracy
+  assert accuracy["default"] > 0.9, accuracy
+  # The study's training-split probe reads the training stream's start.
+  ds = FairTabular(eval_examples=8)
+  np.testing.assert_array_equal(ds.eval_code(fair_tabular.TRAIN_SAMPLE),
+                                ds.encode("train"))
+  assert ds.num_examples(fair_tabular.TRAIN_SAMPLE) == 8
+  assert fair_tabular.TRAIN_SAMPLE not in ds.eval_splits()
+
+
 def test_tabular_multi_group_and_errors():
   ds = FairTabular(num_groups=3, group_proportions=None)
   out = ds.sample("test", np.arange(3000))
