@@ -51,6 +51,7 @@ MODELS = Registry("model", {
     "vit": "crl.models.vit:ViT",
     "interpreters": "crl.models.interpreters:NeuralInterpreter",
     "mlp": "crl.models.mlp:MLP",
+    "cnn": "crl.models.cnn:ConvNet",
     "two_heads": "crl.models.two_heads:TwoHeads",
     "savos": "crl.models.savos:SaVos",
 })
