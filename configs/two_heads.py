@@ -55,6 +55,39 @@ from crl.tasks import two_heads
 WEAK_PROXY = dict(proxy_strength=0.2, num_proxies=8)
 
 
+def celeba_config(tiny: bool = False) -> ml_collections.ConfigDict:
+  """The public code's CelebA protocol with a from-scratch ConvNet."""
+  examples, batch, epochs = (16, 8, 2) if tiny else (5000, 32, 20)
+  steps_per_epoch = examples // batch
+  c = fairness.base_config("celeba", resolution=16 if tiny else 64,
+                           split_examples=examples, label_key="Smiling",
+                           group_key="Male")
+  c.model = config_lib.component_config(
+      registry.MODELS, "cnn", widths=(8, 16) if tiny else (32, 64, 128, 256),
+      groups=4 if tiny else 8)
+  c.study = two_heads.study_config(
+      lambdas=(0.0, 5.0) if tiny else (0.0, 1.0, 5.0, 10.0, 20.0),
+      select_every_steps=steps_per_epoch)
+  if tiny:
+    c.study.update(dict(eps=(0.1, 1.0), merge_grid_size=5, merge_rounds=1,
+                        threshold_candidates=16, plots=False))
+    c.tensorboard = False
+    c.xla_fast_compile = True
+  c.batch_size = batch
+  c.eval_batch_size = 8 if tiny else 250
+  c.num_steps = epochs * steps_per_epoch
+  c.log_every_steps = steps_per_epoch
+  # Adam, learning rate 1e-4, constant (no decay, no clipping).
+  c.optimizer.update(dict(base_learning_rate=1e-4, base_batch_size=batch,
+                          warmup_steps=0, end_learning_rate_factor=1.0,
+                          weight_decay=0.0, clip_norm=0.0))
+  c.checkpoint.every_steps = steps_per_epoch
+  c.checkpoint.keep = 2
+  c.checkpoint.async_save = False
+  c.evals = ml_collections.ConfigDict()  # selection scores validation
+  return c
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "default"
   if variant == "default":
@@ -63,6 +96,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif variant == "weak_proxy":
     c = fairness.base_config("fair_tabular", **WEAK_PROXY)
     c.study = two_heads.study_config(seeds=(0, 1, 2))
+  elif variant in ("celeba", "celeba_tiny"):
+    c = celeba_config(tiny=variant == "celeba_tiny")
   elif variant == "tiny":
     c = fairness.base_config("fair_tabular", eval_examples=400)
     c.model.hidden = (16, 8)
@@ -100,6 +135,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.evals.test.every_steps = 500
   else:
     raise ValueError(f"Unknown variant {variant!r} of configs/two_heads.py; "
-                     "known: default, weak_proxy, tiny, shapes.")
+                     "known: default, weak_proxy, celeba, celeba_tiny, tiny, shapes.")
   c.trainer = "two_heads"
   return c

@@ -159,3 +159,31 @@ def test_group_mse_is_the_official_mse_of_the_attribute_probability():
   loss, metrics = task.objective(logits, {"group_logits": g}, batch)
   assert float(metrics["group_loss"]) == pytest.approx(want, rel=1e-6)
   assert float(loss) == pytest.approx(0.5 * np.log(2) + 0.5 * want, rel=1e-5)
+
+
+def test_celeba_study_selects_by_validation_ap_and_resumes(tmp_path):
+  # configs/two_heads.py:celeba at toy size on mocked TFDS celeb_a records.
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = config_lib.load_config(
+      os.path.join(helpers.ROOT, "configs/two_heads.py:celeba_tiny"))
+  assert config.data.split_examples == 16 and config.num_steps == 4
+  assert config.model.name == "cnn"
+  workdir = str(tmp_path / "celeba")
+  with tfds.testing.mock_data(num_examples=20,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    out = two_heads.train_and_evaluate(config, workdir, stop_at=2)
+    assert out["preempted"] and out["workdir"].endswith("lambda_0")
+    out = two_heads.train_and_evaluate(config, workdir)
+    again = two_heads.train_and_evaluate(config, workdir)  # re-read only
+  runs = out["penalty_sweep"] + out["two_heads"]
+  assert [r["lambda"] for r in out["penalty_sweep"]] == [0.0, 5.0]
+  for run in runs:
+    checks = run["selection_checks"]
+    assert [c["step"] for c in checks] == [2, 4]
+    best = max(checks, key=lambda c: c["validation_average_precision"])
+    assert run["selected_step"] == best["step"]
+    assert 0. <= run["probe_train"]["accuracy"] <= 1.
+    assert run["probe_train"]["C"] in two_heads.probes.PROBE_CS
+  with open(os.path.join(workdir, "lambda_0", "selection.json")) as f:
+    assert len(json.load(f)["checks"]) == 2  # the rerun added none
+  assert again["summary"] == out["summary"]

@@ -25,6 +25,10 @@ dataset with a binary target and a binary protected attribute:
    validation accuracy with validation |DDP| <= eps
    (`crl.models.two_heads.merge_search`), reported on test and exported as a
    single linear head (checked against the merged rule).
+   With `config.study.select_every_steps > 0` every training (penalised or
+   two-headed) keeps the parameters of its best validation average
+   precision, checked every that many steps (`crl.tasks.model_selection`;
+   the public code checks every epoch).
 4. Baselines: the unconstrained model; group-specific thresholds on its
    margins (needs the attribute at prediction time), searched on validation
    for every eps.
@@ -56,6 +60,7 @@ from crl.evaluators import probes
 from crl.models import two_heads as two_heads_lib
 from crl.tasks import classification
 from crl.tasks import fairness
+from crl.tasks import model_selection
 
 _ROW_KEYS = ("accuracy", "average_precision", "ddp", "abs_ddp",
              "dp_difference", "dp_ratio", "eo_difference",
@@ -69,7 +74,7 @@ def study_config(**overrides: Any) -> ml_collections.ConfigDict:
       seeds=(0,),
       eps=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 1.0),
       merge_grid_size=41, merge_rounds=4, merge_b_range=4.0,
-      threshold_candidates=1024, plots=True))
+      threshold_candidates=1024, plots=True, select_every_steps=0))
   c.update(overrides)
   return c
 
@@ -108,10 +113,20 @@ def _row(margin, label, group) -> dict[str, float]:
   return {k: float(full[k]) for k in _ROW_KEYS if k in full}
 
 
-def _train(config, workdir, stop_at):
+def _train(config, workdir, stop_at, select_every_steps: int = 0):
+  """One training; with `select_every_steps`, its parameters are those of
+  the best validation average precision (`crl.tasks.model_selection`)."""
   task = fairness.make_task(config)
-  out = train.run(config, workdir, task, stop_at)
-  return task, out
+  if select_every_steps:
+    return task, model_selection.train_and_select(
+        config, workdir, task, select_every_steps, stop_at)
+  return task, train.run(config, workdir, task, stop_at)
+
+
+def _selected(out: dict[str, Any]) -> dict[str, Any]:
+  return ({"selected_step": out["selected_step"],
+           "selection_checks": out["checks"]}
+          if "selected_step" in out else {})
 
 
 def _outputs(task, params, split: str) -> dict[str, np.ndarray]:
@@ -366,6 +381,12 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   if not study.eps or any(not 0 <= e <= 1 for e in study.eps):
     raise config_lib.ConfigError(f"config.study.eps must be values in [0, 1], "
                                  f"got {study.eps!r}.")
+  if not (isinstance(study.select_every_steps, int) and
+          0 <= study.select_every_steps <= config.num_steps):
+    raise config_lib.ConfigError(
+        f"config.study.select_every_steps must be an integer in [0, "
+        f"num_steps={config.num_steps}] (0: no model selection), got "
+        f"{study.select_every_steps!r}.")
   if config.model.name == "two_heads":
     raise config_lib.ConfigError(
         "config.model is the backbone of the study (e.g. 'mlp'); the study "
@@ -412,10 +433,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       sub = _sub_config(config, seed, lam, two_heads=False)
       path = _workdir(workdir, f"lambda_{_name(lam)}", seed, seeds)
       logging.info("Study: lambda %g, seed %d in %s.", lam, seed, path)
-      task, out = _train(sub, path, stop_at)
+      task, out = _train(sub, path, stop_at, study.select_every_steps)
       if out.get("preempted"):
         return {"preempted": True, "workdir": path}
-      run = _penalty_run(task, out["params"], lam, seed)
+      run = {**_penalty_run(task, out["params"], lam, seed), **_selected(out)}
       sweep.append(run)
       if lam == 0:
         thresholds += _group_thresholds(run, study.eps,
@@ -423,10 +444,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     sub = _sub_config(config, seed, 0.0, two_heads=True)
     path = _workdir(workdir, "two_heads", seed, seeds)
     logging.info("Study: two heads, seed %d in %s.", seed, path)
-    task, out = _train(sub, path, stop_at)
+    task, out = _train(sub, path, stop_at, study.select_every_steps)
     if out.get("preempted"):
       return {"preempted": True, "workdir": path}
-    heads.append(_two_heads_run(task, out["params"], study, seed))
+    heads.append({**_two_heads_run(task, out["params"], study, seed),
+                  **_selected(out)})
 
   for run in sweep:
     del run["_margins"]

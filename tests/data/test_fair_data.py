@@ -268,3 +268,25 @@ def test_celeba_batches_reach_the_fairness_evaluator(celeba):
       ref["image"].mean(axis=(1, 2, 3)) - 0.5, ref["label"], ref["group"])
   for key in ("accuracy", "dp_difference", "eo_difference"):
     assert results["test"][key] == pytest.approx(want[key]), key
+
+
+def test_celeba_split_examples_and_the_train_sample(celeba):
+  ds = celeba(resolution=16, eval_split_names=("train", "test"),
+              augment=False, shuffle_buffer=64, split_examples=5)
+  assert ds.num_examples("test") == 5 and ds.num_examples("train") == 5
+  assert ds.group_counts("train").sum() == 5
+  first = next(ds.eval_numpy("train", 8, 0, 1))
+  sample = next(ds.eval_numpy(fair_tabular.TRAIN_SAMPLE, 8, 0, 1))
+  assert int(sample["mask"].sum()) == 5
+  for k in first:
+    np.testing.assert_array_equal(first[k], sample[k])
+  # Training draws only from the subsample, and from all of it.
+  kept = {_key(im) for im in first["image"][:5]}
+  seen = {_key(im) for b in _take(ds.train_numpy(0, 5, 0, 1), 6)
+          for im in b["image"]}
+  assert seen == kept
+  # The full split is larger (N records).
+  full = celeba(resolution=16, eval_split_names=("train",))
+  assert full.num_examples(fair_tabular.TRAIN_SAMPLE) == N
+  with pytest.raises(ValueError, match="split_examples"):
+    celeba(split_examples=0)
