@@ -62,6 +62,7 @@ DATASETS = Registry("dataset", {
     "fair_tabular": "crl.data.fair_tabular:FairTabular",
     "fair_shapes": "crl.data.fair_shapes:FairShapes",
     "celeba": "crl.data.celeba:CelebAFairness",
+    "fairface": "crl.data.fairface:FairFace",
     "occluded_video": "crl.data.occluded_video:OccludedVideo",
 })
 
