@@ -125,7 +125,9 @@ def test_study_end_to_end_and_resume(tmp_path):
 
 @pytest.mark.parametrize("spec", ["fair.py", "fair.py:tiny", "fair.py:shapes",
                                   "fair.py:celeba", "two_heads.py",
-                                  "two_heads.py:tiny", "two_heads.py:shapes"])
+                                  "two_heads.py:tiny", "two_heads.py:shapes",
+                                  "two_heads.py:weak_proxy",
+                                  "two_heads.py:celeba"])
 def test_config_variants_build(spec):
   config = config_lib.load_config(os.path.join(helpers.ROOT, "configs", spec))
   assert config.trainer == ("two_heads" if spec.startswith("two_heads")
