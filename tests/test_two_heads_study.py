@@ -178,7 +178,7 @@ def test_celeba_study_selects_by_validation_ap_and_resumes(tmp_path):
     out = two_heads.train_and_evaluate(config, workdir)
     again = two_heads.train_and_evaluate(config, workdir)  # re-read only
   runs = out["penalty_sweep"] + out["two_heads"]
-  assert [r["lambda"] for r in out["penalty_sweep"]] == [0.0, 5.0]
+  assert [r["lambda"] for r in out["penalty_sweep"]] == [0.0]
   for run in runs:
     checks = run["selection_checks"]
     assert [c["step"] for c in checks] == [2, 4]
@@ -189,3 +189,15 @@ def test_celeba_study_selects_by_validation_ap_and_resumes(tmp_path):
   with open(os.path.join(workdir, "lambda_0", "selection.json")) as f:
     assert len(json.load(f)["checks"]) == 2  # the rerun added none
   assert again["summary"] == out["summary"]
+
+
+def test_interval_is_the_student_t_interval_of_the_mean():
+  from crl.tasks import two_heads_summary  # pylint: disable=g-import-not-at-top
+  out = two_heads_summary.interval([0.70, 0.72, 0.74])
+  # sd 0.02, t(0.975, 2 dof) = 4.302653: half width 4.302653 * .02 / sqrt(3).
+  assert out["mean"] == pytest.approx(0.72)
+  assert out["half_width"] == pytest.approx(4.302653 * 0.02 / np.sqrt(3),
+                                            rel=1e-5)
+  assert out["low"] == pytest.approx(0.72 - out["half_width"])
+  assert out["n"] == 3
+  assert two_heads_summary.interval([0.5])["half_width"] == 0.
