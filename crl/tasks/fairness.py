@@ -139,7 +139,7 @@ def check_fairness_config(config: ml_collections.ConfigDict,
     raise config_lib.ConfigError(
         f"config.data ({config.data.name!r}) has no protected attribute: a "
         "fairness trainer needs a dataset whose batches carry 'group' "
-        "(fair_tabular, fair_shapes, celeba).")
+        "(fair_tabular, fair_shapes, celeba, fairface).")
   if dataset.num_classes != 2:
     raise config_lib.ConfigError(
         f"config.data ({config.data.name!r}) has {dataset.num_classes} "

@@ -160,13 +160,16 @@ def format_summary(summary: dict[str, Any]) -> str:
   """The numbers to quote, as text."""
   lines = ["", "Two-heads study (test split; means over seeds):",
            f"{'lambda':>8} {'accuracy':>9} {'|DDP|':>7} {'probe acc':>10} "
-           f"{'probe (train, C swept) +-95%':>29} {'eff. rank':>9}"]
+           f"{'probe train split':>17} {'probe val split':>15} "
+           f"{'eff. rank':>9}",
+           f"{'':>36} (C swept on held-out data; +- 95% over seeds)"]
   for row in summary["per_lambda"]:
-    t, r = row["probe_train_interval"], row["effective_rank_interval"]
+    t, v = row["probe_train_interval"], row["probe_validation_interval"]
     lines.append(f"{row['lambda']:>8g} {row['accuracy']:>9.4f} "
                  f"{row['abs_ddp']:>7.4f} {row['probe_accuracy']:>10.4f} "
-                 f"{t['mean']:>20.4f} +- {t['half_width']:.4f} "
-                 f"{r['mean']:>9.2f}")
+                 f"{t['mean']:>8.4f} +- {t['half_width']:.4f} "
+                 f"{v['mean']:>6.4f} +- {v['half_width']:.4f} "
+                 f"{row['effective_rank_interval']['mean']:>9.2f}")
   lines.append(f"probe accuracy vs lambda: Spearman "
                f"{summary['probe_spearman_lambda']:+.3f} (rises: "
                f"{summary['probe_rises_with_lambda']}); two-heads trunk probe "
