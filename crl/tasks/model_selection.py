@@ -15,7 +15,10 @@ and keeps the best parameters so far:
 
 Both are rewritten atomically after each check, so a killed run resumes at
 the next unchecked chunk; a finished run is re-read without training.
-Ties keep the earlier step.
+Ties keep the earlier step. A chunk that a killed run trained past before
+its check is skipped (the check at the later step still happens). Process
+0 writes the selected parameters and every process reads them back: with
+several processes the workdir must be on a shared file system.
 """
 
 from __future__ import annotations
@@ -105,10 +108,14 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
       return {"preempted": True, "step": out.get("step")}
     if end < num_steps:
       if _latest_step(workdir) < end:
-        train.run(config, workdir, task, end)
+        out = train.run(config, workdir, task, end)
+        if out.get("step") != end:  # preempted (SIGTERM) before `end`
+          return {"preempted": True, "step": out.get("step")}
       params, step = train.restore_trained(config, workdir, task)
     else:
       out = train.run(config, workdir, task)
+      if out.get("preempted"):
+        return {"preempted": True, "step": out.get("step")}
       params, step = out["params"], out["step"]
     ap = validation_average_precision(task, params)
     record["checks"].append({"step": int(step),
