@@ -51,6 +51,7 @@ MODELS = Registry("model", {
     "vit": "crl.models.vit:ViT",
     "interpreters": "crl.models.interpreters:NeuralInterpreter",
     "mlp": "crl.models.mlp:MLP",
+    "cnn": "crl.models.cnn:ConvNet",
     "two_heads": "crl.models.two_heads:TwoHeads",
     "savos": "crl.models.savos:SaVos",
 })
@@ -61,6 +62,7 @@ DATASETS = Registry("dataset", {
     "fair_tabular": "crl.data.fair_tabular:FairTabular",
     "fair_shapes": "crl.data.fair_shapes:FairShapes",
     "celeba": "crl.data.celeba:CelebAFairness",
+    "fairface": "crl.data.fairface:FairFace",
     "occluded_video": "crl.data.occluded_video:OccludedVideo",
 })
 

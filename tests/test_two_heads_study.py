@@ -125,7 +125,9 @@ def test_study_end_to_end_and_resume(tmp_path):
 
 @pytest.mark.parametrize("spec", ["fair.py", "fair.py:tiny", "fair.py:shapes",
                                   "fair.py:celeba", "two_heads.py",
-                                  "two_heads.py:tiny", "two_heads.py:shapes"])
+                                  "two_heads.py:tiny", "two_heads.py:shapes",
+                                  "two_heads.py:weak_proxy",
+                                  "two_heads.py:celeba"])
 def test_config_variants_build(spec):
   config = config_lib.load_config(os.path.join(helpers.ROOT, "configs", spec))
   assert config.trainer == ("two_heads" if spec.startswith("two_heads")
@@ -138,3 +140,64 @@ def test_config_variants_build(spec):
     heads = two_heads._sub_config(config, 0, 0., two_heads=True)  # pylint: disable=protected-access
     assert heads.model.name == "two_heads" and "study" not in heads
     classification.build_model(heads, 2)
+
+
+def test_group_mse_is_the_official_mse_of_the_attribute_probability():
+  # The public code: MSELoss()(sigmoid(z2), s) on one attribute logit.
+  g = jnp.array([[0., 0.], [0., 2.], [1., -1.], [0.5, 0.]])
+  s = jnp.array([1, 1, 0, 1])
+  z2 = np.asarray(g[:, 1] - g[:, 0])
+  want = np.mean((1 / (1 + np.exp(-z2)) - np.asarray(s)) ** 2)
+  assert float(fairness.group_mse(g, s)) == pytest.approx(want, rel=1e-6)
+  # Hand case: probability 0.5 for the true group -> 0.25 (not 0.5).
+  assert float(fairness.group_mse(g[:1], s[:1])) == pytest.approx(0.25)
+  config = _tiny(**{"fairness.group_loss": "mse", "model": config_lib
+                    .component_config(fairness.registry.MODELS, "two_heads",
+                                      backbone="mlp",
+                                      backbone_kwargs={"hidden": (4,)})})
+  task = fairness.TwoHeadsTask(config)
+  logits = jnp.zeros((4, 2))
+  batch = {"label": jnp.array([1, 0, 1, 1]), "group": s}
+  loss, metrics = task.objective(logits, {"group_logits": g}, batch)
+  assert float(metrics["group_loss"]) == pytest.approx(want, rel=1e-6)
+  assert float(loss) == pytest.approx(0.5 * np.log(2) + 0.5 * want, rel=1e-5)
+
+
+def test_celeba_study_selects_by_validation_ap_and_resumes(tmp_path):
+  # configs/two_heads.py:celeba at toy size on mocked TFDS celeb_a records.
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = config_lib.load_config(
+      os.path.join(helpers.ROOT, "configs/two_heads.py:celeba_tiny"))
+  assert config.data.split_examples == 16 and config.num_steps == 4
+  assert config.model.name == "cnn"
+  workdir = str(tmp_path / "celeba")
+  with tfds.testing.mock_data(num_examples=20,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    out = two_heads.train_and_evaluate(config, workdir, stop_at=2)
+    assert out["preempted"] and out["workdir"].endswith("lambda_0")
+    out = two_heads.train_and_evaluate(config, workdir)
+    again = two_heads.train_and_evaluate(config, workdir)  # re-read only
+  runs = out["penalty_sweep"] + out["two_heads"]
+  assert [r["lambda"] for r in out["penalty_sweep"]] == [0.0]
+  for run in runs:
+    checks = run["selection_checks"]
+    assert [c["step"] for c in checks] == [2, 4]
+    best = max(checks, key=lambda c: c["validation_average_precision"])
+    assert run["selected_step"] == best["step"]
+    assert 0. <= run["probe_train"]["accuracy"] <= 1.
+    assert run["probe_train"]["C"] in two_heads.probes.PROBE_CS
+  with open(os.path.join(workdir, "lambda_0", "selection.json")) as f:
+    assert len(json.load(f)["checks"]) == 2  # the rerun added none
+  assert again["summary"] == out["summary"]
+
+
+def test_interval_is_the_student_t_interval_of_the_mean():
+  from crl.tasks import two_heads_summary  # pylint: disable=g-import-not-at-top
+  out = two_heads_summary.interval([0.70, 0.72, 0.74])
+  # sd 0.02, t(0.975, 2 dof) = 4.302653: half width 4.302653 * .02 / sqrt(3).
+  assert out["mean"] == pytest.approx(0.72)
+  assert out["half_width"] == pytest.approx(4.302653 * 0.02 / np.sqrt(3),
+                                            rel=1e-5)
+  assert out["low"] == pytest.approx(0.72 - out["half_width"])
+  assert out["n"] == 3
+  assert two_heads_summary.interval([0.5])["half_width"] == 0.

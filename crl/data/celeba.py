@@ -28,7 +28,12 @@ statelessly from `(seed, t)`; the image is otherwise the eval transform
 (`resolution` set: resize the shorter side to `r / 0.875`, centre crop r x r;
 aligned CelebA faces sit in the centre).
 
-Eval stream: one pass in file order, padded, as `tfds_input.eval_numpy`.
+Eval stream: one pass in file order, padded, as `tfds_input.eval_numpy`;
+`fair_tabular.TRAIN_SAMPLE` names the training split as an eval split (for
+probes fitted on training-split features).
+
+Subsampling: with `split_examples = n` every split is its first n records
+in file order (the public two-heads code subsamples each split to 5,000).
 """
 
 from __future__ import annotations
@@ -81,6 +86,10 @@ class CelebAFairness(tfds_input.TFDSImageClassification):
     attributes_key: the TFDS feature holding the attributes.
     group_proportions: the groups' shares of every training batch; None:
       their shares in the training split.
+    split_examples: if set, every split (train and eval) is its first
+      `split_examples` records in file order (TFDS shuffles records when it
+      prepares the dataset), read in order: the public two-heads code
+      subsamples each split to 5,000 images.
   """
 
   tfds_name: str = "celeb_a"
@@ -90,6 +99,7 @@ class CelebAFairness(tfds_input.TFDSImageClassification):
   group_key: str = "Male"
   attributes_key: str = "attributes"
   group_proportions: tuple | None = None
+  split_examples: int | None = None
 
   batch_keys = ("image", "label", "group")
 
@@ -104,6 +114,11 @@ class CelebAFairness(tfds_input.TFDSImageClassification):
     if self.label_key in self.group_attributes:
       raise ValueError(f"CelebAFairness: the target {self.label_key!r} is "
                        "also a protected attribute.")
+    if self.split_examples is not None and (
+        int(self.split_examples) != self.split_examples or
+        self.split_examples < 1):
+      raise ValueError(f"CelebAFairness: split_examples must be None or an "
+                       f"integer >= 1, got {self.split_examples!r}.")
     if self.group_proportions is not None:
       fair_tabular.check_proportions(self.group_proportions, self.num_groups,
                                      "CelebAFairness")
@@ -143,8 +158,22 @@ class CelebAFairness(tfds_input.TFDSImageClassification):
 
   # tf.data -------------------------------------------------------------------
 
+  def _check_split(self, split_name: str, allowed: tuple[str, ...]) -> None:
+    if split_name == fair_tabular.TRAIN_SAMPLE:
+      split_name, allowed = self.train_split, (self.train_split,)
+    super()._check_split(split_name, allowed)
+
   def _raw(self, split: str, ordered: bool) -> tf.data.Dataset:
-    """Records `{image: encoded bytes, attributes: {name: bool}}`."""
+    """Records `{image: encoded bytes, attributes: {name: bool}}` of
+    `split` (TRAIN_SAMPLE: the training split), the first `split_examples`
+    in file order if that is set."""
+    if split == fair_tabular.TRAIN_SAMPLE:
+      split = self.train_split
+    if self.split_examples is None:
+      return self._read(split, ordered)
+    return self._read(split, ordered=True).take(int(self.split_examples))
+
+  def _read(self, split: str, ordered: bool) -> tf.data.Dataset:
     builder = self.builder
     wanted = {a: True for a in (self.label_key,) + self.group_attributes}
     decoders = ({self.image_key: tfds.decode.SkipDecoding()}

@@ -170,6 +170,8 @@ class FairShapes:
     return np.array([fair_tabular.SPLIT_IDS[split], 0], np.int32)
 
   def eval_code(self, name: str) -> np.ndarray:
+    if name == fair_tabular.TRAIN_SAMPLE:
+      return self.encode("train")
     if name not in fair_tabular.EVAL_SPLITS:
       raise ValueError(f"Unknown eval split {name!r}; known eval splits: "
                        f"{', '.join(fair_tabular.EVAL_SPLITS)}.")

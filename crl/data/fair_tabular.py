@@ -40,7 +40,9 @@ always sees every group. The marginal of `s` is
 `fold_in(fold_in(key(seed), SPLIT_ID[split]), index)`.
 
 Interface (`crl.data.pipeline` procedural datasets): `encode`, `eval_code`,
-`sample_encoded` (pure JAX), `eval_splits()` = validation and test,
+`sample_encoded` (pure JAX), `eval_splits()` = validation and test
+(`eval_code(TRAIN_SAMPLE)` also serves the first `eval_examples` training
+examples, for probes fitted on the training split),
 `num_examples`, `num_classes` = 2, `num_groups`, `batch_keys` =
 ('features', 'label', 'group'), `input_key` = 'features', `input_shape` =
 `(num_features,)`.
@@ -65,6 +67,10 @@ EVAL_SPLITS = {
                   "selection: merge search, thresholds, probe fitting)",
     "test": "held-out sample of the training distribution (reported)",
 }
+# An eval pass over the first `eval_examples` examples of the training
+# stream (not listed in `eval_splits()`): what a probe fitted on
+# training-split features is fitted on.
+TRAIN_SAMPLE = "train_sample"
 # floor(2^32 * (sqrt(5) - 1) / 2): multiplying by it modulo 2^32 is
 # frac(i * phi) in 32-bit fixed point.
 _PHI_32 = 2654435769
@@ -205,7 +211,8 @@ class FairTabular:
     return dict(EVAL_SPLITS)
 
   def num_examples(self, split_name: str) -> int | None:
-    """`eval_examples` for 'validation' and 'test'; None for 'train'."""
+    """`eval_examples` for 'validation', 'test' and TRAIN_SAMPLE; None for
+    'train'."""
     if split_name == "train":
       return None
     self.eval_code(split_name)
@@ -222,6 +229,8 @@ class FairTabular:
     return np.array([SPLIT_IDS[split], 0], np.int32)
 
   def eval_code(self, name: str) -> np.ndarray:
+    if name == TRAIN_SAMPLE:
+      return self.encode("train")
     if name not in EVAL_SPLITS:
       raise ValueError(f"Unknown eval split {name!r}; known eval splits: "
                        f"{', '.join(EVAL_SPLITS)}.")

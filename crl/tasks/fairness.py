@@ -15,7 +15,7 @@ attribute is `|mean_{s=1} - mean_{s=0}|`; `penalty` is its square
 `TwoHeadsTask` trains `crl.models.two_heads.TwoHeads` with
 `(1 - w) CE(logits, y) + w * loss(group_logits, s)`, `loss` the
 cross-entropy ('bce') or the squared error of the attribute probability
-('mse', as in the paper's code), plus the same parity penalty if lambda > 0.
+('mse', `group_mse`: the paper's code's `MSELoss` of `sigma(z2)`), plus the same parity penalty if lambda > 0.
 
 Config (`config.fairness`): penalty ('squared' | 'absolute'),
 penalty_weight (lambda), group_loss_weight (w), group_loss ('bce' | 'mse').
@@ -87,6 +87,27 @@ def parity_penalty(scores: jax.Array, groups: jax.Array, num_groups: int,
   return gap * gap if kind == "squared" else gap
 
 
+def group_mse(group_logits: jax.Array, groups: jax.Array) -> jax.Array:
+  """The attribute head's squared error, as the paper's code computes it.
+
+  For a binary attribute this is `mean_i (sigma(z2_i) - s_i)^2` with
+  `z2 = g_logits[:, 1] - g_logits[:, 0]`: the official `MSELoss` of the
+  sigmoid of one logit. In general it is half the Brier score,
+  `mean_i 0.5 * sum_g (softmax(g_logits_i)_g - 1[s_i = g])^2`; the full Brier
+  score would count the binary error twice (once per class).
+
+  Args:
+    group_logits: `[B, G]` attribute logits.
+    groups: int `[B]` attribute values.
+
+  Returns:
+    The scalar loss.
+  """
+  probs = jax.nn.softmax(group_logits)
+  onehot = jax.nn.one_hot(groups, group_logits.shape[-1], dtype=probs.dtype)
+  return 0.5 * jnp.mean(jnp.einsum("bg->b", (probs - onehot) ** 2))
+
+
 def binary_scores(logits: jax.Array) -> jax.Array:
   """`sigma(logit_1 - logit_0)`, `[B]` (= softmax probability of class 1)."""
   if logits.shape[-1] != 2:
@@ -118,7 +139,7 @@ def check_fairness_config(config: ml_collections.ConfigDict,
     raise config_lib.ConfigError(
         f"config.data ({config.data.name!r}) has no protected attribute: a "
         "fairness trainer needs a dataset whose batches carry 'group' "
-        "(fair_tabular, fair_shapes, celeba).")
+        "(fair_tabular, fair_shapes, celeba, fairface).")
   if dataset.num_classes != 2:
     raise config_lib.ConfigError(
         f"config.data ({config.data.name!r}) has {dataset.num_classes} "
@@ -294,9 +315,7 @@ class TwoHeadsTask(FairClassificationTask):
       group_loss = optax.softmax_cross_entropy_with_integer_labels(
           group_logits, batch["group"]).mean()
     else:
-      probs = jax.nn.softmax(group_logits)
-      onehot = jax.nn.one_hot(batch["group"], self.num_groups)
-      group_loss = jnp.mean(jnp.sum((probs - onehot) ** 2, axis=-1))
+      group_loss = group_mse(group_logits, batch["group"])
     reg = jnp.asarray(aux.get("reg_loss", 0.0), jnp.float32)
     weighted, more = self.penalty_terms(logits, batch)
     loss = (1. - w) * ce + w * group_loss + reg + weighted

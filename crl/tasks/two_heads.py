@@ -10,9 +10,14 @@ dataset with a binary target and a binary protected attribute:
    `crl.train.run`: a killed study run again resumes the unfinished run and
    only re-evaluates the finished ones. lambda = 0 is the unconstrained
    model.
-2. Probes. Each trained network is frozen; a linear probe fitted on its
-   penultimate features (validation split) predicts the protected attribute
-   on the test split. Probe accuracy against the model's |DDP| per lambda.
+2. Probes. Each trained network is frozen; a linear probe on its
+   penultimate features predicts the protected attribute on the test split:
+   fitted on the training split with its regularisation chosen on a held-out
+   quarter (`probe_train`, the public code's probe), the same on the
+   validation split (`probe_validation`), and on validation with C = 1
+   (`probe_accuracy`). Probe accuracy against the model's |DDP| per lambda,
+   with 95% t-intervals over seeds, and the test features' spectrum
+   (effective rank, total variance: do features collapse at high lambda?).
 3. Explicit two heads. `crl.models.two_heads.TwoHeads` around the same
    backbone, trained with `(1 - w) CE(y) + w CE(s)`
    (`crl.tasks.fairness.TwoHeadsTask`, `WORKDIR/two_heads/`); for every
@@ -20,6 +25,10 @@ dataset with a binary target and a binary protected attribute:
    validation accuracy with validation |DDP| <= eps
    (`crl.models.two_heads.merge_search`), reported on test and exported as a
    single linear head (checked against the merged rule).
+   With `config.study.select_every_steps > 0` every training (penalised or
+   two-headed) keeps the parameters of its best validation average
+   precision, checked every that many steps (`crl.tasks.model_selection`;
+   the public code checks every epoch).
 4. Baselines: the unconstrained model; group-specific thresholds on its
    margins (needs the attribute at prediction time), searched on validation
    for every eps.
@@ -45,10 +54,14 @@ import numpy as np
 from crl import config_lib
 from crl import registry
 from crl import train
+from crl.data import fair_tabular
 from crl.evaluators import fairness as fm
+from crl.evaluators import probes
 from crl.models import two_heads as two_heads_lib
 from crl.tasks import classification
 from crl.tasks import fairness
+from crl.tasks import model_selection
+from crl.tasks import two_heads_summary as summary_lib
 
 _ROW_KEYS = ("accuracy", "average_precision", "ddp", "abs_ddp",
              "dp_difference", "dp_ratio", "eo_difference",
@@ -62,7 +75,7 @@ def study_config(**overrides: Any) -> ml_collections.ConfigDict:
       seeds=(0,),
       eps=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 1.0),
       merge_grid_size=41, merge_rounds=4, merge_b_range=4.0,
-      threshold_candidates=1024, plots=True))
+      threshold_candidates=1024, plots=True, select_every_steps=0))
   c.update(overrides)
   return c
 
@@ -101,15 +114,46 @@ def _row(margin, label, group) -> dict[str, float]:
   return {k: float(full[k]) for k in _ROW_KEYS if k in full}
 
 
-def _train(config, workdir, stop_at):
+def _train(config, workdir, stop_at, select_every_steps: int = 0):
+  """One training; with `select_every_steps`, its parameters are those of
+  the best validation average precision (`crl.tasks.model_selection`)."""
   task = fairness.make_task(config)
-  out = train.run(config, workdir, task, stop_at)
-  return task, out
+  if select_every_steps:
+    return task, model_selection.train_and_select(
+        config, workdir, task, select_every_steps, stop_at)
+  return task, train.run(config, workdir, task, stop_at)
+
+
+def _selected(out: dict[str, Any]) -> dict[str, Any]:
+  return ({"selected_step": out["selected_step"],
+           "selection_checks": out["checks"]}
+          if "selected_step" in out else {})
 
 
 def _outputs(task, params, split: str) -> dict[str, np.ndarray]:
   """Logits and features (and attribute logits) of one pass over `split`."""
   return fm.collect(task.pipeline, task.heads_fn, params, split)
+
+
+def _probes(task, params, val, test, seed: int) -> dict[str, Any]:
+  """The attribute probes on the frozen network, scored on test: fitted on
+  validation with C = 1 ('probe_accuracy', crl's earlier probe), and with C
+  swept on a held-out quarter of the training-split features
+  ('probe_train', the public code's probe) and of the validation features
+  ('probe_validation'); plus the test features' spectrum."""
+  train_split = _outputs(task, params, fair_tabular.TRAIN_SAMPLE)
+  return {
+      "probe_accuracy": fm.probe_accuracy(val["features"], val["group"],
+                                          test["features"], test["group"]),
+      "probe_train": probes.probe_sweep(
+          train_split["features"], train_split["group"], test["features"],
+          test["group"], seed=seed),
+      "probe_validation": probes.probe_sweep(
+          val["features"], val["group"], test["features"], test["group"],
+          seed=seed),
+      "probe_majority": fm.majority_rate(test["group"]),
+      "features_test": probes.feature_spectrum(test["features"]),
+  }
 
 
 def _penalty_run(task, params, lam: float, seed: int) -> dict[str, Any]:
@@ -120,9 +164,7 @@ def _penalty_run(task, params, lam: float, seed: int) -> dict[str, Any]:
       "lambda": lam, "seed": seed,
       "validation": _row(zv, val["label"], val["group"]),
       "test": _row(zt, test["label"], test["group"]),
-      "probe_accuracy": fm.probe_accuracy(val["features"], val["group"],
-                                          test["features"], test["group"]),
-      "probe_majority": fm.majority_rate(test["group"]),
+      **_probes(task, params, val, test, seed),
       "_margins": {"validation": (zv, val["label"], val["group"]),
                    "test": (zt, test["label"], test["group"])},
   }
@@ -169,8 +211,7 @@ def _two_heads_run(task, params, study, seed: int) -> dict[str, Any]:
       "seed": seed, "frontier": frontier,
       "unmerged_test": _row(z1t, test["label"], test["group"]),
       "group_head_accuracy": float(np.mean(group_pred == test["group"])),
-      "probe_accuracy": fm.probe_accuracy(val["features"], val["group"],
-                                          test["features"], test["group"]),
+      **_probes(task, params, val, test, seed),
       "export_check": _export_check(task, params, frontier, z1t, z2t),
   }
 
@@ -192,115 +233,6 @@ def _export_check(task, params, frontier, z1t, z2t) -> dict[str, Any]:
           "decisions_agree": float(np.mean((single > 0) == (merged > 0)))}
 
 
-def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
-  keys = [k for k in rows[0] if all(k in r for r in rows)]
-  return {k: float(np.mean([r[k] for r in rows])) for k in keys}
-
-
-def _envelope_at(points: list[dict[str, float]], ddp: float) -> float | None:
-  """The best accuracy reachable at |DDP| = `ddp` on a frontier: the upper
-  envelope (accuracy non-decreasing in |DDP|) interpolated linearly; None
-  outside the frontier's |DDP| range."""
-  pts = sorted((p["abs_ddp"], p["accuracy"]) for p in points)
-  x = np.array([p[0] for p in pts])
-  y = np.maximum.accumulate(np.array([p[1] for p in pts]))
-  if ddp < x[0] - 1e-12:
-    return None
-  return float(np.interp(ddp, x, y))
-
-
-def _stats(values: list[float]) -> dict[str, Any] | None:
-  """Mean, min, max and count of differences (None if there are none)."""
-  if not values:
-    return None
-  return {"mean": float(np.mean(values)), "min": float(np.min(values)),
-          "max": float(np.max(values)), "count": len(values),
-          "non_negative_fraction": float(np.mean(np.array(values) >= -1e-12))}
-
-
-def _spearman(a, b) -> float:
-  """Spearman's rank correlation; 0 when either side is constant."""
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-    return 0.
-  return float(stats.spearmanr(a, b)[0])
-
-
-def _summary(sweep, heads, thresholds, lambdas) -> dict[str, Any]:
-  """Per-lambda means over seeds and the two comparisons to quote."""
-  per_lambda = []
-  for lam in lambdas:
-    runs = [r for r in sweep if r["lambda"] == lam]
-    per_lambda.append({
-        "lambda": lam, **_mean_rows([r["test"] for r in runs]),
-        "probe_accuracy": float(np.mean([r["probe_accuracy"] for r in runs])),
-        "probe_accuracy_std": float(np.std([r["probe_accuracy"]
-                                            for r in runs])),
-        "num_seeds": len(runs)})
-  lam = [r["lambda"] for r in sweep]
-  probe = [r["probe_accuracy"] for r in sweep]
-  ddp = [r["test"]["abs_ddp"] for r in sweep]
-  rho_lambda = _spearman(lam, probe)
-  rho_ddp = _spearman(ddp, probe)
-  means = [p["probe_accuracy"] for p in per_lambda]
-  # The two heads (and the group thresholds) against the penalty sweep, per
-  # penalised run, on the same seed, at the penalised model's test |DDP|.
-  comparisons = []
-  for run in sweep:
-    if run["lambda"] == 0:
-      continue
-    frontier = [p["test"] for h in heads if h["seed"] == run["seed"]
-                for p in h["frontier"]]
-    if not frontier:
-      continue
-    gap, acc = run["test"]["abs_ddp"], run["test"]["accuracy"]
-    below = [p["accuracy"] for p in frontier if p["abs_ddp"] <= gap + 1e-12]
-    cuts = [p["test"] for p in thresholds if p["seed"] == run["seed"]]
-    comparisons.append({
-        "lambda": run["lambda"], "seed": run["seed"],
-        "penalty_accuracy": acc, "penalty_abs_ddp": gap,
-        "two_heads_accuracy_at_no_larger_ddp": max(below) if below else None,
-        "two_heads_accuracy_interpolated": _envelope_at(frontier, gap),
-        "group_thresholds_accuracy_interpolated": (
-            _envelope_at(cuts, gap) if cuts else None)})
-  at_most = [c["two_heads_accuracy_at_no_larger_ddp"] - c["penalty_accuracy"]
-             for c in comparisons
-             if c["two_heads_accuracy_at_no_larger_ddp"] is not None]
-  interp, cut = ([c[f"{k}_accuracy_interpolated"] - c["penalty_accuracy"]
-                  for c in comparisons
-                  if c[f"{k}_accuracy_interpolated"] is not None]
-                 for k in ("two_heads", "group_thresholds"))
-  unconstrained = [r for r in sweep if r["lambda"] == 0]
-  loose = [max(h["frontier"], key=lambda p: p["eps"])["test"]["accuracy"]
-           for h in heads if h["frontier"]]
-  return {
-      "per_lambda": per_lambda,
-      "probe_spearman_lambda": float(np.nan_to_num(rho_lambda)),
-      "probe_spearman_abs_ddp": float(np.nan_to_num(rho_ddp)),
-      "probe_rises_with_lambda": bool(np.nan_to_num(rho_lambda) > 0 and
-                                      means[-1] > means[0]),
-      "probe_accuracy_lowest_lambda": means[0],
-      "probe_accuracy_highest_lambda": means[-1],
-      "probe_accuracy_max_over_lambdas": float(max(means)),
-      "probe_peak_lambda": float(lambdas[int(np.argmax(means))]),
-      "two_heads_probe_accuracy": float(np.mean(
-          [h["probe_accuracy"] for h in heads])) if heads else None,
-      "two_heads_vs_penalty": comparisons,
-      # Accuracy of the two heads minus that of the penalised model, at the
-      # penalised model's test |DDP|: the best merged point with no larger
-      # |DDP|, and the frontier's upper envelope interpolated there.
-      "two_heads_minus_penalty_at_no_larger_ddp": _stats(at_most),
-      "two_heads_minus_penalty_interpolated": _stats(interp),
-      "group_thresholds_minus_penalty_interpolated": _stats(cut),
-      "unconstrained_test_accuracy": float(np.mean(
-          [r["test"]["accuracy"] for r in unconstrained]))
-                                     if unconstrained else None,
-      "two_heads_loosest_eps_test_accuracy": float(np.mean(loose))
-                                             if loose else None,
-      "group_thresholds_points": len(thresholds),
-  }
-
-
 def check_study_config(config: ml_collections.ConfigDict) -> None:
   study = config.get("study")
   if study is None:
@@ -314,6 +246,12 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   if not study.eps or any(not 0 <= e <= 1 for e in study.eps):
     raise config_lib.ConfigError(f"config.study.eps must be values in [0, 1], "
                                  f"got {study.eps!r}.")
+  if not (isinstance(study.select_every_steps, int) and
+          0 <= study.select_every_steps <= config.num_steps):
+    raise config_lib.ConfigError(
+        f"config.study.select_every_steps must be an integer in [0, "
+        f"num_steps={config.num_steps}] (0: no model selection), got "
+        f"{study.select_every_steps!r}.")
   if config.model.name == "two_heads":
     raise config_lib.ConfigError(
         "config.model is the backbone of the study (e.g. 'mlp'); the study "
@@ -360,10 +298,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       sub = _sub_config(config, seed, lam, two_heads=False)
       path = _workdir(workdir, f"lambda_{_name(lam)}", seed, seeds)
       logging.info("Study: lambda %g, seed %d in %s.", lam, seed, path)
-      task, out = _train(sub, path, stop_at)
+      task, out = _train(sub, path, stop_at, study.select_every_steps)
       if out.get("preempted"):
         return {"preempted": True, "workdir": path}
-      run = _penalty_run(task, out["params"], lam, seed)
+      run = {**_penalty_run(task, out["params"], lam, seed), **_selected(out)}
       sweep.append(run)
       if lam == 0:
         thresholds += _group_thresholds(run, study.eps,
@@ -371,21 +309,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     sub = _sub_config(config, seed, 0.0, two_heads=True)
     path = _workdir(workdir, "two_heads", seed, seeds)
     logging.info("Study: two heads, seed %d in %s.", seed, path)
-    task, out = _train(sub, path, stop_at)
+    task, out = _train(sub, path, stop_at, study.select_every_steps)
     if out.get("preempted"):
       return {"preempted": True, "workdir": path}
-    heads.append(_two_heads_run(task, out["params"], study, seed))
+    heads.append({**_two_heads_run(task, out["params"], study, seed),
+                  **_selected(out)})
 
   for run in sweep:
     del run["_margins"]
-  summary = _summary(sweep, heads, thresholds, lambdas)
+  summary = summary_lib.summarize(sweep, heads, thresholds, lambdas)
   results = {}
   for row in summary["per_lambda"]:
     results[f"penalty_lambda_{_name(row['lambda'])}"] = {
         k: v for k, v in row.items() if k != "lambda"}
-  for point in _mean_frontier([p for h in heads for p in h["frontier"]]):
+  merged = [p for h in heads for p in h["frontier"]]
+  for point in summary_lib.mean_frontier(merged):
     results[f"two_heads_eps_{_name(point['eps'])}"] = point["test"]
-  for point in _mean_frontier(thresholds):
+  for point in summary_lib.mean_frontier(thresholds):
     results[f"group_thresholds_eps_{_name(point['eps'])}"] = point["test"]
   out = {
       "dataset": config.data.name, "model": config.model.name,
@@ -401,42 +341,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       out["plots"] = fairness_plots.write_plots(out, workdir)
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(out, f, indent=2)
-    print(format_summary(summary), flush=True)
+    print(summary_lib.format_summary(summary), flush=True)
   return out
-
-
-def _mean_frontier(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Points of several seeds averaged per eps (only eps every seed has)."""
-  by_eps: dict[float, list[dict[str, Any]]] = {}
-  for p in points:
-    by_eps.setdefault(p["eps"], []).append(p)
-  seeds = {p["seed"] for p in points}
-  return [{"eps": eps, "test": _mean_rows([p["test"] for p in ps])}
-          for eps, ps in sorted(by_eps.items()) if len(ps) == len(seeds)]
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-  """The numbers to quote, as text."""
-  lines = ["", "Two-heads study (test split; means over seeds):",
-           f"{'lambda':>8} {'accuracy':>9} {'|DDP|':>7} {'probe acc':>10}"]
-  for row in summary["per_lambda"]:
-    lines.append(f"{row['lambda']:>8g} {row['accuracy']:>9.4f} "
-                 f"{row['abs_ddp']:>7.4f} {row['probe_accuracy']:>10.4f}")
-  lines.append(f"probe accuracy vs lambda: Spearman "
-               f"{summary['probe_spearman_lambda']:+.3f} (rises: "
-               f"{summary['probe_rises_with_lambda']}); two-heads trunk probe "
-               f"{summary['two_heads_probe_accuracy']}")
-  for key, method, what in (
-      ("two_heads_minus_penalty_interpolated", "two heads",
-       "on the merged frontier at the same |DDP|"),
-      ("two_heads_minus_penalty_at_no_larger_ddp", "two heads",
-       "of the best merged point with no larger |DDP|"),
-      ("group_thresholds_minus_penalty_interpolated", "group thresholds",
-       "at the same |DDP|")):
-    d = summary[key]
-    if d is not None:
-      lines.append(
-          f"{method} minus penalty, accuracy {what}: mean {d['mean']:+.4f} "
-          f"(min {d['min']:+.4f}, max {d['max']:+.4f}; {method} >= penalty "
-          f"in {d['non_negative_fraction']:.0%} of {d['count']} runs)")
-  return "\n".join(lines) + "\n"

@@ -92,6 +92,32 @@ def test_tabular_causal_paths_follow_the_strengths(tabular):
   np.testing.assert_array_equal(x[:, -1], g)
 
 
+def test_weak_proxy_variant_leaves_the_probe_headroom():
+  # configs/two_heads.py:weak_proxy: a linear probe on the raw inputs reads
+  # the attribute far below 1 (with the default proxies: above .9), so a
+  # network's probe accuracy can rise under the penalty.
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  weak = config_lib.build(registry.DATASETS, config_lib.load_config(
+      os.path.join(helpers.ROOT, "configs/two_heads.py:weak_proxy")).data)
+  assert weak.proxy_strength < FairTabular().proxy_strength
+  accuracy = {}
+  for name, ds in (("weak", weak), ("default", FairTabular())):
+    fit = ds.sample("train", np.arange(6000))
+    test = ds.sample("test", np.arange(3000))
+    accuracy[name] = fair_eval.probe_accuracy(
+        fit["features"], fit["group"], test["features"], test["group"])
+  majority = fair_eval.majority_rate(np.asarray(test["group"]))
+  assert majority + 0.05 < accuracy["weak"] < 0.75, accuracy
+  assert accuracy["default"] > 0.9, accuracy
+  # The study's training-split probe reads the training stream's start.
+  ds = FairTabular(eval_examples=8)
+  np.testing.assert_array_equal(ds.eval_code(fair_tabular.TRAIN_SAMPLE),
+                                ds.encode("train"))
+  assert ds.num_examples(fair_tabular.TRAIN_SAMPLE) == 8
+  assert fair_tabular.TRAIN_SAMPLE not in ds.eval_splits()
+
+
 def test_tabular_multi_group_and_errors():
   ds = FairTabular(num_groups=3, group_proportions=None)
   out = ds.sample("test", np.arange(3000))
@@ -242,3 +268,25 @@ def test_celeba_batches_reach_the_fairness_evaluator(celeba):
       ref["image"].mean(axis=(1, 2, 3)) - 0.5, ref["label"], ref["group"])
   for key in ("accuracy", "dp_difference", "eo_difference"):
     assert results["test"][key] == pytest.approx(want[key]), key
+
+
+def test_celeba_split_examples_and_the_train_sample(celeba):
+  ds = celeba(resolution=16, eval_split_names=("train", "test"),
+              augment=False, shuffle_buffer=64, split_examples=5)
+  assert ds.num_examples("test") == 5 and ds.num_examples("train") == 5
+  assert ds.group_counts("train").sum() == 5
+  first = next(ds.eval_numpy("train", 8, 0, 1))
+  sample = next(ds.eval_numpy(fair_tabular.TRAIN_SAMPLE, 8, 0, 1))
+  assert int(sample["mask"].sum()) == 5
+  for k in first:
+    np.testing.assert_array_equal(first[k], sample[k])
+  # Training draws only from the subsample, and from all of it.
+  kept = {_key(im) for im in first["image"][:5]}
+  seen = {_key(im) for b in _take(ds.train_numpy(0, 5, 0, 1), 6)
+          for im in b["image"]}
+  assert seen == kept
+  # The full split is larger (N records).
+  full = celeba(resolution=16, eval_split_names=("train",))
+  assert full.num_examples(fair_tabular.TRAIN_SAMPLE) == N
+  with pytest.raises(ValueError, match="split_examples"):
+    celeba(split_examples=0)
