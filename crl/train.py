@@ -19,6 +19,7 @@ Workdir: `config.json`, `checkpoints/`, `metrics.jsonl`, TensorBoard events,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -52,10 +53,41 @@ class NonFiniteError(FloatingPointError):
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything that changes during training (the data position is `step`)."""
+  """Everything that changes during training (the data position is `step`).
+
+  `model_state` holds the model's non-trained variable collections (e.g.
+  `{'batch_stats': ...}` of BatchNorm), updated by the train step; it is `{}`
+  for models without any (and in checkpoints written before it existed,
+  which restore unchanged).
+  """
   step: jax.Array
   params: Any
   opt_state: Any
+  model_state: Any = flax.struct.field(default_factory=dict)
+
+
+@flax.struct.dataclass
+class StatefulParams:
+  """What evaluators receive for a model with `model_state`: the parameters
+  and the state they are applied with (`model_variables` unpacks both)."""
+  params: Any
+  model_state: Any
+
+
+def eval_params(state: TrainState) -> Any:
+  """The `params` given to evaluators and `final_evaluation`: `state.params`,
+  or `StatefulParams` when the model has state (BatchNorm statistics)."""
+  if not state.model_state:
+    return state.params
+  return StatefulParams(state.params, state.model_state)
+
+
+def model_variables(params: Any) -> dict[str, Any]:
+  """`{'params': ..., **model_state}` for `model.apply` from what
+  `eval_params` returned."""
+  if isinstance(params, StatefulParams):
+    return {"params": params.params, **params.model_state}
+  return {"params": params}
 
 
 class Evaluator(Protocol):
@@ -79,6 +111,11 @@ class Task(Protocol):
 
   def init_params(self, key: jax.Array) -> Any:
     """Fresh parameters (pure; traced under `eval_shape` and `jit`)."""
+
+  # Optional, for models with state (BatchNorm): `init_model_state(key)`
+  # returns the initial `model_state` (same key as `init_params`); `loss`
+  # then also gets `model_state=` and returns the updated state as
+  # `metrics['model_state']`.
 
   def loss(self, params: Any, batch: dict[str, jax.Array],
            rngs: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, Any]]:
@@ -159,8 +196,13 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     rngs = step_rngs(seed, state.step)
+    loss_fn = task.loss
+    if state.model_state:  # the pytree's structure: a Python-level choice
+      loss_fn = functools.partial(task.loss, model_state=state.model_state)
     (loss, task_metrics), grads = jax.value_and_grad(
-        task.loss, has_aux=True)(state.params, batch, rngs)
+        loss_fn, has_aux=True)(state.params, batch, rngs)
+    task_metrics = dict(task_metrics)
+    model_state = task_metrics.pop("model_state", state.model_state)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite_grads = jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
@@ -174,7 +216,7 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
         "finite_grad_leaves": finite_grads,
     }
     new_state = state.replace(step=state.step + 1, params=params,
-                              opt_state=opt_state)
+                              opt_state=opt_state, model_state=model_state)
     return new_state, metrics
 
   return train_step
@@ -391,7 +433,7 @@ def _run(config, workdir, task, stop_at):
         for name, (evaluator, every) in evaluators.items():
           if every and (step % every == 0 or step == config.num_steps):
             _check_finite_step(step, metrics)
-            for split, row in evaluator.run(state.params).items():
+            for split, row in evaluator.run(eval_params(state)).items():
               writer.write(step, row, f"{name}/{split}")
         if ckpt.should_save(step, config.num_steps):
           _check_finite_step(step, metrics)
@@ -414,14 +456,14 @@ def _run(config, workdir, task, stop_at):
     return {"step": step, "preempted": True}
 
   final_step = int(jax.device_get(state.step))
-  out = task.final_evaluation(state.params, final_step)
+  out = task.final_evaluation(eval_params(state), final_step)
   for split, row in out.get("results", {}).items():
     writer.write(final_step, _flat_scalars(row), f"final/{split}")
   writer.close()
   out = {"step": final_step, **out}
   if jax.process_index() == 0:
     workdir_lib.write_json_atomic(os.path.join(workdir, "results.json"), out)
-  out["params"] = state.params
+  out["params"] = eval_params(state)
   return out
 
 
@@ -430,8 +472,10 @@ def _state_layout(config, task, tx, replicated):
 
   def init_state(key):
     params = task.init_params(key)
+    model_state = (task.init_model_state(key)
+                   if hasattr(task, "init_model_state") else {})
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params))
+                      opt_state=tx.init(params), model_state=model_state)
 
   init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x1417)
   abstract = jax.eval_shape(init_state, init_key)
@@ -445,7 +489,8 @@ def _state_layout(config, task, tx, replicated):
 def restore_trained(config: ml_collections.ConfigDict, workdir: str,
                     task: Task) -> tuple[Any, int]:
   """`(params, step)` of the newest readable checkpoint of a finished or
-  stopped run in `workdir` (for analysis, fine-tuning, evaluation).
+  stopped run in `workdir` (for analysis, fine-tuning, evaluation); `params`
+  as `eval_params` gives them (`StatefulParams` for models with state).
 
   Raises:
     CheckpointError: there is no checkpoint, or none matches the model.
@@ -466,7 +511,7 @@ def restore_trained(config: ml_collections.ConfigDict, workdir: str,
         f"{workdir} holds no checkpoint; train it first with python -m "
         f"crl.main --config=... --workdir={workdir}.")
   state, step = restored
-  return state.params, step
+  return eval_params(state), step
 
 
 def _flat_scalars(row: Mapping[str, Any]) -> dict[str, float]:
