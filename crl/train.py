@@ -74,6 +74,18 @@ class StatefulParams:
   model_state: Any
 
 
+def checkpoint_tree(state: TrainState) -> dict[str, Any]:
+  """What is checkpointed of `state` (also of its abstract form): its fields,
+  without an empty `model_state`, so that the checkpoints of models without
+  state keep the layout of those written before the field existed (and
+  both restore). `TrainState(**tree)` is the inverse."""
+  tree = {"step": state.step, "params": state.params,
+          "opt_state": state.opt_state}
+  if state.model_state:
+    tree["model_state"] = state.model_state
+  return tree
+
+
 def eval_params(state: TrainState) -> Any:
   """The `params` given to evaluators and `final_evaluation`: `state.params`,
   or `StatefulParams` when the model has state (BatchNorm statistics)."""
@@ -376,7 +388,7 @@ def _run(config, workdir, task, stop_at):
 
   init_state, init_key, abstract, state_sharding = _state_layout(
       config, task, tx, replicated)
-  restored = ckpt.restore_latest(abstract)
+  restored = ckpt.restore_latest(checkpoint_tree(abstract))
   if restored is None:
     t0 = time.time()
     state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
@@ -384,7 +396,8 @@ def _run(config, workdir, task, stop_at):
                  f"{sum(x.size for x in jax.tree.leaves(state.params)):,}",
                  time.time() - t0)
   else:
-    state, step = restored
+    tree, step = restored
+    state = TrainState(**tree)
     logging.info("Resumed from the checkpoint at step %d.", step)
   start_step = int(jax.device_get(state.step))
 
@@ -437,10 +450,10 @@ def _run(config, workdir, task, stop_at):
               writer.write(step, row, f"{name}/{split}")
         if ckpt.should_save(step, config.num_steps):
           _check_finite_step(step, metrics)
-          ckpt.save(step, state)
+          ckpt.save(step, checkpoint_tree(state))
         if preemption.should_stop(step) or step == stop_at:
           _check_finite_step(step, metrics)
-          ckpt.save(step, state)
+          ckpt.save(step, checkpoint_tree(state))
           ckpt.wait()
           logging.warning("Stopped early: saved the checkpoint of step %d; "
                           "run the same command to resume.", step)
@@ -503,15 +516,15 @@ def restore_trained(config: ml_collections.ConfigDict, workdir: str,
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 0,
                                     keep=2**31 - 1, async_save=False)
   try:
-    restored = ckpt.restore_latest(abstract)
+    restored = ckpt.restore_latest(checkpoint_tree(abstract))
   finally:
     ckpt.close()
   if restored is None:
     raise checkpointing.CheckpointError(
         f"{workdir} holds no checkpoint; train it first with python -m "
         f"crl.main --config=... --workdir={workdir}.")
-  state, step = restored
-  return eval_params(state), step
+  tree, step = restored
+  return eval_params(TrainState(**tree)), step
 
 
 def _flat_scalars(row: Mapping[str, Any]) -> dict[str, float]:
