@@ -14,7 +14,8 @@ configs/perceiver.py and configs/vit.py).
 Variants (`configs/resnet.py:<variant>`):
   (none)  ResNet-18 layout with a 'small' stem (3x3/1 conv, no max pool) for
           32 px images, width 16: 701,466 parameters for 10 classes.
-  tiny    ResNet-18 layout, width 4, a few steps; for tests.
+  tiny    ResNet-10 layout (one basic block per stage), width 4, a few
+          steps; for tests.
   18, 26, 50
           the standard ImageNet ResNets (7x7/2 stem, width 64; basic blocks
           for 18, bottleneck blocks for 26 and 50), the layouts of timm's
@@ -58,7 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         registry.MODELS, "resnet", depth=18, width=16, stem="small")
   elif variant == "tiny":
     c.model = config_lib.component_config(
-        registry.MODELS, "resnet", depth=18, width=4, stem="small")
+        registry.MODELS, "resnet", depth=10, width=4, stem="small")
   else:
     c.model = config_lib.component_config(registry.MODELS, "resnet",
                                           depth=int(variant))

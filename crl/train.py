@@ -343,7 +343,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
 
   Args:
     config: the experiment config (keys used here: seed, batch_size,
-      num_steps, log_every_steps, tensorboard, optimizer, checkpoint; `model`,
+      num_steps, log_every_steps, tensorboard, optimizer, checkpoint,
+      init_from (see `crl.pretrained`, fresh runs only); `model`,
       `seed`, `batch_size` and `data.name` identify the run for resuming).
     workdir: the run directory.
     task: what to train and evaluate (see `Task`).
@@ -356,17 +357,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
     written to `workdir/results.json`; `{"step", "preempted": True}` when
     stopped early.
   """
+  init = None
+  if config.get("init_from"):
+    # Read and checked before anything is written; a resumed run keeps its
+    # own checkpoint.
+    from crl import pretrained  # pylint: disable=g-import-not-at-top
+    if not pretrained.has_checkpoint(workdir):
+      init = pretrained.load(config, task)
   os.makedirs(workdir, exist_ok=True)
   lock = workdir_lib.WorkdirLock(workdir)
   if jax.process_index() == 0:
     lock.acquire()
   try:
-    return _run(config, workdir, task, stop_at)
+    return _run(config, workdir, task, stop_at, init)
   finally:
     lock.release()
 
 
-def _run(config, workdir, task, stop_at):
+def _run(config, workdir, task, stop_at, init=None):
   tx, schedule = make_optimizer(config.optimizer, config.batch_size,
                                 config.num_steps)
   # Evaluators first: their config errors must stop the run before anything
@@ -392,6 +400,13 @@ def _run(config, workdir, task, stop_at):
   if restored is None:
     t0 = time.time()
     state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
+    if init is not None:
+      params, model_state = init.apply(state.params, state.model_state)
+      state = jax.device_put(
+          state.replace(params=params, model_state=model_state,
+                        opt_state=tx.init(params)), state_sharding)
+      logging.info("Initialised all but the head (%s) from %s.",
+                   ", ".join(init.head), init.source)
     logging.info("Initialised %s with %s parameters in %.1fs.", task.name,
                  f"{sum(x.size for x in jax.tree.leaves(state.params)):,}",
                  time.time() - t0)

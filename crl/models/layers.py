@@ -415,6 +415,7 @@ class ModFeedForward(nn.Module):
     modfc_gain_init: see `ModFC`.
     layer_scale_init: LayerScale init, None for no LayerScale.
     drop_path: stochastic depth rate.
+    gelu_approximate: tanh-approximate GELU instead of the exact (erf) one.
   """
   features: int
   hidden: int
@@ -424,6 +425,7 @@ class ModFeedForward(nn.Module):
   modfc_gain_init: float = 0.1
   layer_scale_init: Optional[float] = None
   drop_path: float = 0.0
+  gelu_approximate: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, codes: jax.Array, *,
@@ -449,10 +451,10 @@ class ModFeedForward(nn.Module):
     if self.kind == "geglu":
       h = modfc(self.features, 2 * self.hidden, "fc1")(h, codes)
       a, gate = jnp.split(h, 2, axis=-1)
-      h = a * nn.gelu(gate, approximate=False)
+      h = a * nn.gelu(gate, approximate=self.gelu_approximate)
     else:
       h = nn.gelu(modfc(self.features, self.hidden, "fc1")(h, codes),
-                  approximate=False)
+                  approximate=self.gelu_approximate)
     h = modfc(self.hidden, self.features, "fc2")(h, codes)
     return _residual(x, h, self.layer_scale_init, self.drop_path,
                      deterministic, "ffn")

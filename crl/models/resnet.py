@@ -12,7 +12,7 @@ Blocks, as in timm's `resnet.py` (ResNet v1.5: the stride sits in the 3x3):
   bottleneck  conv1x1, norm, ReLU, conv3x3/s, norm, ReLU, conv1x1 (x4),
               norm, + shortcut, ReLU
   shortcut    identity, or conv1x1/s + norm when the shape changes.
-Depths: 18 = basic (2, 2, 2, 2), 34 = basic (3, 4, 6, 3),
+Depths: 10 = basic (1, 1, 1, 1), 18 = basic (2, 2, 2, 2), 34 = basic (3, 4, 6, 3),
 26 = bottleneck (2, 2, 2, 2), 50 = bottleneck (3, 4, 6, 3). Padding is
 explicit and symmetric (PyTorch's), so timm weights give timm's outputs.
 
@@ -48,6 +48,7 @@ from crl.models.perceiver import check_train_flag
 
 # depth -> (block kind, blocks per stage)
 DEPTHS = {
+    10: ("basic", (1, 1, 1, 1)),  # a small layout for tests and tiny runs
     18: ("basic", (2, 2, 2, 2)),
     26: ("bottleneck", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
@@ -120,7 +121,7 @@ class ResNet(nn.Module):
 
   Attributes:
     num_classes: output classes.
-    depth: 18, 26, 34 or 50 (see `DEPTHS`).
+    depth: 10, 18, 26, 34 or 50 (see `DEPTHS`).
     width: channels of the stem and of the first stage's 3x3 convs (64 in
       the standard ResNets).
     norm: 'batch' or 'group'.

@@ -143,7 +143,7 @@ def test_batch_norm_train_uses_and_updates_batch_statistics(tiny):
 
 
 @pytest.mark.parametrize("variant,params", [
-    ("", 701_466), ("tiny", 44_622), ("18", 11_181_642),
+    ("", 701_466), ("tiny", 19_902), ("18", 11_181_642),
     ("50", 23_528_522)])
 def test_config_variants(variant, params):
   path = os.path.join(helpers.ROOT, "configs/resnet.py")
