@@ -95,10 +95,6 @@ def load(config: Any, task: Any) -> Init:
   """
   path = os.path.expanduser(str(config.init_from))
   model = config.model.name
-  key = jax.random.PRNGKey(0)
-  want_params = jax.eval_shape(task.init_params, key)
-  want_state = (jax.eval_shape(task.init_model_state, key)
-                if hasattr(task, "init_model_state") else {})
   where = f"config.init_from={path!r}"
   if os.path.isdir(path):
     params, state = _from_run(path, model, where)
@@ -108,6 +104,10 @@ def load(config: Any, task: Any) -> Init:
         "(.npz, .safetensors).")
   else:
     params, state = _from_file(path, model, config.model, where)
+  key = jax.random.PRNGKey(0)
+  want_params = jax.eval_shape(task.init_params, key)
+  want_state = (jax.eval_shape(task.init_model_state, key)
+                if hasattr(task, "init_model_state") else {})
   head = tuple(families.HEADS.get(model, families.vit_head)(want_params))
   return Init(path, _fit(model, want_params, params, head, where),
               _fit(model, want_state, state, (), where), head)
@@ -187,7 +187,7 @@ def _from_file(path: str, model: str, model_config: Any,
       return vit_lib.from_big_vision(arrays), {}
     if layout == "timm ViT":
       return vit_lib.from_timm(arrays), {}
-    mean = tuple(model_config.get("pixel_mean", ()))
+    mean = tuple(model_config.get("pixel_mean", resnet_lib.IMAGENET_MEAN))
     if not np.allclose(mean, resnet_lib.IMAGENET_MEAN):
       logging.warning(
           "init_from: timm's ImageNet ResNets expect pixel_mean=%s, "
@@ -197,6 +197,11 @@ def _from_file(path: str, model: str, model_config: Any,
     return resnet_lib.from_timm(arrays)
   except keys_lib.LayoutError as e:
     raise PretrainedError(f"{where} is {e}.") from None
+
+
+def _listing(items: list[str], limit: int = 4) -> str:
+  more = f" and {len(items) - limit} more" if len(items) > limit else ""
+  return ", ".join(items[:limit]) + more
 
 
 def _fit(model: str, want: Any, have: Any, head: tuple[str, ...],
@@ -211,30 +216,32 @@ def _fit(model: str, want: Any, have: Any, head: tuple[str, ...],
   in_head = lambda k: k.split("/")[0] in head  # pylint: disable=unnecessary-lambda-assignment
   want = {k: v for k, v in _flat(want).items() if not in_head(k)}
   have = {k: v for k, v in _flat(have).items() if not in_head(k)}
-  out, problems = {}, []
+  out, missing, shapes = {}, [], []
   for k in sorted(want):
     shape = tuple(want[k].shape)
     if k not in have:
-      problems.append(f"{k} {shape} is not in the source")
+      missing.append(f"{k} {shape}")
       continue
     value = np.asarray(have[k])
     if value.shape != shape and k in adapters:
       try:
         value = adapters[k](value, shape)
       except ValueError as e:
-        problems.append(f"{k}: {e}")
+        shapes.append(f"{k} ({e})")
         continue
     if value.shape != shape:
-      problems.append(f"{k}: model {shape} vs source {value.shape}")
+      shapes.append(f"{k} model {shape} vs source {value.shape}")
       continue
     out[k] = value.astype(want[k].dtype)
-  problems += [f"{k} {tuple(np.shape(have[k]))} is not in the model"
-               for k in sorted(set(have) - set(want))]
-  if problems:
+  extra = [f"{k} {tuple(np.shape(have[k]))}"
+           for k in sorted(set(have) - set(want))]
+  if missing or extra or shapes:
+    parts = [f"{title}: {_listing(items)}" for title, items in (
+        ("other shapes", shapes), ("not in the source", missing),
+        ("not in the model", extra)) if items]
     raise PretrainedError(
-        f"{where} does not fit config.model ({model!r}): {len(problems)} "
-        f"array(s) differ: {'; '.join(problems[:6])}"
-        f"{' ...' if len(problems) > 6 else ''}; expected the same model "
-        f"config but the head ({', '.join(head) or 'none'}), which is "
-        "re-created.")
+        f"{where} does not fit config.model ({model!r}): "
+        f"{len(missing) + len(extra) + len(shapes)} array(s) differ; "
+        f"{'; '.join(parts)}; expected the same model config but the head "
+        f"({', '.join(head) or 'none'}), which is re-created.")
   return out

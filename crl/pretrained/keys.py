@@ -13,7 +13,8 @@ class LayoutError(ValueError):
 
 
 def _listing(keys: list[str]) -> str:
-  return ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else "")
+  more = f" and {len(keys) - 6} more" if len(keys) > 6 else ""
+  return ", ".join(keys[:6]) + more
 
 
 def check_keys(arrays: dict[str, np.ndarray], expected: set[str],

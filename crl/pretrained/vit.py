@@ -112,7 +112,7 @@ def from_big_vision(arrays: dict[str, np.ndarray],
     for name in ("Dense_0", "Dense_1"):
       expected |= {f"{b}{mlp}/{name}/kernel", f"{b}{mlp}/{name}/bias"}
   if depth == 0:
-    expected.add("Transformer/encoderblock_0/...")
+    expected.add("Transformer/encoderblock_0/*")
   check_keys(arrays, expected, optional, "big_vision ViT (.npz)")
 
   get = arrays.__getitem__
@@ -159,7 +159,7 @@ def from_timm(arrays: dict[str, np.ndarray],
                  "mlp.fc2"):
       expected |= {f"{b}{name}.weight", f"{b}{name}.bias"}
   if depth == 0:
-    expected.add("blocks.0....")
+    expected.add("blocks.0.*")
   check_keys(arrays, expected, {"cls_token"}, "timm ViT (.safetensors)")
 
   get = arrays.__getitem__
