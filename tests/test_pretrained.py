@@ -144,10 +144,23 @@ def test_timm_vit_matches_the_reference(tmp_path):
   np.testing.assert_allclose(logits, ref.timm_vit(w, x, HEADS), **TOL)
 
 
-def test_big_vision_vit_matches_the_reference(tmp_path):
+def _linen_names(key):
+  """big_vision's linen layout: per-type layer numbers, pos_embedding at the
+  top level, under 'params/'."""
+  for old, new in (("MultiHeadDotProductAttention_1",
+                    "MultiHeadDotProductAttention_0"),
+                   ("LayerNorm_2", "LayerNorm_1"), ("MlpBlock_3", "MlpBlock_0"),
+                   ("Transformer/posembed_input/", "")):
+    key = key.replace(old, new)
+  return "params/" + key
+
+
+@pytest.mark.parametrize("rename", [lambda k: "opt/target/" + k,
+                                    _linen_names])
+def test_big_vision_vit_matches_the_reference(tmp_path, rename):
   w = big_vision_file(np.random.default_rng(1))
   path = str(tmp_path / "vit.npz")
-  np.savez(path, **{f"opt/target/{k}": v for k, v in w.items()})
+  np.savez(path, **{rename(k): v for k, v in w.items()})
   with np.load(path) as f:
     params = vit_conv.from_big_vision({k: f[k] for k in f.files})
   x = _images(16)
