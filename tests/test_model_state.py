@@ -1,6 +1,10 @@
 """The train state's `model_state` (BatchNorm statistics): updated by the
-train step, used by evaluation, checkpointed and resumed exactly; and
-checkpoints written before the field existed still restore."""
+train step, used by evaluation, checkpointed and resumed exactly; checkpoints
+written before the field existed still restore; and a finished run
+initialises another (`--config.init_from=DIR`).
+
+One tiny ResNet run (`resnet_run`) serves all of them: compilation dominates.
+"""
 
 import os
 from typing import Any
@@ -9,6 +13,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from crl import checkpointing
 from crl import config_lib
@@ -21,9 +26,9 @@ def resnet_tiny(**overrides: Any):
   config = config_lib.load_config(
       os.path.join(helpers.ROOT, "configs/resnet.py:tiny"))
   config.unlock()
-  values = {"num_steps": 6, "log_every_steps": 1, "checkpoint.every_steps": 2,
+  values = {"num_steps": 4, "log_every_steps": 1, "checkpoint.every_steps": 2,
             "checkpoint.async_save": False, "final_eval.splits": "test",
-            "evals": {}, "data.eval_examples": 32}
+            "evals": {}, "data.eval_examples": 16, "data.resolution": 16}
   values.update(overrides)
   for key, value in values.items():
     section = config
@@ -43,10 +48,18 @@ def _newest(workdir):
   return jax.tree.map(np.asarray, tree)
 
 
-def test_batch_norm_statistics_are_trained_checkpointed_and_resumed(tmp_path):
+@pytest.fixture(scope="module")
+def resnet_run(tmp_path_factory):
+  """`(workdir, output)` of an uninterrupted tiny ResNet run."""
+  workdir = str(tmp_path_factory.mktemp("resnet") / "straight")
+  return workdir, train.train_and_evaluate(resnet_tiny(), workdir)
+
+
+def test_batch_norm_statistics_are_trained_checkpointed_and_resumed(
+    tmp_path, resnet_run):
   config = resnet_tiny()
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  full = train.train_and_evaluate(config, straight)
+  straight, full = resnet_run
+  resumed = str(tmp_path / "resumed")
   assert isinstance(full["params"], train.StatefulParams)
   stats = full["params"].model_state["batch_stats"]
   # Updated away from the initial running variance (ones).
@@ -68,7 +81,7 @@ def test_batch_norm_statistics_are_trained_checkpointed_and_resumed(tmp_path):
   from crl.tasks import classification  # pylint: disable=g-import-not-at-top
   task = classification.ClassificationTask(config)
   restored, step = train.restore_trained(config, straight, task)
-  assert step == 6
+  assert step == 4
   jax.tree.map(np.testing.assert_array_equal,
                jax.device_get(restored.model_state),
                jax.device_get(full["params"].model_state))
@@ -111,3 +124,36 @@ def test_checkpoints_without_model_state_still_restore(tmp_path):
   (tree, step) = ckpt.restore_latest(train.checkpoint_tree(abstract))
   ckpt.close()
   assert step == 8 and train.eval_params(train.TrainState(**tree)) is not None
+
+
+def test_init_from_a_run_directory(tmp_path, resnet_run):
+  source, out = resnet_run
+  trained = jax.device_get(out["params"])
+
+  # A 4-class target, learning rate 0: after its one step the backbone is
+  # still the source's, the head is new, BatchNorm statistics moved on.
+  target = str(tmp_path / "target")
+  config = resnet_tiny(**{"init_from": source, "data.num_classes": 4,
+                          "num_steps": 1, "optimizer.base_learning_rate": 0.0})
+  got = jax.device_get(train.train_and_evaluate(config, target)["params"])
+  for k in ("stem_conv", "stage3_block0"):
+    jax.tree.map(np.testing.assert_array_equal, got.params[k],
+                 trained.params[k])
+  assert got.params["classifier"]["kernel"].shape == (32, 4)
+
+  # A resumed run keeps its checkpoint: init_from is not even read.
+  config = resnet_tiny(**{"init_from": str(tmp_path / "gone"),
+                          "data.num_classes": 4, "num_steps": 1})
+  assert train.train_and_evaluate(config, target)["step"] == 1
+
+  # Another model's run: one line, exit 2, nothing written.
+  bad = str(tmp_path / "bad")
+  proc = helpers.run_main("--config=configs/vit.py:tiny",
+                          f"--workdir={bad}", f"--config.init_from={source}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last == (f"crl: error: config.init_from={source!r} is a run of "
+                  "model 'resnet' but config.model.name is 'vit'; expected a "
+                  "run of the same model.")
+  assert not os.path.exists(bad)

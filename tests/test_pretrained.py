@@ -3,7 +3,6 @@ independent numpy forward pass (tests/reference_nets.py) on random weights
 of exactly the files' layouts; run directories initialise the backbone;
 bad sources fail with one line naming the problem."""
 
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,15 +11,12 @@ import numpy as np
 import pytest
 from safetensors import numpy as st_numpy
 
-from crl import config_lib
 from crl import pretrained
 from crl import registry
-from crl import train
 from crl.models.resnet import ResNet
 from crl.models.vit import ViT
 from crl.pretrained import resnet as resnet_conv
 from crl.pretrained import vit as vit_conv
-from tests import helpers
 from tests import reference_nets as ref
 
 D, HEADS, DEPTH, MLP, PATCH, CLASSES = 16, 2, 2, 32, 4, 5
@@ -303,62 +299,6 @@ def test_a_file_of_another_size_names_the_arrays(tmp_path):
   with pytest.raises(pretrained.PretrainedError, match="does not exist"):
     pretrained.load(_config(tmp_path / "nope.npz", "vit"),
                     _ModelTask(model, 16))
-
-
-# Run directories ---------------------------------------------------------------
-
-
-def _resnet_tiny(**overrides):
-  config = config_lib.load_config(
-      os.path.join(helpers.ROOT, "configs/resnet.py:tiny"))
-  config.unlock()
-  values = {"num_steps": 2, "log_every_steps": 1, "checkpoint.every_steps": 2,
-            "checkpoint.async_save": False, "final_eval.splits": "test",
-            "evals": {}, "data.eval_examples": 16, "data.resolution": 16}
-  values.update(overrides)
-  for key, value in values.items():
-    section = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      section = section[p]
-    section[leaf] = value
-  config.lock()
-  return config
-
-
-def test_init_from_a_run_directory(tmp_path):
-  source = str(tmp_path / "source")
-  out = train.train_and_evaluate(_resnet_tiny(), source)
-  trained = jax.device_get(out["params"])
-
-  # A 4-class target, learning rate 0: after its one step the backbone is
-  # still the source's, the head is new, BatchNorm statistics moved on.
-  target = str(tmp_path / "target")
-  config = _resnet_tiny(**{"init_from": source, "data.num_classes": 4,
-                           "num_steps": 1,
-                           "optimizer.base_learning_rate": 0.0})
-  got = jax.device_get(train.train_and_evaluate(config, target)["params"])
-  for k in ("stem_conv", "stage3_block0"):
-    jax.tree.map(np.testing.assert_array_equal, got.params[k],
-                 trained.params[k])
-  assert got.params["classifier"]["kernel"].shape == (32, 4)
-
-  # A resumed run keeps its checkpoint: init_from is not even read.
-  config = _resnet_tiny(**{"init_from": str(tmp_path / "gone"),
-                           "data.num_classes": 4, "num_steps": 1})
-  assert train.train_and_evaluate(config, target)["step"] == 1
-
-  # Another model's run: one line, exit 2, nothing written.
-  bad = str(tmp_path / "bad")
-  proc = helpers.run_main("--config=configs/vit.py:tiny",
-                          f"--workdir={bad}", f"--config.init_from={source}")
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert "Traceback" not in proc.stderr
-  last = proc.stderr.strip().splitlines()[-1]
-  assert last == (f"crl: error: config.init_from={source!r} is a run of "
-                  "model 'resnet' but config.model.name is 'vit'; expected a "
-                  "run of the same model.")
-  assert not os.path.exists(bad)
 
 
 def test_every_registered_classifier_names_its_head():
