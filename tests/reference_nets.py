@@ -19,6 +19,8 @@ Images are `[batch, height, width, 3]` in [0, 1]; everything in float64.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import special
 
@@ -147,7 +149,7 @@ def max_pool_3x3_s2(x):
 def timm_resnet(w, images, mean, std):
   """Logits of a timm ResNet state dict `w` (eval mode)."""
   w = {k: np.asarray(v, np.float64) for k, v in w.items()}
-  relu = lambda t: np.maximum(t, 0.0)  # pylint: disable=unnecessary-lambda-assignment
+  relu = functools.partial(np.maximum, 0.0)
   x = (np.asarray(images, np.float64) - np.asarray(mean)) / np.asarray(std)
   x = relu(batch_norm(conv2d(x, w["conv1.weight"], 2, 3), w, "bn1"))
   x = max_pool_3x3_s2(x)

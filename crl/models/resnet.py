@@ -12,8 +12,8 @@ Blocks, as in timm's `resnet.py` (ResNet v1.5: the stride sits in the 3x3):
   bottleneck  conv1x1, norm, ReLU, conv3x3/s, norm, ReLU, conv1x1 (x4),
               norm, + shortcut, ReLU
   shortcut    identity, or conv1x1/s + norm when the shape changes.
-Depths: 10 = basic (1, 1, 1, 1), 18 = basic (2, 2, 2, 2), 34 = basic (3, 4, 6, 3),
-26 = bottleneck (2, 2, 2, 2), 50 = bottleneck (3, 4, 6, 3). Padding is
+Depths: 10 = basic (1, 1, 1, 1), 18 = basic (2, 2, 2, 2),
+34 = basic (3, 4, 6, 3), 26 = bottleneck (2, 2, 2, 2), 50 = bottleneck (3, 4, 6, 3). Padding is
 explicit and symmetric (PyTorch's), so timm weights give timm's outputs.
 
 Norms: 'batch' (BatchNorm, eps 1e-5; its running mean and variance live in

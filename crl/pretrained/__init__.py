@@ -131,10 +131,20 @@ def _from_run(run_dir: str, model: str, where: str) -> tuple[Any, Any]:
   reader = ocp.CheckpointManager(
       directory, item_handlers=ocp.StandardCheckpointHandler(),
       options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  metadata = None
   try:
-    metadata = reader.item_metadata(reader.latest_step())
+    for step in sorted(reader.all_steps(), reverse=True):
+      try:
+        metadata = reader.item_metadata(step)
+        break
+      except Exception:  # pylint: disable=broad-except
+        logging.warning("init_from: cannot read the metadata of step %d in "
+                        "%s; trying the previous one.", step, directory)
   finally:
     reader.close()
+  if metadata is None:
+    raise PretrainedError(f"{where}: none of the checkpoints in {directory} "
+                          "can be read.")
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype,
@@ -213,9 +223,10 @@ def _fit(model: str, want: Any, have: Any, head: tuple[str, ...],
       another shape.
   """
   adapters = families.ADAPTERS.get(model, {})
-  in_head = lambda k: k.split("/")[0] in head  # pylint: disable=unnecessary-lambda-assignment
-  want = {k: v for k, v in _flat(want).items() if not in_head(k)}
-  have = {k: v for k, v in _flat(have).items() if not in_head(k)}
+  want = {k: v for k, v in _flat(want).items()
+          if k.split("/")[0] not in head}
+  have = {k: v for k, v in _flat(have).items()
+          if k.split("/")[0] not in head}
   out, missing, shapes = {}, [], []
   for k in sorted(want):
     shape = tuple(want[k].shape)

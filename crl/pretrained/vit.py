@@ -163,8 +163,13 @@ def from_timm(arrays: dict[str, np.ndarray],
   check_keys(arrays, expected, {"cls_token"}, "timm ViT (.safetensors)")
 
   get = arrays.__getitem__
-  dense = lambda k: (get(f"{k}.weight").T, get(f"{k}.bias"))  # pylint: disable=unnecessary-lambda-assignment
-  norm = lambda k: (get(f"{k}.weight"), get(f"{k}.bias"))  # pylint: disable=unnecessary-lambda-assignment
+
+  def dense(k):
+    return get(f"{k}.weight").T, get(f"{k}.bias")
+
+  def norm(k):
+    return get(f"{k}.weight"), get(f"{k}.bias")
+
   blocks = []
   for i in range(depth):
     b = f"blocks.{i}."
