@@ -108,7 +108,12 @@ def load(config: Any, task: Any) -> Init:
   want_params = jax.eval_shape(task.init_params, key)
   want_state = (jax.eval_shape(task.init_model_state, key)
                 if hasattr(task, "init_model_state") else {})
-  head = tuple(families.HEADS.get(model, families.vit_head)(want_params))
+  if model not in families.HEADS:
+    raise PretrainedError(
+        f"{where}: model {model!r} names no head; add its head function to "
+        "crl.pretrained.families.HEADS (known: "
+        f"{', '.join(sorted(families.HEADS))}).")
+  head = tuple(families.HEADS[model](want_params))
   return Init(path, _fit(model, want_params, params, head, where),
               _fit(model, want_state, state, (), where), head)
 

@@ -6,7 +6,9 @@ model's own regulariser (`aux['reg_loss']`); evaluators named in
 table is printed and written to `results.json`.
 
 The model call convention is `logits, aux = model.apply({'params': p},
-batch[input_key], train=bool, rngs={'dropout', 'sample'})`; datasets name
+batch[input_key], train=bool, rngs={'dropout', 'sample'})`; a model with
+`has_state` (BatchNorm's `batch_stats`) is applied with its state, mutable
+in training (`crl.train.TrainState.model_state`); datasets name
 their input (`input_key`, default 'image', and `input_shape`, default
 `image_shape`).
 """

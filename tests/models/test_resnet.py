@@ -57,6 +57,15 @@ def test_bottleneck_and_group_norm_layouts():
   assert set(block["norm1"]) == {"gn"}
   assert sorted(k for k in v["params"] if k.startswith("stage")) == [
       f"stage{s}_block{b}" for s in range(1, 5) for b in range(2)]
+  # GroupNorm: no state, the same function in train and eval mode.
+  model = ResNet(num_classes=3, depth=10, width=4, norm="group", num_groups=2)
+  x = _images(2, 8)
+  variables = model.init(jax.random.key(0), x, train=False)
+  assert set(variables) == {"params"}
+  a, _ = model.apply(variables, x, train=True)
+  b, _ = model.apply(variables, x, train=False)
+  chex.assert_shape(a, (2, 3))
+  np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("field,value,message", [
