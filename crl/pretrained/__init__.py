@@ -96,6 +96,11 @@ def load(config: Any, task: Any) -> Init:
   path = os.path.expanduser(str(config.init_from))
   model = config.model.name
   where = f"config.init_from={path!r}"
+  if model not in families.HEADS:
+    raise PretrainedError(
+        f"{where}: model {model!r} names no head; add its head function to "
+        "crl.pretrained.families.HEADS (known: "
+        f"{', '.join(sorted(families.HEADS))}).")
   if os.path.isdir(path):
     params, state = _from_run(path, model, where)
   elif not os.path.exists(path):
@@ -108,11 +113,6 @@ def load(config: Any, task: Any) -> Init:
   want_params = jax.eval_shape(task.init_params, key)
   want_state = (jax.eval_shape(task.init_model_state, key)
                 if hasattr(task, "init_model_state") else {})
-  if model not in families.HEADS:
-    raise PretrainedError(
-        f"{where}: model {model!r} names no head; add its head function to "
-        "crl.pretrained.families.HEADS (known: "
-        f"{', '.join(sorted(families.HEADS))}).")
   head = tuple(families.HEADS[model](want_params))
   return Init(path, _fit(model, want_params, params, head, where),
               _fit(model, want_state, state, (), where), head)
