@@ -31,6 +31,7 @@ setup(
         "networkx>=3.2",
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        "safetensors>=0.4",  # --config.init_from=FILE.safetensors
     ],
     extras_require={
         "test": [

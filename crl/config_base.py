@@ -29,6 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
       end_learning_rate_factor=0.01, weight_decay=0.05, clip_norm=1.0,
       b1=0.9, b2=0.999, eps=1e-8))
   c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.1))
+  # A run directory or a weights file (.npz, .safetensors) whose backbone
+  # initialises a fresh run (crl.pretrained); '' for none.
+  c.init_from = ""
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3,
                                                 async_save=True))
   # Periodic evaluation on the in-distribution test split.

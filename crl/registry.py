@@ -49,6 +49,7 @@ MODELS = Registry("model", {
     "nac": "crl.models.nac:NAC",
     "perceiver_io": "crl.models.perceiver:PerceiverIO",
     "vit": "crl.models.vit:ViT",
+    "resnet": "crl.models.resnet:ResNet",
     "interpreters": "crl.models.interpreters:NeuralInterpreter",
     "mlp": "crl.models.mlp:MLP",
     "cnn": "crl.models.cnn:ConvNet",

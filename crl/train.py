@@ -19,6 +19,7 @@ Workdir: `config.json`, `checkpoints/`, `metrics.jsonl`, TensorBoard events,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -52,10 +53,53 @@ class NonFiniteError(FloatingPointError):
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything that changes during training (the data position is `step`)."""
+  """Everything that changes during training (the data position is `step`).
+
+  `model_state` holds the model's non-trained variable collections (e.g.
+  `{'batch_stats': ...}` of BatchNorm), updated by the train step; it is `{}`
+  for models without any (and in checkpoints written before it existed,
+  which restore unchanged).
+  """
   step: jax.Array
   params: Any
   opt_state: Any
+  model_state: Any = flax.struct.field(default_factory=dict)
+
+
+@flax.struct.dataclass
+class StatefulParams:
+  """What evaluators receive for a model with `model_state`: the parameters
+  and the state they are applied with (`model_variables` unpacks both)."""
+  params: Any
+  model_state: Any
+
+
+def checkpoint_tree(state: TrainState) -> dict[str, Any]:
+  """What is checkpointed of `state` (also of its abstract form): its fields,
+  without an empty `model_state`, so that the checkpoints of models without
+  state keep the layout of those written before the field existed (and
+  both restore). `TrainState(**tree)` is the inverse."""
+  tree = {"step": state.step, "params": state.params,
+          "opt_state": state.opt_state}
+  if state.model_state:
+    tree["model_state"] = state.model_state
+  return tree
+
+
+def eval_params(state: TrainState) -> Any:
+  """The `params` given to evaluators and `final_evaluation`: `state.params`,
+  or `StatefulParams` when the model has state (BatchNorm statistics)."""
+  if not state.model_state:
+    return state.params
+  return StatefulParams(state.params, state.model_state)
+
+
+def model_variables(params: Any) -> dict[str, Any]:
+  """`{'params': ..., **model_state}` for `model.apply` from what
+  `eval_params` returned."""
+  if isinstance(params, StatefulParams):
+    return {"params": params.params, **params.model_state}
+  return {"params": params}
 
 
 class Evaluator(Protocol):
@@ -79,6 +123,11 @@ class Task(Protocol):
 
   def init_params(self, key: jax.Array) -> Any:
     """Fresh parameters (pure; traced under `eval_shape` and `jit`)."""
+
+  # Optional, for models with state (BatchNorm): `init_model_state(key)`
+  # returns the initial `model_state` (same key as `init_params`); `loss`
+  # then also gets `model_state=` and returns the updated state as
+  # `metrics['model_state']`.
 
   def loss(self, params: Any, batch: dict[str, jax.Array],
            rngs: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, Any]]:
@@ -159,8 +208,13 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     rngs = step_rngs(seed, state.step)
+    loss_fn = task.loss
+    if state.model_state:  # the pytree's structure: a Python-level choice
+      loss_fn = functools.partial(task.loss, model_state=state.model_state)
     (loss, task_metrics), grads = jax.value_and_grad(
-        task.loss, has_aux=True)(state.params, batch, rngs)
+        loss_fn, has_aux=True)(state.params, batch, rngs)
+    task_metrics = dict(task_metrics)
+    model_state = task_metrics.pop("model_state", state.model_state)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite_grads = jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
@@ -174,7 +228,7 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
         "finite_grad_leaves": finite_grads,
     }
     new_state = state.replace(step=state.step + 1, params=params,
-                              opt_state=opt_state)
+                              opt_state=opt_state, model_state=model_state)
     return new_state, metrics
 
   return train_step
@@ -289,7 +343,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
 
   Args:
     config: the experiment config (keys used here: seed, batch_size,
-      num_steps, log_every_steps, tensorboard, optimizer, checkpoint; `model`,
+      num_steps, log_every_steps, tensorboard, optimizer, checkpoint,
+      init_from (see `crl.pretrained`, fresh runs only); `model`,
       `seed`, `batch_size` and `data.name` identify the run for resuming).
     workdir: the run directory.
     task: what to train and evaluate (see `Task`).
@@ -302,17 +357,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
     written to `workdir/results.json`; `{"step", "preempted": True}` when
     stopped early.
   """
+  init = None
+  if config.get("init_from"):
+    # Read and checked before anything is written; a resumed run keeps its
+    # own checkpoint.
+    from crl import pretrained  # pylint: disable=g-import-not-at-top
+    if not pretrained.has_checkpoint(workdir):
+      init = pretrained.load(config, task)
   os.makedirs(workdir, exist_ok=True)
   lock = workdir_lib.WorkdirLock(workdir)
   if jax.process_index() == 0:
     lock.acquire()
   try:
-    return _run(config, workdir, task, stop_at)
+    return _run(config, workdir, task, stop_at, init)
   finally:
     lock.release()
 
 
-def _run(config, workdir, task, stop_at):
+def _run(config, workdir, task, stop_at, init=None):
   tx, schedule = make_optimizer(config.optimizer, config.batch_size,
                                 config.num_steps)
   # Evaluators first: their config errors must stop the run before anything
@@ -334,15 +396,23 @@ def _run(config, workdir, task, stop_at):
 
   init_state, init_key, abstract, state_sharding = _state_layout(
       config, task, tx, replicated)
-  restored = ckpt.restore_latest(abstract)
+  restored = ckpt.restore_latest(checkpoint_tree(abstract))
   if restored is None:
     t0 = time.time()
     state = jax.jit(init_state, out_shardings=state_sharding)(init_key)
+    if init is not None:
+      params, model_state = init.apply(state.params, state.model_state)
+      state = jax.device_put(
+          state.replace(params=params, model_state=model_state,
+                        opt_state=tx.init(params)), state_sharding)
+      logging.info("Initialised all but the head (%s) from %s.",
+                   ", ".join(init.head), init.source)
     logging.info("Initialised %s with %s parameters in %.1fs.", task.name,
                  f"{sum(x.size for x in jax.tree.leaves(state.params)):,}",
                  time.time() - t0)
   else:
-    state, step = restored
+    tree, step = restored
+    state = TrainState(**tree)
     logging.info("Resumed from the checkpoint at step %d.", step)
   start_step = int(jax.device_get(state.step))
 
@@ -391,14 +461,14 @@ def _run(config, workdir, task, stop_at):
         for name, (evaluator, every) in evaluators.items():
           if every and (step % every == 0 or step == config.num_steps):
             _check_finite_step(step, metrics)
-            for split, row in evaluator.run(state.params).items():
+            for split, row in evaluator.run(eval_params(state)).items():
               writer.write(step, row, f"{name}/{split}")
         if ckpt.should_save(step, config.num_steps):
           _check_finite_step(step, metrics)
-          ckpt.save(step, state)
+          ckpt.save(step, checkpoint_tree(state))
         if preemption.should_stop(step) or step == stop_at:
           _check_finite_step(step, metrics)
-          ckpt.save(step, state)
+          ckpt.save(step, checkpoint_tree(state))
           ckpt.wait()
           logging.warning("Stopped early: saved the checkpoint of step %d; "
                           "run the same command to resume.", step)
@@ -414,14 +484,14 @@ def _run(config, workdir, task, stop_at):
     return {"step": step, "preempted": True}
 
   final_step = int(jax.device_get(state.step))
-  out = task.final_evaluation(state.params, final_step)
+  out = task.final_evaluation(eval_params(state), final_step)
   for split, row in out.get("results", {}).items():
     writer.write(final_step, _flat_scalars(row), f"final/{split}")
   writer.close()
   out = {"step": final_step, **out}
   if jax.process_index() == 0:
     workdir_lib.write_json_atomic(os.path.join(workdir, "results.json"), out)
-  out["params"] = state.params
+  out["params"] = eval_params(state)
   return out
 
 
@@ -430,8 +500,10 @@ def _state_layout(config, task, tx, replicated):
 
   def init_state(key):
     params = task.init_params(key)
+    model_state = (task.init_model_state(key)
+                   if hasattr(task, "init_model_state") else {})
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params))
+                      opt_state=tx.init(params), model_state=model_state)
 
   init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x1417)
   abstract = jax.eval_shape(init_state, init_key)
@@ -445,7 +517,8 @@ def _state_layout(config, task, tx, replicated):
 def restore_trained(config: ml_collections.ConfigDict, workdir: str,
                     task: Task) -> tuple[Any, int]:
   """`(params, step)` of the newest readable checkpoint of a finished or
-  stopped run in `workdir` (for analysis, fine-tuning, evaluation).
+  stopped run in `workdir` (for analysis, fine-tuning, evaluation); `params`
+  as `eval_params` gives them (`StatefulParams` for models with state).
 
   Raises:
     CheckpointError: there is no checkpoint, or none matches the model.
@@ -458,15 +531,15 @@ def restore_trained(config: ml_collections.ConfigDict, workdir: str,
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), 0,
                                     keep=2**31 - 1, async_save=False)
   try:
-    restored = ckpt.restore_latest(abstract)
+    restored = ckpt.restore_latest(checkpoint_tree(abstract))
   finally:
     ckpt.close()
   if restored is None:
     raise checkpointing.CheckpointError(
         f"{workdir} holds no checkpoint; train it first with python -m "
         f"crl.main --config=... --workdir={workdir}.")
-  state, step = restored
-  return state.params, step
+  tree, step = restored
+  return eval_params(TrainState(**tree)), step
 
 
 def _flat_scalars(row: Mapping[str, Any]) -> dict[str, float]:

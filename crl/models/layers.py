@@ -477,6 +477,7 @@ class ModFeedForward(nn.Module):
     drop_path: stochastic depth rate.
     norm_eps: epsilon of the LayerNorm (and of ModFC's scale norm).
     init_scheme: weight initialisation scheme, see `INIT_SCHEMES`.
+    gelu_approximate: tanh-approximate GELU instead of the exact (erf) one.
   """
   features: int
   hidden: int
@@ -488,6 +489,7 @@ class ModFeedForward(nn.Module):
   drop_path: float = 0.0
   norm_eps: float = 1e-6
   init_scheme: str = "crl"
+  gelu_approximate: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, codes: jax.Array, *,
@@ -515,10 +517,10 @@ class ModFeedForward(nn.Module):
     if self.kind == "geglu":
       h = modfc(self.features, 2 * self.hidden, "fc1")(h, codes)
       a, gate = jnp.split(h, 2, axis=-1)
-      h = a * nn.gelu(gate, approximate=False)
+      h = a * nn.gelu(gate, approximate=self.gelu_approximate)
     else:
       h = nn.gelu(modfc(self.features, self.hidden, "fc1")(h, codes),
-                  approximate=False)
+                  approximate=self.gelu_approximate)
     h = modfc(self.hidden, self.features, "fc2")(h, codes)
     return _residual(x, h, self.layer_scale_init, self.drop_path,
                      deterministic, "ffn")

@@ -58,6 +58,8 @@ class ViT(nn.Module):
     qkv_bias: bias in query/key/value projections.
     layer_scale_init: LayerScale init; None for no LayerScale.
     drop_path: stochastic depth rate of every residual branch.
+    gelu_approximate: tanh-approximate GELU in the MLPs (as big_vision's
+      ViTs); False: the exact GELU (as timm's).
   """
   num_classes: int = 10
   patch_size: int = 4
@@ -71,6 +73,7 @@ class ViT(nn.Module):
   qkv_bias: bool = False
   layer_scale_init: Optional[float] = None
   drop_path: float = 0.0
+  gelu_approximate: bool = False
 
   def __post_init__(self):
     self._validate()
@@ -144,6 +147,7 @@ class ViT(nn.Module):
       x = layers.ModFeedForward(
           self.d_model, self.mlp_hidden, 1, self.ffn, modfc_mode="dense",
           layer_scale_init=self.layer_scale_init, drop_path=self.drop_path,
+          gelu_approximate=self.gelu_approximate,
           name=f"block{layer}_mlp")(x, None, deterministic=deterministic)
 
     x = nn.LayerNorm(name="encoder_norm")(x)

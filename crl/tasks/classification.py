@@ -6,7 +6,9 @@ model's own regulariser (`aux['reg_loss']`); evaluators named in
 table is printed and written to `results.json`.
 
 The model call convention is `logits, aux = model.apply({'params': p},
-batch[input_key], train=bool, rngs={'dropout', 'sample'})`; datasets name
+batch[input_key], train=bool, rngs={'dropout', 'sample'})`; a model with
+`has_state` (BatchNorm's `batch_stats`) is applied with its state, mutable
+in training (`crl.train.TrainState.model_state`); datasets name
 their input (`input_key`, default 'image', and `input_shape`, default
 `image_shape`).
 """
@@ -84,23 +86,42 @@ class ClassificationTask:
     rngs = train.eval_rngs(config.seed)
     self.predict_fn = jax.jit(
         lambda params, batch: self.model.apply(
-            {"params": params}, batch[self.input_key], train=False,
-            rngs=rngs)[0],
+            train.model_variables(params), batch[self.input_key],
+            train=False, rngs=rngs)[0],
         out_shardings=self.pipeline.sharding)
 
   # Training ------------------------------------------------------------------
 
-  def init_params(self, key: jax.Array) -> Any:
+  def _init_variables(self, key: jax.Array) -> dict[str, Any]:
     dummy = jnp.zeros((2, *self.input_shape), jnp.float32)
     k_params, k_sample, k_dropout = jax.random.split(key, 3)
     return self.model.init({"params": k_params, "sample": k_sample,
-                            "dropout": k_dropout}, dummy, train=False)["params"]
+                            "dropout": k_dropout}, dummy, train=False)
+
+  def init_params(self, key: jax.Array) -> Any:
+    return self._init_variables(key)["params"]
+
+  def init_model_state(self, key: jax.Array) -> dict[str, Any]:
+    """The model's other variable collections (BatchNorm's `batch_stats`);
+    `{}` unless the model says it has some (`model.has_state`)."""
+    if not getattr(self.model, "has_state", False):
+      return {}
+    return {k: v for k, v in self._init_variables(key).items()
+            if k != "params"}
 
   def loss(self, params: Any, batch: dict[str, jax.Array],
-           rngs: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, Any]]:
-    logits, aux = self.model.apply({"params": params}, batch[self.input_key],
-                                   train=True, rngs=rngs)
-    return self.objective(logits, aux, batch)
+           rngs: dict[str, jax.Array], model_state: Any = None
+           ) -> tuple[jax.Array, dict[str, Any]]:
+    if not model_state:
+      logits, aux = self.model.apply({"params": params},
+                                     batch[self.input_key], train=True,
+                                     rngs=rngs)
+      return self.objective(logits, aux, batch)
+    (logits, aux), new_state = self.model.apply(
+        {"params": params, **model_state}, batch[self.input_key], train=True,
+        rngs=rngs, mutable=list(model_state))
+    loss, metrics = self.objective(logits, aux, batch)
+    return loss, {**metrics, "model_state": new_state}
 
   def objective(self, logits: jax.Array, aux: dict[str, Any],
                 batch: dict[str, jax.Array]) -> tuple[jax.Array,
