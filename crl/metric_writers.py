@@ -63,6 +63,41 @@ class MetricWriter:
       self._tb.close()
 
 
+def drop_rows_after(workdir: str, step: int) -> int:
+  """Drops the rows of `workdir/metrics.jsonl` that a resumed run rewrites.
+
+  Those are the rows after `step` (the restored checkpoint), the final
+  evaluation's rows (`final/...`, rewritten whenever the run is run again)
+  and a line cut short by a kill. The file is replaced atomically. Returns
+  the number of rows dropped. (TensorBoard event files are append-only and
+  keep the old rows; TensorBoard shows the newest value of a step.)
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+      ok = (line.endswith("\n") and int(row["step"]) <= step and
+            not str(row.get("split", "")).startswith("final/"))
+    except (ValueError, KeyError, TypeError):
+      ok = False
+    if ok:
+      kept.append(line)
+  if len(kept) == len(lines):
+    return 0
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
+  logging.info("metrics.jsonl: dropped %d row(s) after step %d (rewritten "
+               "by this run).", len(lines) - len(kept), step)
+  return len(lines) - len(kept)
+
+
 def format_seconds(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)

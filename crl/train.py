@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
@@ -38,6 +37,7 @@ import optax
 from crl import checkpointing
 from crl import config_lib
 from crl import metric_writers
+from crl import preemption as preemption_lib
 from crl import registry
 from crl import workdir as workdir_lib
 
@@ -232,37 +232,34 @@ def check_resume_compatible(config: ml_collections.ConfigDict,
         "\nUse a new --workdir to train this config.")
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag checked once per step (single process).
+_PREVIOUS_RUN_FILES = ("config.json", "metrics.jsonl", "results.json")
 
-  With several processes, JAX's coordination service decides at which step
-  every process saves (`multihost_utils.reached_preemption_sync_point`).
+
+def check_no_previous_run(workdir: str) -> None:
+  """Refuses a workdir with a previous run's records but no checkpoint.
+
+  Such a run stopped before its first checkpoint was committed, or its
+  checkpoints were deleted or found broken; starting again would append a
+  second run to its files.
   """
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    if jax.process_count() == 1:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    logging.warning("SIGTERM received: finishing the step, then saving.")
-    self.requested = True
-
-  def should_stop(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self.requested
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+  found = [f for f in _PREVIOUS_RUN_FILES
+           if os.path.exists(os.path.join(workdir, f))]
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  broken = sorted(d for d in os.listdir(ckpt_dir)
+                  if d.startswith(checkpointing.BROKEN_PREFIX)
+                  ) if os.path.isdir(ckpt_dir) else []
+  if broken:
+    found.append(f"{len(broken)} broken checkpoint(s) in checkpoints/")
+  if found:
+    raise checkpointing.CheckpointError(
+        f"{workdir} holds a previous run ({', '.join(found)}) but no usable "
+        "checkpoint, so it cannot be resumed; nothing was changed. To start "
+        "over, move that workdir away (or delete it), or use another "
+        "--workdir.")
 
 
-def _nonfinite_message(step: int, metrics: dict[str, Any]) -> str:
+def _nonfinite_message(step: int, metrics: dict[str, Any],
+                       saved: int | None) -> str:
   host = jax.device_get(metrics)
   what = []
   if not bool(host["finite_loss"]):
@@ -273,9 +270,13 @@ def _nonfinite_message(step: int, metrics: dict[str, Any]) -> str:
   if bad:
     what.append(f"gradients of {len(bad)} parameter(s), first "
                 f"{', '.join(bad[:3])}")
-  return (f"Non-finite values at step {step}: {'; '.join(what)}. The last "
-          "good checkpoint is kept; lower the learning rate, check the data, "
-          "or resume from it.")
+  if saved:
+    keep = (f"The newest checkpoint (step {saved}) is kept; lower the "
+            "learning rate or check the data, then rerun (it resumes there).")
+  else:
+    keep = ("No checkpoint was saved before it; lower the learning rate or "
+            "check the data, then start over in a new --workdir.")
+  return f"Non-finite values at step {step}: {'; '.join(what)}. {keep}"
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -300,14 +301,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
   Returns:
     `{"step": final step, ...}` with the task's final evaluation, also
     written to `workdir/results.json`; `{"step", "preempted": True}` when
-    stopped early.
+    stopped early (by `stop_at`, or by SIGTERM at any point: see
+    `crl.preemption`).
+
+  Raises:
+    CheckpointError: the workdir holds a previous run's records but no
+      checkpoint (never restarted silently), or checkpoints that cannot be
+      used.
   """
   os.makedirs(workdir, exist_ok=True)
   lock = workdir_lib.WorkdirLock(workdir)
   if jax.process_index() == 0:
     lock.acquire()
   try:
-    return _run(config, workdir, task, stop_at)
+    with preemption_lib.handler():
+      return _run(config, workdir, task, stop_at)
+  except preemption_lib.Preempted as e:
+    logging.warning("%s (%s)", e, workdir)
+    return {"step": e.step, "preempted": True}
   finally:
     lock.release()
 
@@ -325,6 +336,8 @@ def _run(config, workdir, task, stop_at):
       config.checkpoint.keep, async_save=config.checkpoint.async_save)
   if ckpt.steps():
     check_resume_compatible(config, workdir)
+  else:
+    check_no_previous_run(workdir)
   if jax.process_count() > 1:
     # Every process has read the old config.json before process 0 replaces it.
     multihost_utils.sync_global_devices("crl:config_checked")
@@ -345,6 +358,8 @@ def _run(config, workdir, task, stop_at):
     state, step = restored
     logging.info("Resumed from the checkpoint at step %d.", step)
   start_step = int(jax.device_get(state.step))
+  if jax.process_index() == 0:
+    metric_writers.drop_rows_after(workdir, start_step)
 
   train_step = jax.jit(
       make_train_step(task, tx, schedule, config.seed),
@@ -357,7 +372,8 @@ def _run(config, workdir, task, stop_at):
   step = start_step
   stopped_early = False
   try:
-    with _Preemption() as preemption:
+    # Periodic evaluations finish; the step is saved, then the loop stops.
+    with preemption_lib.handler() as preemption, preemption.deferred():
       batches = task.train_batches(start_step)
       window: list[dict[str, Any]] = []  # metrics since the last log line
       previous = None  # (step, metrics) of the step before this one
@@ -369,13 +385,13 @@ def _run(config, workdir, task, stop_at):
         window.append(metrics)
         # Check the previous step while this one runs (one step in flight).
         if previous is not None:
-          _check_finite_step(*previous)
+          _check_finite_step(*previous, ckpt)
         previous = (step, metrics)
         if step == start_step + 1:
           jax.block_until_ready(metrics["loss"])
           progress.reset_clock(step)
         if step % config.log_every_steps == 0 or step == config.num_steps:
-          _check_finite_step(step, metrics)
+          _check_finite_step(step, metrics, ckpt)
           # Only the scalars cross to the host; the per-leaf finiteness flags
           # are read just when a non-finite step is being reported.
           history = [_scalars(h) for h in jax.device_get(
@@ -390,18 +406,19 @@ def _run(config, workdir, task, stop_at):
           window = []
         for name, (evaluator, every) in evaluators.items():
           if every and (step % every == 0 or step == config.num_steps):
-            _check_finite_step(step, metrics)
+            _check_finite_step(step, metrics, ckpt)
             for split, row in evaluator.run(state.params).items():
               writer.write(step, row, f"{name}/{split}")
         if ckpt.should_save(step, config.num_steps):
-          _check_finite_step(step, metrics)
+          _check_finite_step(step, metrics, ckpt)
           ckpt.save(step, state)
         if preemption.should_stop(step) or step == stop_at:
-          _check_finite_step(step, metrics)
+          _check_finite_step(step, metrics, ckpt)
           ckpt.save(step, state)
           ckpt.wait()
-          logging.warning("Stopped early: saved the checkpoint of step %d; "
-                          "run the same command to resume.", step)
+          logging.warning("Stopped early: saved the checkpoint of step %d "
+                          "in %s; run the same command to resume.", step,
+                          ckpt.directory)
           stopped_early = True
           break
       ckpt.wait()
@@ -414,10 +431,21 @@ def _run(config, workdir, task, stop_at):
     return {"step": step, "preempted": True}
 
   final_step = int(jax.device_get(state.step))
-  out = task.final_evaluation(state.params, final_step)
-  for split, row in out.get("results", {}).items():
-    writer.write(final_step, _flat_scalars(row), f"final/{split}")
-  writer.close()
+  where = (f"after saving the checkpoint of step {final_step}, before the "
+           "final evaluation")
+  try:
+    preemption_lib.check(where)
+    where = (f"during the final evaluation (the checkpoint of step "
+             f"{final_step} is saved)")
+    out = task.final_evaluation(state.params, final_step)
+    for split, row in out.get("results", {}).items():
+      writer.write(final_step, _flat_scalars(row), f"final/{split}")
+  except preemption_lib.Preempted:
+    raise preemption_lib.Preempted(
+        f"Stopped by SIGTERM {where}; run the same command to continue.",
+        final_step) from None
+  finally:
+    writer.close()
   out = {"step": final_step, **out}
   if jax.process_index() == 0:
     workdir_lib.write_json_atomic(os.path.join(workdir, "results.json"), out)
@@ -491,7 +519,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return classification.train_and_evaluate(config, workdir, stop_at)
 
 
-def _check_finite_step(step: int, metrics: dict[str, Any]) -> None:
+def _check_finite_step(step: int, metrics: dict[str, Any],
+                       ckpt: checkpointing.Checkpointer | None = None) -> None:
   finite = jax.device_get((metrics["finite_loss"], metrics["finite_grads"]))
   if not all(bool(x) for x in finite):
-    raise NonFiniteError(_nonfinite_message(step, metrics))
+    steps = [s for s in ckpt.steps() if s < step] if ckpt is not None else []
+    raise NonFiniteError(_nonfinite_message(step, metrics,
+                                            steps[-1] if steps else None))

@@ -4,6 +4,7 @@ SIGTERM. Each asserts the recovery or the one clear message."""
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,33 +26,61 @@ def _steps(workdir):
   return sorted(int(s) for s in os.listdir(d) if s.isdigit())
 
 
-def test_corrupted_latest_checkpoint_falls_back_with_a_warning(tmp_path,
-                                                                caplog):
+def _largest_data_file(step_dir):
+  files = [os.path.join(r, n) for r, _, ns in os.walk(step_dir) for n in ns
+           if os.sep + "d" + os.sep in os.path.join(r, n)]
+  return max(files, key=os.path.getsize)
+
+
+def _train_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(l) for l in f]
+
+
+def test_corrupted_data_is_detected_moved_aside_and_retrained(tmp_path,
+                                                              caplog):
+  # Same-size overwrite of 64 bytes inside an array file: Orbax restores it
+  # without complaint; the integrity record catches it.
   config = helpers.tiny_config(num_steps=12, **{"checkpoint.every_steps": 4},
                                **FAST)
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir, stop_at=8)
   assert _steps(workdir) == [4, 8]
-  # Truncate every array file of step 8.
-  broken = 0
-  for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "8")):
-    for name in files:
-      path = os.path.join(root, name)
-      if os.path.getsize(path) > 0:
-        with open(path, "r+b") as f:
-          f.truncate(os.path.getsize(path) // 3)
-        broken += 1
-  assert broken
+  step_dir = os.path.join(workdir, "checkpoints", "8")
+  assert os.path.exists(os.path.join(step_dir, checkpointing.RECORD_NAME))
+  victim = _largest_data_file(step_dir)
+  size = os.path.getsize(victim)
+  with open(victim, "r+b") as f:
+    f.seek(size // 2)
+    f.write(bytes(64))
+  assert os.path.getsize(victim) == size
   with caplog.at_level(logging.INFO):
     out = train.train_and_evaluate(config, workdir)
   assert out["step"] == 12
   text = caplog.text
-  assert "checkpoints/8 cannot be read" in text
+  rel = os.path.relpath(victim, step_dir)
+  assert f"checkpoints/8 is broken: file {rel} does not match" in text
   assert "Resumed from the checkpoint at step 4." in text
-  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
-  train_steps = [r["step"] for r in rows if r["split"] == "train"]
-  # Steps 5..8 were trained twice: once before the corruption, once after.
-  assert train_steps.count(5) == 2 and train_steps[-1] == 12
+  assert "bound method" not in text
+  # Moved aside for inspection; step 8 was saved again by the retraining.
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  broken = [d for d in os.listdir(ckpt_dir) if d.startswith("broken-8-")]
+  assert len(broken) == 1 and 8 in _steps(workdir)
+  assert checkpointing.verify_record(os.path.join(ckpt_dir, "8")) is None
+  # Each step's rows once, as in an uninterrupted run.
+  train_steps = [r["step"] for r in _train_rows(workdir)
+                 if r["split"] == "train"]
+  assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 12
+  # Readers (analysis, the OOD suite) go through the same check.
+  newest = os.path.join(ckpt_dir, "12")
+  with open(_largest_data_file(newest), "r+b") as f:
+    f.seek(10)
+    f.write(b"\xff" * 64)
+  caplog.clear()
+  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  _, step = train.restore_trained(config, workdir,
+                                  classification.ClassificationTask(config))
+  assert step == 8 and "checkpoints/12 is broken" in caplog.text
 
 
 def test_unreadable_checkpoints_are_never_silently_reinitialised(tmp_path):
@@ -65,6 +94,46 @@ def test_unreadable_checkpoints_are_never_silently_reinitialised(tmp_path):
         f.write(b"garbage")
   with pytest.raises(checkpointing.CheckpointError, match="can be read"):
     train.train_and_evaluate(config, workdir)
+  # Moved aside: the next attempt finds the previous run's records without
+  # a checkpoint and refuses too, rather than starting a second run.
+  with pytest.raises(checkpointing.CheckpointError,
+                     match="holds a previous run .*1 broken checkpoint"):
+    train.train_and_evaluate(config, workdir)
+
+
+def test_records_without_checkpoint_are_never_restarted_silently(tmp_path):
+  config = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4},
+                               **FAST)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, stop_at=4)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
+  before = {f: open(os.path.join(workdir, f)).read()
+            for f in ("config.json", "metrics.jsonl")}
+  with pytest.raises(checkpointing.CheckpointError) as e:
+    train.train_and_evaluate(config, workdir)
+  assert "holds a previous run (config.json, metrics.jsonl)" in str(e.value)
+  assert "move that workdir away" in str(e.value)
+  assert before == {f: open(os.path.join(workdir, f)).read() for f in before}
+  assert not os.path.exists(os.path.join(workdir, "run.lock"))
+
+
+def test_a_step_without_integrity_record_is_used_and_recorded(tmp_path,
+                                                              caplog):
+  # The process died between Orbax's commit and the record (or older code
+  # wrote the step): Orbax reads it, so it is used, with a warning.
+  config = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4},
+                               **FAST)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, stop_at=4)
+  record = os.path.join(workdir, "checkpoints", "4",
+                        checkpointing.RECORD_NAME)
+  os.remove(record)
+  with caplog.at_level(logging.INFO):
+    out = train.train_and_evaluate(config, workdir)
+  assert out["step"] == 8
+  assert "checkpoints/4 has no integrity record" in caplog.text
+  assert "Resumed from the checkpoint at step 4." in caplog.text
+  assert os.path.exists(record)
 
 
 def test_checkpoint_of_another_model_config_is_refused(tmp_path):
