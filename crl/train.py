@@ -309,13 +309,22 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
       checkpoint (never restarted silently), or checkpoints that cannot be
       used.
   """
+  tx, schedule = make_optimizer(config.optimizer, config.batch_size,
+                                config.num_steps)
+  # Evaluators and the model's shapes first: their config errors must stop
+  # the run before anything is compiled or written.
+  evaluators = task.evaluators()
+  replicated = NamedSharding(task.batch_sharding.mesh, P())
+  layout = _state_layout(config, task, tx, replicated)
+  workdir_lib.check_workdir(workdir)
   os.makedirs(workdir, exist_ok=True)
   lock = workdir_lib.WorkdirLock(workdir)
   if jax.process_index() == 0:
     lock.acquire()
   try:
     with preemption_lib.handler():
-      return _run(config, workdir, task, stop_at)
+      return _run(config, workdir, task, stop_at, (tx, schedule),
+                  evaluators, layout)
   except preemption_lib.Preempted as e:
     logging.warning("%s (%s)", e, workdir)
     return {"step": e.step, "preempted": True}
@@ -323,12 +332,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
     lock.release()
 
 
-def _run(config, workdir, task, stop_at):
-  tx, schedule = make_optimizer(config.optimizer, config.batch_size,
-                                config.num_steps)
-  # Evaluators first: their config errors must stop the run before anything
-  # is compiled or written.
-  evaluators = task.evaluators()
+def _run(config, workdir, task, stop_at, optimizer, evaluators, layout):
+  tx, schedule = optimizer
+  init_state, init_key, abstract, state_sharding = layout
   replicated = NamedSharding(task.batch_sharding.mesh, P())
 
   ckpt = checkpointing.Checkpointer(
@@ -345,8 +351,6 @@ def _run(config, workdir, task, stop_at):
     workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"),
                                   config_lib.to_plain(config), sort_keys=True)
 
-  init_state, init_key, abstract, state_sharding = _state_layout(
-      config, task, tx, replicated)
   restored = ckpt.restore_latest(abstract)
   if restored is None:
     t0 = time.time()
@@ -462,7 +466,13 @@ def _state_layout(config, task, tx, replicated):
                       opt_state=tx.init(params))
 
   init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x1417)
-  abstract = jax.eval_shape(init_state, init_key)
+  try:
+    abstract = jax.eval_shape(init_state, init_key)
+  except (ValueError, TypeError) as e:
+    reason = " ".join(str(e).split("\n---")[0].split())
+    raise config_lib.ConfigError(
+        f"config.model ({config.model.get('name')!r}) cannot be built for "
+        f"{task.name}: {reason}") from None
   state_sharding = jax.tree.map(lambda _: replicated, abstract)
   abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
