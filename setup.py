@@ -31,6 +31,9 @@ setup(
         "networkx>=3.2",
         "matplotlib>=3.8",
         "tqdm>=4.66",
+        # tensorflow-datasets needs it to prepare any dataset (its builders
+        # live in packages) but does not declare it.
+        "importlib_resources>=6.0",
     ],
     extras_require={
         "test": [

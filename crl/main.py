@@ -91,8 +91,11 @@ def _hide_accelerators_from_tensorflow() -> None:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
   except ImportError:
     return
-  tf.config.set_visible_devices([], "GPU")
-  tf.config.set_visible_devices([], "TPU")
+  try:
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.set_visible_devices([], "TPU")
+  except RuntimeError:  # TensorFlow was initialised already (main called twice)
+    pass
 
 
 # Errors a user can cause by config or data: one clear line, exit code 2.

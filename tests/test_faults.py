@@ -270,3 +270,58 @@ def test_sigterm_saves_then_the_rerun_resumes(tmp_path):
   rerun = helpers.run_main(*args, "--config.num_steps=" + str(saved[0] + 2))
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   assert f"Resumed from the checkpoint at step {saved[0]}." in rerun.stderr
+
+
+def _sigterm_self():
+  os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_during_final_evaluation_stops_then_rerun_finishes(
+    tmp_path, monkeypatch):
+  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  config = helpers.tiny_config(num_steps=6, log_every_steps=2,
+                               **{"checkpoint.every_steps": 3}, **FAST)
+  workdir = str(tmp_path / "run")
+  original = classification.ClassificationTask.final_evaluation
+
+  def interrupted(self, params, step):
+    _sigterm_self()  # arrives while the evaluation batches are read
+    return original(self, params, step)
+
+  monkeypatch.setattr(classification.ClassificationTask, "final_evaluation",
+                      interrupted)
+  out = train.train_and_evaluate(config, workdir)
+  assert out == {"step": 6, "preempted": True}
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
+  assert not os.path.exists(os.path.join(workdir, "run.lock"))
+  assert _steps(workdir) == [3, 6]
+  monkeypatch.setattr(classification.ClassificationTask, "final_evaluation",
+                      original)
+  out = train.train_and_evaluate(config, workdir)
+  assert out["step"] == 6 and "results" in out
+  assert os.path.exists(os.path.join(workdir, "results.json"))
+  rows = _train_rows(workdir)
+  keys = [(r["step"], r["split"]) for r in rows]
+  assert len(keys) == len(set(keys))  # nothing twice
+  assert [k for k in keys if k[1] == "final/test"] == [(6, "final/test")]
+
+
+def test_sigterm_while_the_last_checkpoint_is_finalised(tmp_path,
+                                                        monkeypatch):
+  config = helpers.tiny_config(num_steps=4, log_every_steps=2,
+                               **{"checkpoint.every_steps": 4}, **FAST)
+  workdir = str(tmp_path / "run")
+  original = checkpointing.Checkpointer.wait
+
+  def wait(self):
+    _sigterm_self()
+    original(self)
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "wait", wait)
+  out = train.train_and_evaluate(config, workdir)
+  assert out == {"step": 4, "preempted": True}  # not ignored
+  assert _steps(workdir) == [4]
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
+  monkeypatch.setattr(checkpointing.Checkpointer, "wait", original)
+  assert train.train_and_evaluate(config, workdir)["step"] == 4
+  assert os.path.exists(os.path.join(workdir, "results.json"))
