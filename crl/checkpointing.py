@@ -81,6 +81,13 @@ RECORD_NAME = "crl_integrity.json"
 BROKEN_PREFIX = "broken-"
 
 
+def step_dirs(directory: str) -> list[int]:
+  """The steps of `directory` (its integer-named folders), sorted."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
 def file_digests(step_dir: str) -> dict[str, dict[str, Any]]:
   """`{relative path: {"size", "sha256"}}` of every file under `step_dir`
   (but the record itself)."""

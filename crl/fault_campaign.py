@@ -70,9 +70,17 @@ def start(workdir: str) -> subprocess.Popen:
       text=True)
 
 
+_HANG_SECONDS = 1800  # a run this long counts as hung (`unclear`)
+
+
 def run(workdir: str) -> tuple[int, str]:
   proc = start(workdir)
-  _, err = proc.communicate()
+  try:
+    _, err = proc.communicate(timeout=_HANG_SECONDS)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    _, err = proc.communicate()
+    return -9, err + f"\nhung: killed after {_HANG_SECONDS}s"
   return proc.returncode, err
 
 
@@ -166,7 +174,13 @@ def trial(i: int, kind: str, rng: random.Random, dirs: dict[str, str],
     if proc.poll() is None:
       proc.send_signal(signal.SIGKILL if kind == "sigkill" else
                        signal.SIGTERM)
-    _, err = proc.communicate()
+    try:
+      _, err = proc.communicate(timeout=_HANG_SECONDS)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      _, err = proc.communicate()
+      return {"trial": i, "fault": f"{kind} after {delay:.1f}s",
+              "outcome": "unclear", "detail": "hung after the signal"}
     what = f"{kind} after {delay:.1f}s (exit {proc.returncode})"
     if kind == "sigterm" and proc.returncode not in (0, -signal.SIGTERM):
       return {"trial": i, "fault": what, "outcome": "unclear",

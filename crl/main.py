@@ -200,7 +200,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     else:
       return rest
   except flags.Error as e:
-    print(f"crl: error: {_clean(str(e))}\nPass --helpfull for the flags.",
+    print(f"crl: error: {_clean(str(e))} (--helpfull lists the flags)",
           file=sys.stderr)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     overrides = [a for a in argv[1:] if a.startswith("--config.")]

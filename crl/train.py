@@ -337,13 +337,14 @@ def _run(config, workdir, task, stop_at, optimizer, evaluators, layout):
   init_state, init_key, abstract, state_sharding = layout
   replicated = NamedSharding(task.batch_sharding.mesh, P())
 
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not checkpointing.step_dirs(ckpt_dir):
+    check_no_previous_run(workdir)  # before anything is written
   ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, "checkpoints"), config.checkpoint.every_steps,
-      config.checkpoint.keep, async_save=config.checkpoint.async_save)
+      ckpt_dir, config.checkpoint.every_steps, config.checkpoint.keep,
+      async_save=config.checkpoint.async_save)
   if ckpt.steps():
     check_resume_compatible(config, workdir)
-  else:
-    check_no_previous_run(workdir)
   if jax.process_count() > 1:
     # Every process has read the old config.json before process 0 replaces it.
     multihost_utils.sync_global_devices("crl:config_checked")
