@@ -2,29 +2,32 @@
 
   python -m crl.fault_campaign --trials=50 --out=/tmp/campaign
 
-Trains `configs/nac.py:tiny` once without interruption (the reference), and
-once stopped by SIGTERM after its first checkpoint (the partial run). Each
-trial copies one of them and applies one random fault:
+Trains `configs/nac.py:tiny` (final evaluation on `test`) once without
+interruption (the reference) and once stopped at step 7 (the partial run).
+Each trial copies one of them and applies one random fault:
 
   flip      overwrite 1-64 random bytes of a random file of a random
             checkpoint step of the finished run (same size);
   truncate  cut a random checkpoint file of the finished run short;
   delete    delete a random checkpoint file of the finished run;
-  sigkill   rerun the partial run and SIGKILL it at a random moment;
-  sigterm   rerun the partial run and SIGTERM it at a random moment;
+  sigkill   continue the partial run in a `python -m crl.main` subprocess
+            and SIGKILL it at a random moment;
+  sigterm   continue the partial run and SIGTERM it at a random moment;
 
-then runs the same command again (until it finishes or refuses) and
-classifies the outcome:
+then runs it again to the end and classifies the outcome:
 
-  exact     exit 0; the newest checkpoint's parameters, results.json and
+  exact     finished; the newest checkpoint's parameters, results.json and
             metrics.jsonl (wall-clock fields aside) equal the reference's
             bit for bit;
-  refused   exit 2 with one `crl: error:` line and no traceback;
-  silent    exit 0 but something differs from the reference (must be 0);
-  unclear   anything else (a traceback, another exit code).
+  refused   stopped with a user error: one line (exit code 2 from the CLI);
+  silent    finished, but something differs from the reference (must be 0);
+  unclear   anything else (another exception, a hung subprocess).
 
-Writes `OUT/summary.json` (counts and one row per trial). Runtime: about 30
-seconds per trial on 2 CPU cores (a tiny run takes about 20 s).
+The runs after a fault go through `crl.train` in this process (the code
+`crl.main` runs, without 20 s of imports per run); SIGKILL needs a real
+process, and at the start one subprocess continues the partial run to check
+that a separate process reaches the reference's state bit for bit. Writes
+`OUT/summary.json` (counts and one row per trial).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -55,11 +59,14 @@ ARGS = ("--config=configs/nac.py:tiny", "--config.final_eval.splits=test")
 _WALL_CLOCK = ("time", "examples_per_s")
 
 
+_CPU_ENV = {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+            "CUDA_VISIBLE_DEVICES": ""}
+
+
 def _env() -> dict[str, str]:
   env = dict(os.environ)
-  env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             CUDA_VISIBLE_DEVICES="",
-             PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""))
+  env.update(_CPU_ENV, PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH",
+                                                               ""))
   return env
 
 
@@ -147,6 +154,32 @@ def apply_file_fault(kind: str, workdir: str, rng: random.Random) -> str:
   return f"flipped {n} byte(s) of {rel} at {offset}"
 
 
+def _config():
+  from crl import config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(os.path.join(ROOT, "configs/nac.py:tiny"))
+  config.unlock()
+  config.final_eval.splits = "test"
+  config.lock()
+  return config
+
+
+def run_here(workdir: str, stop_at: int | None = None) -> tuple[int, str]:
+  """`crl.main`'s outcome in this process: (exit code, error line); 3 when
+  stopped early (preempted)."""
+  from crl import main as main_lib  # pylint: disable=g-import-not-at-top
+  from crl import preemption  # pylint: disable=g-import-not-at-top
+  from crl import train  # pylint: disable=g-import-not-at-top
+  preemption.handler().requested = False
+  try:
+    out = train.train_and_evaluate(_config(), workdir, stop_at=stop_at)
+  except main_lib._user_errors() as e:  # pylint: disable=protected-access
+    line = main_lib._one_line(e)  # pylint: disable=protected-access
+    return 2, f"crl: error: {line}"
+  except Exception as e:  # pylint: disable=broad-except
+    return 1, f"Traceback: {type(e).__name__}: {e}"
+  return (3 if out.get("preempted") else 0), ""
+
+
 def classify(rc: int, err: str, workdir: str,
              reference: dict[str, Any]) -> tuple[str, str]:
   errors = [l for l in err.splitlines() if l.startswith("crl: error:")]
@@ -167,69 +200,83 @@ def trial(i: int, kind: str, rng: random.Random, dirs: dict[str, str],
   shutil.rmtree(workdir, ignore_errors=True)
   source = dirs["partial"] if kind.startswith("sig") else dirs["reference"]
   shutil.copytree(source, workdir)
-  if kind.startswith("sig"):
+  if kind == "sigkill":
     delay = rng.uniform(0.5, 1.2 * duration)
     proc = start(workdir)
-    time.sleep(delay)
-    if proc.poll() is None:
-      proc.send_signal(signal.SIGKILL if kind == "sigkill" else
-                       signal.SIGTERM)
     try:
-      _, err = proc.communicate(timeout=_HANG_SECONDS)
+      proc.communicate(timeout=delay)
     except subprocess.TimeoutExpired:
       proc.kill()
-      _, err = proc.communicate()
-      return {"trial": i, "fault": f"{kind} after {delay:.1f}s",
-              "outcome": "unclear", "detail": "hung after the signal"}
-    what = f"{kind} after {delay:.1f}s (exit {proc.returncode})"
-    if kind == "sigterm" and proc.returncode not in (0, -signal.SIGTERM):
-      return {"trial": i, "fault": what, "outcome": "unclear",
-              "detail": err.strip().splitlines()[-1:]}
+      proc.communicate()
+    what = f"sigkill after {delay:.1f}s (exit {proc.returncode})"
+  elif kind == "sigterm":
+    delay = rng.uniform(0.0, 1.2 * duration)
+    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    rc, err = run_here(workdir)
+    timer.cancel()
+    timer.join()
+    what = f"sigterm after {delay:.1f}s (outcome {rc})"
+    if rc not in (0, 3):  # 3: stopped, to be run again
+      return {"trial": i, "fault": what, "outcome": "unclear", "detail": err}
   else:
     what = apply_file_fault(kind, workdir, rng)
-  rc, err = run(workdir)
+  rc, err = run_here(workdir)
   outcome, detail = classify(rc, err, workdir, reference)
   return {"trial": i, "fault": what, "outcome": outcome, "detail": detail}
 
 
-def _partial(workdir: str) -> None:
-  """A run stopped by SIGTERM once its first checkpoint is committed."""
-  proc = start(workdir)
-  first = os.path.join(workdir, "checkpoints", "5", "_CHECKPOINT_METADATA")
-  while proc.poll() is None and not os.path.exists(first):
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate()
-  if proc.returncode != 0 or not checkpoint_steps(workdir):
-    raise RuntimeError(f"The partial run failed: {err[-2000:]}")
-
-
 def main(argv: list[str]) -> None:
   del argv
+  import jax  # pylint: disable=g-import-not-at-top
+  from crl import preemption  # pylint: disable=g-import-not-at-top
+  # The runs of this process compile the same programs again and again.
+  jax.config.update("jax_compilation_cache_dir",
+                    os.path.join(_OUT.value, "xla_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   rng = random.Random(_SEED.value)
   dirs = {k: os.path.join(_OUT.value, k)
-          for k in ("reference", "partial", "trials")}
-  for k in ("reference", "partial"):
+          for k in ("reference", "partial", "trials", "subprocess")}
+  for k in ("reference", "partial", "subprocess"):
     shutil.rmtree(dirs[k], ignore_errors=True)
-  t0 = time.time()
-  rc, err = run(dirs["reference"])
-  duration = time.time() - t0
+  rc, err = run_here(dirs["reference"])
   if rc != 0:
-    raise RuntimeError(f"The reference run failed: {err[-2000:]}")
+    raise RuntimeError(f"The reference run failed: {err}")
   reference = snapshot(dirs["reference"])
-  _partial(dirs["partial"])
+  rc, err = run_here(dirs["partial"], stop_at=7)
+  if rc != 3:
+    raise RuntimeError(f"The partial run failed: {err}")
+  sub_seconds = 0.0
+  if "sigkill" in _FAULTS.value:
+    # A separate process continues the partial run: the same bits.
+    shutil.copytree(dirs["partial"], dirs["subprocess"])
+    t0 = time.time()
+    rc, err = run(dirs["subprocess"])
+    sub_seconds = time.time() - t0
+    if rc != 0 or differences(snapshot(dirs["subprocess"]), reference):
+      raise RuntimeError(f"A separate process did not reach the reference "
+                         f"state (exit {rc}): {err[-2000:]}")
+  t0 = time.time()
+  run_here(os.path.join(_OUT.value, "timing"))
+  here_seconds = time.time() - t0
+  shutil.rmtree(os.path.join(_OUT.value, "timing"), ignore_errors=True)
   rows, counts = [], {"exact": 0, "refused": 0, "silent": 0, "unclear": 0}
-  for i in range(_TRIALS.value):
-    kind = rng.choice(_FAULTS.value)
-    row = trial(i, kind, rng, dirs, reference, duration)
-    counts[row["outcome"]] += 1
-    rows.append(row)
-    print(json.dumps(row), flush=True)
-    if row["outcome"] in ("exact", "refused"):  # keep the others to inspect
-      shutil.rmtree(os.path.join(dirs["trials"], f"{i:03d}"),
-                    ignore_errors=True)
+  # A SIGTERM between two runs must not end the campaign.
+  with preemption.handler():
+    for i in range(_TRIALS.value):
+      kind = rng.choice(_FAULTS.value)
+      row = trial(i, kind, rng, dirs, reference,
+                  sub_seconds if kind == "sigkill" else here_seconds)
+      counts[row["outcome"]] += 1
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+      if row["outcome"] in ("exact", "refused"):  # keep the others
+        shutil.rmtree(os.path.join(dirs["trials"], f"{i:03d}"),
+                      ignore_errors=True)
   summary = {"trials": _TRIALS.value, "seed": _SEED.value, "counts": counts,
-             "reference_seconds": round(duration, 1), "rows": rows}
+             "seconds": {"subprocess_run": round(sub_seconds, 1),
+                         "in_process_run": round(here_seconds, 1)},
+             "rows": rows}
   with open(os.path.join(_OUT.value, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
   print(json.dumps(counts))
@@ -238,4 +285,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  os.environ.update(_CPU_ENV)  # before JAX is imported
   app.run(main)

@@ -4,11 +4,12 @@ One handler for a whole `crl.main` run (and for each `train.run` called
 directly): SIGTERM only sets a flag. The training loop reads it once per step
 (`should_stop`) and saves a checkpoint before returning; everything else
 (final evaluations, the studies' loops, every evaluation batch through
-`Pipeline.eval_batches`) calls `check(where)`, which raises `Preempted` naming
-where the run stopped (inside the training loop, `deferred`, they do not:
-the loop saves the step first). `crl.main` turns `Preempted` into one line and exit
-code 0; the workdir lock is released on the way out; the same command
-finishes the job (finished trainings are reused from their checkpoints).
+`Pipeline.eval_batches`) calls `check(where)`, which raises `Preempted`
+naming where the run stopped (not inside the training loop, `deferred`: the
+loop saves the step first). `train.run` returns `{"preempted": True}` and
+`crl.main` prints `Preempted` as one line; either way the exit code is 0,
+the workdir lock is released on the way out, and the same command finishes
+the job (finished trainings are reused from their checkpoints).
 
 With several processes, JAX's coordination service decides at which step
 every process stops (`multihost_utils.reached_preemption_sync_point`); the

@@ -47,7 +47,8 @@ def check_workdir(workdir: str) -> None:
     raise WorkdirError(f"--workdir={workdir} cannot be created: {existing} is "
                        "a file, not a directory.")
   if not os.access(existing, os.W_OK | os.X_OK):
-    what = "is" if existing == path else f"would be created in {existing}, which is"
+    what = ("is" if existing == path else
+            f"would be created in {existing}, which is")
     raise WorkdirError(f"--workdir={workdir} {what} not writable; choose a "
                        "writable directory.")
 
