@@ -98,6 +98,32 @@ def drop_rows_after(workdir: str, step: int) -> int:
   return len(lines) - len(kept)
 
 
+_WINDOW = "log_window.json"
+
+
+def save_window(workdir: str, step: int, window: list[Mapping[str, Any]]
+                ) -> None:
+  """Keeps the metrics of the steps after the last log line of a run that
+  stops at `step` (host values), for `load_window` on resume."""
+  rows = [{k: float(v) for k, v in m.items()} for m in window]
+  tmp = os.path.join(workdir, f".{_WINDOW}.tmp.{os.getpid()}")
+  with open(tmp, "w") as f:
+    json.dump({"step": int(step), "rows": rows}, f)
+  os.replace(tmp, os.path.join(workdir, _WINDOW))
+
+
+def load_window(workdir: str, step: int) -> list[dict[str, float]]:
+  """The window saved by a run stopped at `step`, else [] (the file stays:
+  training is deterministic, so a later resume from `step` reads the same
+  values)."""
+  try:
+    with open(os.path.join(workdir, _WINDOW)) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return []
+  return list(saved["rows"]) if saved.get("step") == step else []
+
+
 def format_seconds(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)

@@ -380,7 +380,10 @@ def _run(config, workdir, task, stop_at, optimizer, evaluators, layout):
     # Periodic evaluations finish; the step is saved, then the loop stops.
     with preemption_lib.handler() as preemption, preemption.deferred():
       batches = task.train_batches(start_step)
-      window: list[dict[str, Any]] = []  # metrics since the last log line
+      # Metrics since the last log line; a run stopped between two log
+      # lines left them in a file, so the next line averages the same steps.
+      window: list[dict[str, Any]] = metric_writers.load_window(workdir,
+                                                                start_step)
       previous = None  # (step, metrics) of the step before this one
       for step in range(start_step + 1, config.num_steps + 1):
         batch = next(batches)
@@ -419,6 +422,10 @@ def _run(config, workdir, task, stop_at, optimizer, evaluators, layout):
           ckpt.save(step, state)
         if preemption.should_stop(step) or step == stop_at:
           _check_finite_step(step, metrics, ckpt)
+          if jax.process_index() == 0:
+            metric_writers.save_window(workdir, step, jax.device_get(
+                [{k: v for k, v in m.items() if k != "finite_grad_leaves"}
+                 for m in window]))
           ckpt.save(step, state)
           ckpt.wait()
           logging.warning("Stopped early: saved the checkpoint of step %d "

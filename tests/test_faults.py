@@ -325,3 +325,23 @@ def test_sigterm_while_the_last_checkpoint_is_finalised(tmp_path,
   monkeypatch.setattr(checkpointing.Checkpointer, "wait", original)
   assert train.train_and_evaluate(config, workdir)["step"] == 4
   assert os.path.exists(os.path.join(workdir, "results.json"))
+
+
+def test_resumed_records_equal_an_uninterrupted_run(tmp_path):
+  config = helpers.tiny_config(num_steps=10, log_every_steps=5,
+                               **{"checkpoint.every_steps": 5}, **FAST)
+
+  def rows(workdir):
+    wall = ("time", "examples_per_s")
+    return [{k: v for k, v in r.items() if k not in wall}
+            for r in _train_rows(workdir)]
+
+  train.train_and_evaluate(config, str(tmp_path / "a"))
+  stopped = str(tmp_path / "b")
+  # Stopped between two log lines (7), then stopped again after the final
+  # checkpoint so that the rerun drops the rows after it and the final rows.
+  train.train_and_evaluate(config, stopped, stop_at=7)
+  train.train_and_evaluate(config, stopped)
+  shutil.rmtree(os.path.join(stopped, "checkpoints", "10"))
+  train.train_and_evaluate(config, stopped)
+  assert rows(stopped) == rows(str(tmp_path / "a"))
