@@ -271,13 +271,13 @@ def _one_checkpoint(config, workdir):
     raise checkpointing.CheckpointError(
         f"config.checkpoint={path!r} is not a directory; pass the --workdir "
         "of a training run.")
-  config_path = os.path.join(path, "config.json")
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      if json.load(f).get("trainer", "classification") != "classification":
-        raise config_lib.ConfigError(
-            f"config.checkpoint={path!r} is not a classification run; the "
-            "suite evaluates image classifiers.")
+  if os.path.exists(os.path.join(path, "config.json")):
+    # A broken config.json is named as the source (runs.load_config).
+    if runs.load_config(path).get("trainer",
+                                  "classification") != "classification":
+      raise config_lib.ConfigError(
+          f"config.checkpoint={path!r} is not a classification run; the "
+          "suite evaluates image classifiers.")
   run = runs.load_run(path)  # CheckpointError: no config.json / checkpoint
   evaluator = _evaluator(config, run.task)
   _write_config(config, workdir)
