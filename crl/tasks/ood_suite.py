@@ -70,21 +70,40 @@ _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
                  [0.211, -0.523, 0.312]], np.float32)
 
 
+def augment_flags(ops: tuple[str, ...]) -> np.ndarray:
+  """`ops` as one bool per entry of `AUGMENTATIONS` (a population's data)."""
+  return np.array([a in ops for a in AUGMENTATIONS])
+
+
 def augment(images: jax.Array, key: jax.Array,
-            ops: tuple[str, ...]) -> jax.Array:
-  """Random `ops` (of `AUGMENTATIONS`) on `[batch, height, width, 3]` images."""
+            ops: tuple[str, ...] | jax.Array) -> jax.Array:
+  """Random `ops` on `[batch, height, width, 3]` images.
+
+  `ops` is a tuple of names of `AUGMENTATIONS`, or a bool array with one
+  flag per name (`augment_flags`; may be traced: then every op is computed
+  and the flags select, which gives the same values as the tuple).
+  """
   b, h, w, _ = images.shape
   keys = jax.random.split(key, 4)
-  if "crop" in ops:
+  if isinstance(ops, tuple):
+    use = {a: (True if a in ops else None) for a in AUGMENTATIONS}
+  else:
+    use = dict(zip(AUGMENTATIONS, ops))
+
+  def pick(op, new, old):
+    return new if use[op] is True else jnp.where(use[op], new, old)
+
+  if use["crop"] is not None:
     padded = jnp.pad(images, ((0, 0), (CROP_PAD, CROP_PAD),
                               (CROP_PAD, CROP_PAD), (0, 0)), mode="edge")
     offsets = jax.random.randint(keys[0], (b, 2), 0, 2 * CROP_PAD + 1)
-    images = jax.vmap(lambda x, o: jax.lax.dynamic_slice(
-        x, (o[0], o[1], 0), (h, w, 3)))(padded, offsets)
-  if "flip" in ops:
+    images = pick("crop", jax.vmap(lambda x, o: jax.lax.dynamic_slice(
+        x, (o[0], o[1], 0), (h, w, 3)))(padded, offsets), images)
+  if use["flip"] is not None:
     flip = jax.random.bernoulli(keys[1], 0.5, (b, 1, 1, 1))
-    images = jnp.where(flip, images[:, :, ::-1], images)
-  if "hue" in ops:
+    images = pick("flip", jnp.where(flip, images[:, :, ::-1], images),
+                  images)
+  if use["hue"] is not None:
     theta = jax.random.uniform(keys[2], (b,), minval=0., maxval=2 * jnp.pi)
     cos, sin = jnp.cos(theta), jnp.sin(theta)
     one, zero = jnp.ones_like(cos), jnp.zeros_like(cos)
@@ -93,7 +112,8 @@ def augment(images: jax.Array, key: jax.Array,
                      jnp.stack([zero, sin, cos], -1)], -2)   # [b, 3, 3]
     yiq, rgb = jnp.asarray(_YIQ), jnp.asarray(np.linalg.inv(_YIQ))
     m = jnp.einsum("ij,bjk,kl->bil", rgb, rot, yiq)
-    images = jnp.clip(jnp.einsum("bij,bhwj->bhwi", m, images), 0., 1.)
+    images = pick("hue", jnp.clip(jnp.einsum("bij,bhwj->bhwi", m, images),
+                                  0., 1.), images)
   return images
 
 
@@ -119,7 +139,8 @@ class AugmentedClassificationTask(classification.ClassificationTask):
           f"{', '.join(AUGMENTATIONS)}.")
 
   def loss(self, params, batch, rngs):
-    if self.augment:
+    # A tuple of names; in a population a traced flag array (augment_flags).
+    if not isinstance(self.augment, tuple) or self.augment:
       key = jax.random.fold_in(rngs["dropout"], AUG_SALT)
       batch = {**batch, self.input_key: augment(batch[self.input_key], key,
                                                 self.augment)}
