@@ -94,7 +94,7 @@ def test_diverging_member_is_frozen_and_others_continue(tmp_path):
   configs = _member_configs("vit:tiny", {
       "ok": dict(seed=0, num_steps=3),
       "bad": dict(seed=1, num_steps=3, lr=1e38),
-      "head": dict(seed=2, num_steps=3, trainable="head")})
+      "head": dict(seed=2, num_steps=3, lr=1e-2, trainable="head")})
   members = _members(configs, str(tmp_path))
   out = population.train_population(members, str(tmp_path / "pop"))
   assert set(out["failed"]) == {"bad"}
@@ -105,13 +105,14 @@ def test_diverging_member_is_frozen_and_others_continue(tmp_path):
   alone = train.run(configs["ok"], str(tmp_path / "alone"),
                     ood_suite.AugmentedClassificationTask(configs["ok"]))
   assert _max_diff(out["members"]["ok"]["params"], alone["params"]) < ATOL
-  # Head-only: everything but the classifier and its norm kept its init.
+  # Head-only: everything but the classifier and its norm kept its init
+  # (up to ATOL: the vmapped init may round differently).
   task = members[2].task
   init = task.init_params(jax.random.fold_in(jax.random.PRNGKey(2), 0x1417))
   got = out["members"]["head"]["params"]
   for top in got:
-    moved = _max_diff(got[top], init[top]) > 0
-    assert moved == (top in population.HEAD_PARAMS), top
+    moved = _max_diff(got[top], init[top])
+    assert (moved > 1e-5) == (top in population.HEAD_PARAMS), (top, moved)
 
 
 def test_bad_populations_fail_with_one_line(tmp_path):
