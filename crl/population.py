@@ -207,8 +207,8 @@ def _check_population_dir(workdir: str, plain: dict[str, Any]) -> None:
 
 
 def train_population(members: list[Member], workdir: str, mesh: Mesh | None = None,
-          stop_at: int | None = None, checkpoint_every: int = 0
-          ) -> dict[str, Any]:
+          stop_at: int | None = None, checkpoint_every: int = 0,
+          final_eval: bool = True) -> dict[str, Any]:
   """Trains `members` (one group, see `group_key`) together in `workdir`.
 
   Args:
@@ -220,6 +220,8 @@ def train_population(members: list[Member], workdir: str, mesh: Mesh | None = No
     stop_at: stop after this step with a checkpoint, as if preempted.
     checkpoint_every: population checkpoint interval (0: only at the end and
       when stopped).
+    final_eval: run each member's `final_evaluation` (its `results.json`)
+      when it finishes.
 
   Returns:
     `{"step", "members": {name: {"step", "params", "results"}}, "failed":
@@ -233,12 +235,13 @@ def train_population(members: list[Member], workdir: str, mesh: Mesh | None = No
   lock.acquire()
   try:
     return _train(members, workdir, plain, mesh or make_mesh(), stop_at,
-                  checkpoint_every)
+                  checkpoint_every, final_eval)
   finally:
     lock.release()
 
 
-def _train(members, workdir, plain, mesh, stop_at, checkpoint_every):
+def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
+           final_eval):
   task, opt = members[0].task, members[0].config.optimizer
   n_real = len(members)
   n_dev = mesh.shape[MEMBER_AXIS]
@@ -308,7 +311,7 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every):
                     out_shardings=(state_sharding, stacked, stacked),
                     donate_argnums=(0, 2))
   return _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
-               ckpt, start, total, stop_at)
+               ckpt, start, total, stop_at, final_eval)
 
 
 def _batches(members, slots, start):
@@ -327,7 +330,7 @@ def _batches(members, slots, start):
 
 
 def _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
-          ckpt, start, total, stop_at):
+          ckpt, start, total, stop_at, final_eval):
   writers = {}
   for m in members:
     os.makedirs(m.workdir, exist_ok=True)
@@ -337,8 +340,7 @@ def _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
   window, step, t0 = [], start, time.time()
   log_every = min(int(m.config.log_every_steps) for m in members)
   finish_at = {m.name: int(m.config.num_steps) for m in members}
-  done = {m.name for m in members
-          if os.path.exists(os.path.join(m.workdir, "results.json"))}
+  done = {m.name for m in members if _finished(m)}
   out_members = {}
   index = {m.name: i for i, m in enumerate(members)}
   stopped = False
@@ -360,7 +362,8 @@ def _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
           window = []
         for m in ending:
           if m.name not in failed and m.name not in done:
-            out_members[m.name] = _write_member(m, index[m.name], state)
+            out_members[m.name] = _write_member(m, index[m.name], state,
+                                              final_eval)
         if ckpt.should_save(step, total):
           ckpt.save(step, {"state": state, "failed_at": failed_at})
         if preemption.should_stop(step) or step == stop_at:
@@ -402,7 +405,14 @@ def _log(members, writers, window, failed_at, failed, step, examples_per_s):
                           "train")
 
 
-def _write_member(m: Member, i: int, state: Any) -> dict[str, Any]:
+def _finished(m: Member) -> bool:
+  """Whether `m`'s run directory holds its final checkpoint."""
+  d = os.path.join(m.workdir, "checkpoints")
+  return os.path.isdir(d) and str(int(m.config.num_steps)) in os.listdir(d)
+
+
+def _write_member(m: Member, i: int, state: Any,
+                  final_eval: bool) -> dict[str, Any]:
   """`m`'s run directory: config.json, its checkpoint, results.json."""
   single = jax.device_get(_slice(state, i))
   step = int(single.step)
@@ -418,6 +428,9 @@ def _write_member(m: Member, i: int, state: Any) -> dict[str, Any]:
     ckpt.close()
   params = jax.device_put(single.params, NamedSharding(
       m.task.batch_sharding.mesh, P()))
-  out = {"step": step, **m.task.final_evaluation(params, step)}
-  workdir_lib.write_json_atomic(os.path.join(m.workdir, "results.json"), out)
+  out = {"step": step}
+  if final_eval:
+    out.update(m.task.final_evaluation(params, step))
+    workdir_lib.write_json_atomic(os.path.join(m.workdir, "results.json"),
+                                  out)
   return {**out, "params": params}
