@@ -50,6 +50,7 @@ from crl import workdir as workdir_lib
 from crl.analysis import ood_report
 from crl.evaluators import ood_suite
 from crl.tasks import classification
+from crl.tasks import suite_groups
 
 AUGMENTATIONS = ("flip", "crop", "hue")
 AUG_SALT = 0xA06
@@ -265,7 +266,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     jax.config.update("jax_disable_most_optimizations", True)
   os.makedirs(workdir, exist_ok=True)
   lock = workdir_lib.WorkdirLock(workdir)
-  if jax.process_index() == 0:
+  # The tasks of a job array share the workdir; each unit has its own lock.
+  array = bool((config.get("population") or {}).get("num_tasks"))
+  if jax.process_index() == 0 and not array:
     lock.acquire()
   try:
     if config.get("checkpoint"):
@@ -321,24 +324,64 @@ def _population(config, workdir, names):
   evaluator = _evaluator(config, tasks[names[0]])
   for name, member in members.items():
     finished_step(member, os.path.join(workdir, "models", name))
+  suite_groups.check_names(names)
+  all_units = suite_groups.units(config, members)
+  share = suite_groups.array_share(config, all_units)
+  if share is not None:
+    suite_groups.check_workdir_config(config, workdir)
   _write_config(config, workdir)
-  info, models = {}, {}
+
+  def finished(name):
+    step = finished_step(members[name],
+                         os.path.join(workdir, "models", name))
+    return step is not None and step >= members[name].num_steps
+
+  def train_alone(name):
+    return train_or_load(members[name], os.path.join(workdir, "models", name),
+                         tasks[name])
+
+  if share is not None:  # one task of a job array: train its share only
+    return suite_groups.train_share(config, workdir, share, members, tasks,
+                                    finished, train_alone)
+  info, models, trained = {}, {}, {}
+  for unit in all_units:
+    if len(unit[1]) > 1:
+      trained.update(suite_groups.train_unit(
+          config, workdir, unit, members, tasks, finished, train_alone))
+      if "preempted" in trained:
+        raise _Preempted(f"Stopped while training the group {unit[0]} at "
+                         f"step {trained['preempted']}; run the same command "
+                         "to continue.")
   for i, (name, member) in enumerate(members.items()):
     member_dir = os.path.join(workdir, "models", name)
     t0 = time.time()
+    if name in trained and trained[name].get("failed_at_step"):
+      info[name] = {"model": member.model.name, "seed": member.seed,
+                    "num_steps": member.num_steps, "failed": True,
+                    **trained[name], "workdir": os.path.abspath(member_dir)}
+      logging.warning("Member %s diverged at step %d; left out of the "
+                      "evaluation.", name, trained[name]["failed_at_step"])
+      continue
     logging.info("Member %d/%d %s (%s, %d steps, augment %s).", i + 1,
                  len(names), name, member.model.name, member.num_steps,
                  ",".join(member.augment) or "none")
-    params, step, reused = train_or_load(member, member_dir, tasks[name])
+    if name in trained:
+      params, step = trained[name]["params"], trained[name]["step"]
+      reused, seconds = False, trained[name]["seconds"]
+    else:
+      params, step, reused = train_or_load(member, member_dir, tasks[name])
+      seconds = time.time() - t0
     info[name] = {"model": member.model.name, "seed": member.seed,
                   "num_steps": member.num_steps, "step": step,
                   "augment": list(member.augment),
                   "workdir": os.path.abspath(member_dir), "reused": reused,
-                  "seconds": round(time.time() - t0, 1),
+                  "seconds": round(seconds, 1),
                   "parameters": int(sum(np.size(x) for x in
                                         jax.tree.leaves(params)))}
+    if name in trained:
+      info[name]["group"] = trained[name]["group"]
     logging.info("Member %s: %s the checkpoint of step %d (%.0fs).", name,
-                 "reused" if reused else "trained", step, time.time() - t0)
+                 "reused" if reused else "trained", step, seconds)
     models[name] = (params, tasks[name].predict_fn)
   evaluation = ood_report.evaluate_models(evaluator, models)
   return ood_report.write(workdir, config, evaluator, evaluation, info)

@@ -1,0 +1,84 @@
+"""Job-array coordination (launch/slurm_population.sh) on one machine: two
+array tasks of the tiny suite as two processes on one workdir, task 0
+SIGKILLed part-way and restarted; then the plain command evaluates, reusing
+every member. Bad inputs: one line, exit code 2, nothing overwritten."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from crl import config_lib
+from crl.tasks import suite_groups
+from tests import helpers
+
+STEPS = 30
+ARGS = ["--config=configs/ood_suite.py:tiny"] + [
+    f"--config.members.{m}.{k}" for m in ("vit_s0", "vit_hue")
+    for k in (f"num_steps={STEPS}", "checkpoint.every_steps=3")]
+
+
+def _task(workdir, i, n=2):
+  return subprocess.Popen(
+      [sys.executable, "-m", "crl.main", *ARGS, f"--workdir={workdir}",
+       f"--config.population.num_tasks={n}",
+       f"--config.population.task_index={i}"],
+      cwd=helpers.ROOT, env=helpers.subprocess_env(), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+
+
+def test_two_array_tasks_one_killed_and_restarted(tmp_path):
+  workdir = str(tmp_path / "suite")
+  group = os.path.join(workdir, "population", "group_vit_s0+vit_hue",
+                       "checkpoints")
+  t0, t1 = _task(workdir, 0), _task(workdir, 1)
+  deadline = time.time() + 500
+  while not (os.path.isdir(group) and any(d.isdigit()
+                                          for d in os.listdir(group))):
+    assert t0.poll() is None, t0.communicate()[1][-3000:]
+    assert time.time() < deadline
+    time.sleep(0.05)
+  t0.send_signal(signal.SIGKILL)  # part-way
+  t0.wait()
+  killed_at = max(int(d) for d in os.listdir(group) if d.isdigit())
+  assert killed_at < STEPS
+  t0 = _task(workdir, 0)
+  for p in (t0, t1):
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  for member, steps in (("vit_s0", STEPS), ("vit_hue", STEPS),
+                        ("perceiver_s0", 10)):
+    assert os.path.isdir(os.path.join(workdir, "models", member,
+                                      "checkpoints", str(steps))), member
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
+  # The dependent job: the plain command reuses every member.
+  ev = helpers.run_main(*ARGS, f"--workdir={workdir}", timeout=600)
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  with open(os.path.join(workdir, "results.json")) as f:
+    members = json.load(f)["members"]
+  assert all(m["reused"] for m in members.values()), members
+
+  # Bad inputs: one line, exit code 2, nothing overwritten.
+  before = open(os.path.join(workdir, "config.json")).read()
+  for extra, message in (
+      (["--config.population.num_tasks=2",
+        "--config.population.task_index=2"], "out of range"),
+      (["--config.population.num_tasks=2",
+        "--config.population.task_index=0", "--config.severities=(5,)"],
+       "another config")):
+    bad = helpers.run_main(*ARGS, f"--workdir={workdir}", *extra)
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    assert message in bad.stderr
+    assert open(os.path.join(workdir, "config.json")).read() == before
+
+
+def test_member_names_that_collide():
+  suite_groups.check_names(["vit_s0", "nac_s0"])
+  for names, message in ((["vit_s0", "VIT_s0"], "collide"),
+                         (["group_a"], "cannot name"), (["a/b"], "cannot")):
+    with pytest.raises(config_lib.ConfigError, match=message):
+      suite_groups.check_names(names)
