@@ -33,9 +33,10 @@ def _task(workdir, i, n=2):
 
 def test_two_array_tasks_one_killed_and_restarted(tmp_path):
   workdir = str(tmp_path / "suite")
-  group = os.path.join(workdir, "population", "group_vit_s0+vit_hue",
+  # Units: perceiver_s0 (task 0), the two ViTs together (task 1).
+  group = os.path.join(workdir, "population", "group_vit_hue+vit_s0",
                        "checkpoints")
-  t0, t1 = _task(workdir, 0), _task(workdir, 1)
+  t0, t1 = _task(workdir, 1), _task(workdir, 0)
   deadline = time.time() + 500
   while not (os.path.isdir(group) and any(d.isdigit()
                                           for d in os.listdir(group))):
@@ -46,7 +47,7 @@ def test_two_array_tasks_one_killed_and_restarted(tmp_path):
   t0.wait()
   killed_at = max(int(d) for d in os.listdir(group) if d.isdigit())
   assert killed_at < STEPS
-  t0 = _task(workdir, 0)
+  t0 = _task(workdir, 1)
   for p in (t0, t1):
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
@@ -82,3 +83,19 @@ def test_member_names_that_collide():
                          (["group_a"], "cannot name"), (["a/b"], "cannot")):
     with pytest.raises(config_lib.ConfigError, match=message):
       suite_groups.check_names(names)
+
+
+def test_units_group_members_that_share_an_architecture():
+  config = config_lib.load_config(os.path.join(
+      helpers.ROOT, "configs/ood_suite.py:tiny"))
+  from crl.tasks import ood_suite  # pylint: disable=g-import-not-at-top
+  members = {n: ood_suite.member_config(config, n) for n in config.members}
+  # Members come sorted by name (ConfigDict order).
+  assert suite_groups.units(config, members) == [
+      ("perceiver_s0", ["perceiver_s0"]),
+      ("group_vit_hue+vit_s0", ["vit_hue", "vit_s0"])]
+  config.population.group = False
+  assert [u for u, _ in suite_groups.units(config, members)] == list(members)
+  config.population.num_tasks = 2
+  config.population.task_index = 1
+  assert suite_groups.array_share(config, ["a", "b", "c"]) == ["b"]
