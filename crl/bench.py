@@ -254,8 +254,9 @@ def main(argv: Sequence[str]) -> None:
     from crl import population_bench  # pylint: disable=g-import-not-at-top
     rows = []
     for name in population_bench.MODELS:
-      rows.append(population_bench.measure(name, _MEMBERS.value,
-                                           _BATCH.value, _STEPS.value))
+      rows.append(population_bench.measure(
+          name, _MEMBERS.value, _BATCH.value, _STEPS.value,
+          load_config=load_model_config, memory_mib=_memory_mib))
       print(population_bench.format_row(rows[-1]), flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the process: {rss:.0f} MiB")

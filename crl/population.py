@@ -47,6 +47,7 @@ import optax
 from crl import checkpointing
 from crl import config_lib
 from crl import metric_writers
+from crl import population_io
 from crl import train
 from crl import workdir as workdir_lib
 
@@ -191,21 +192,6 @@ def _check_members(members: list[Member]) -> str:
   return keys.pop()
 
 
-def _check_population_dir(workdir: str, plain: dict[str, Any]) -> None:
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    if old != json.loads(json.dumps(plain, default=str)):
-      changed = sorted(k for k in set(old) | set(plain)
-                       if old.get(k) != json.loads(json.dumps(
-                           plain.get(k), default=str)))
-      raise checkpointing.CheckpointError(
-          f"{workdir} holds a population of other members or configs "
-          f"(differences in: {', '.join(changed) or 'member list'}); use a new "
-          "workdir for this population.")
-
-
 def train_population(members: list[Member], workdir: str, mesh: Mesh | None = None,
           stop_at: int | None = None, checkpoint_every: int = 0,
           final_eval: bool = True) -> dict[str, Any]:
@@ -230,7 +216,7 @@ def train_population(members: list[Member], workdir: str, mesh: Mesh | None = No
   _check_members(members)
   os.makedirs(workdir, exist_ok=True)
   plain = {m.name: config_lib.to_plain(m.config) for m in members}
-  _check_population_dir(workdir, plain)
+  population_io.check_population_dir(workdir, plain)
   lock = workdir_lib.WorkdirLock(workdir)
   lock.acquire()
   try:
@@ -340,7 +326,7 @@ def _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
   window, step, t0 = [], start, time.time()
   log_every = min(int(m.config.log_every_steps) for m in members)
   finish_at = {m.name: int(m.config.num_steps) for m in members}
-  done = {m.name for m in members if _finished(m)}
+  done = {m.name for m in members if population_io.finished(m)}
   out_members = {}
   index = {m.name: i for i, m in enumerate(members)}
   stopped = False
@@ -356,13 +342,13 @@ def _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
         window.append(metrics)
         ending = [m for m in members if finish_at[m.name] == step]
         if step % log_every == 0 or ending or step == total:
-          _log(members, writers, window, failed_at, failed, step,
+          population_io.log_metrics(members, writers, window, failed_at, failed, step,
                (step - start) * members[0].config.batch_size / max(
                    time.time() - t0, 1e-9))
           window = []
         for m in ending:
           if m.name not in failed and m.name not in done:
-            out_members[m.name] = _write_member(m, index[m.name], state,
+            out_members[m.name] = population_io.write_member(m, index[m.name], state,
                                               final_eval)
         if ckpt.should_save(step, total):
           ckpt.save(step, {"state": state, "failed_at": failed_at})
@@ -386,51 +372,3 @@ def _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
   return {"step": step, "members": out_members, "failed": failed}
 
 
-def _log(members, writers, window, failed_at, failed, step, examples_per_s):
-  host = jax.device_get(window)
-  bad = np.asarray(jax.device_get(failed_at))
-  for i, m in enumerate(members):
-    if bad[i] and m.name not in failed:
-      failed[m.name] = int(bad[i])
-      logging.warning("Member %s diverged at step %d (non-finite loss or "
-                      "gradients): frozen there; the others go on.", m.name,
-                      int(bad[i]))
-    rows = [h for h in host if bool(h["active"][i])]
-    if not rows:
-      continue
-    scalars = {k: float(np.mean([float(r[k][i]) for r in rows]))
-               for k in rows[-1] if k != "active"}
-    scalars["examples_per_s"] = examples_per_s
-    writers[m.name].write(min(step, int(m.config.num_steps)), scalars,
-                          "train")
-
-
-def _finished(m: Member) -> bool:
-  """Whether `m`'s run directory holds its final checkpoint."""
-  d = os.path.join(m.workdir, "checkpoints")
-  return os.path.isdir(d) and str(int(m.config.num_steps)) in os.listdir(d)
-
-
-def _write_member(m: Member, i: int, state: Any,
-                  final_eval: bool) -> dict[str, Any]:
-  """`m`'s run directory: config.json, its checkpoint, results.json."""
-  single = jax.device_get(_slice(state, i))
-  step = int(single.step)
-  workdir_lib.write_json_atomic(os.path.join(m.workdir, "config.json"),
-                                config_lib.to_plain(m.config), sort_keys=True)
-  ckpt = checkpointing.Checkpointer(os.path.join(m.workdir, "checkpoints"),
-                                    0, keep=m.config.checkpoint.keep,
-                                    async_save=False)
-  try:
-    ckpt.save(step, single)
-    ckpt.wait()
-  finally:
-    ckpt.close()
-  params = jax.device_put(single.params, NamedSharding(
-      m.task.batch_sharding.mesh, P()))
-  out = {"step": step}
-  if final_eval:
-    out.update(m.task.final_evaluation(params, step))
-    workdir_lib.write_json_atomic(os.path.join(m.workdir, "results.json"),
-                                  out)
-  return {**out, "params": params}

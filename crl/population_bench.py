@@ -12,7 +12,7 @@ memory of each compiled step (arguments + outputs + temporaries - aliased).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,12 +34,16 @@ def _median_s(fn, steps: int) -> float:
   return float(np.median(times))
 
 
-def measure(name: str, members: int, batch_size: int, steps: int
+def measure(name: str, members: int, batch_size: int, steps: int,
+            load_config: Callable[..., Any], memory_mib: Callable[[Any], float]
             ) -> dict[str, Any]:
-  """One row: both ways' throughput, the ratio and peak memory."""
-  from crl import bench  # pylint: disable=g-import-not-at-top
+  """One row: both ways' throughput, the ratio and peak memory.
+
+  `load_config` and `memory_mib` are `crl.bench`'s (passed in: `crl.bench`
+  runs as `__main__`).
+  """
   from crl.tasks import classification  # pylint: disable=g-import-not-at-top
-  config = bench.load_model_config(MODELS[name], {})
+  config = load_config(MODELS[name], {})
   task = classification.ClassificationTask(config)
   tx, schedule = train.make_optimizer(config.optimizer, batch_size, 1000)
   key = jax.random.PRNGKey(0)
@@ -88,13 +92,8 @@ def measure(name: str, members: int, batch_size: int, steps: int
           "alone_member_examples_per_s": alone_rate,
           "together_member_examples_per_s": together_rate,
           "speedup": together_rate / alone_rate,
-          "alone_peak_mib": _memory_mib(single),
-          "together_peak_mib": _memory_mib(together)}
-
-
-def _memory_mib(compiled: Any) -> float:
-  from crl import bench  # pylint: disable=g-import-not-at-top
-  return bench._memory_mib(compiled)  # pylint: disable=protected-access
+          "alone_peak_mib": memory_mib(single),
+          "together_peak_mib": memory_mib(together)}
 
 
 def format_row(r: dict[str, Any]) -> str:

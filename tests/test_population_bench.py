@@ -5,13 +5,17 @@ import math
 
 import pytest
 
+from crl import bench
 from crl import population_bench
 
 
 def test_population_bench_row(monkeypatch):
   monkeypatch.setattr(population_bench, "MODELS",
                       {"vit": "configs/vit.py:tiny"})
-  r = population_bench.measure("vit", members=2, batch_size=4, steps=1)
+  r = population_bench.measure(
+      "vit", members=2, batch_size=4, steps=1,
+      load_config=bench.load_model_config,
+      memory_mib=bench._memory_mib)  # pylint: disable=protected-access
   for key in ("alone_member_examples_per_s", "together_member_examples_per_s",
               "alone_peak_mib", "together_peak_mib", "speedup"):
     assert math.isfinite(r[key]) and r[key] > 0, key
