@@ -12,7 +12,9 @@ import time
 
 import pytest
 
+from crl import checkpointing
 from crl import config_lib
+from crl.tasks import ood_suite
 from crl.tasks import suite_groups
 from tests import helpers
 
@@ -63,17 +65,25 @@ def test_two_array_tasks_one_killed_and_restarted(tmp_path):
     members = json.load(f)["members"]
   assert all(m["reused"] for m in members.values()), members
 
-  # Bad inputs: one line, exit code 2, nothing overwritten.
+  # Bad inputs (crl.main turns these errors into one line and exit code 2,
+  # see tests/test_bad_input.py): nothing is overwritten.
   before = open(os.path.join(workdir, "config.json")).read()
-  for extra, message in (
-      (["--config.population.num_tasks=2",
-        "--config.population.task_index=2"], "out of range"),
-      (["--config.population.num_tasks=2",
-        "--config.population.task_index=0", "--config.severities=(5,)"],
-       "another config")):
-    bad = helpers.run_main(*ARGS, f"--workdir={workdir}", *extra)
-    assert bad.returncode == 2, bad.stderr[-2000:]
-    assert message in bad.stderr
+  for overrides, error, message in (
+      ({"population.task_index": 2}, config_lib.ConfigError, "out of range"),
+      ({"severities": (5,)}, checkpointing.CheckpointError, "another config")):
+    config = config_lib.load_config(os.path.join(
+        helpers.ROOT, "configs/ood_suite.py:tiny"))
+    config.population.num_tasks = 2
+    same = {f"members.{m}.{k}": v for m in ("vit_s0", "vit_hue")
+            for k, v in (("num_steps", STEPS), ("checkpoint.every_steps", 3))}
+    for key, value in {**same, **overrides}.items():
+      *parents, leaf = key.split(".")
+      section = config
+      for part in parents:
+        section = section[part]
+      section[leaf] = value
+    with pytest.raises(error, match=message):
+      ood_suite.train_and_evaluate(config, workdir)
     assert open(os.path.join(workdir, "config.json")).read() == before
 
 
@@ -88,7 +98,6 @@ def test_member_names_that_collide():
 def test_units_group_members_that_share_an_architecture():
   config = config_lib.load_config(os.path.join(
       helpers.ROOT, "configs/ood_suite.py:tiny"))
-  from crl.tasks import ood_suite  # pylint: disable=g-import-not-at-top
   members = {n: ood_suite.member_config(config, n) for n in config.members}
   # Members come sorted by name (ConfigDict order).
   assert suite_groups.units(config, members) == [
