@@ -108,3 +108,22 @@ def test_units_group_members_that_share_an_architecture():
   config.population.num_tasks = 2
   config.population.task_index = 1
   assert suite_groups.array_share(config, ["a", "b", "c"]) == ["b"]
+
+
+def test_suite_lists_a_diverged_member_as_failed(tmp_path):
+  config = config_lib.load_config(os.path.join(
+      helpers.ROOT, "configs/ood_suite.py:tiny"))
+  config.unlock()
+  del config.members["perceiver_s0"]
+  config.members.vit_s0.num_steps = 3
+  config.members.vit_hue.num_steps = 3
+  config.members.vit_hue.optimizer.base_learning_rate = 1e38
+  config.baseline = "vit_hue"
+  config.shifts = ("hue_independent",)
+  config.reliability_shifts = ("hue_independent",)
+  config.plots = False
+  out = ood_suite.train_and_evaluate(config, str(tmp_path))
+  failed = out["members"]["vit_hue"]
+  assert failed["failed"] and 1 <= failed["failed_at_step"] <= 3
+  assert out["members"]["vit_s0"]["group"] == "group_vit_hue+vit_s0"
+  assert {r["model"] for r in out["rows"]} == {"vit_s0"}

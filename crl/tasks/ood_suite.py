@@ -383,5 +383,10 @@ def _population(config, workdir, names):
     logging.info("Member %s: %s the checkpoint of step %d (%.0fs).", name,
                  "reused" if reused else "trained", step, seconds)
     models[name] = (params, tasks[name].predict_fn)
+  if config.get("baseline") and config.baseline not in models and models:
+    logging.warning("The baseline %s diverged; CE/mCE are relative to %s.",
+                    config.baseline, next(iter(models)))
+    config = config.copy_and_resolve_references()
+    config.baseline = next(iter(models))
   evaluation = ood_report.evaluate_models(evaluator, models)
   return ood_report.write(workdir, config, evaluator, evaluation, info)
