@@ -48,6 +48,7 @@ from crl import checkpointing
 from crl import config_lib
 from crl import metric_writers
 from crl import population_io
+from crl import preemption as preemption_lib
 from crl import train
 from crl import workdir as workdir_lib
 
@@ -263,8 +264,9 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
   state_sharding = jax.tree.map(lambda _: stacked, abstract)
   hp = jax.device_put(hp, jax.tree.map(lambda _: stacked, hp))
   pop_abstract = {
-      "state": jax.tree.map(lambda x: jax.ShapeDtypeStruct(
-          x.shape, x.dtype, sharding=stacked), abstract),
+      "state": train.checkpoint_tree(jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=stacked),
+          abstract)),
       "failed_at": jax.ShapeDtypeStruct((len(slots),), jnp.int32,
                                         sharding=stacked)}
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -284,7 +286,8 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
     failed_at = jax.device_put(jnp.zeros((len(slots),), jnp.int32), stacked)
     start = 0
   else:
-    state, failed_at = restored[0]["state"], restored[0]["failed_at"]
+    state = train.TrainState(**restored[0]["state"])
+    failed_at = restored[0]["failed_at"]
     start = restored[1]
     logging.info("Population resumed from its checkpoint at step %d.", start)
   workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"), plain,
@@ -331,7 +334,7 @@ def _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
   index = {m.name: i for i, m in enumerate(members)}
   stopped = False
   try:
-    with train._Preemption() as preemption:  # pylint: disable=protected-access
+    with preemption_lib.handler() as preemption, preemption.deferred():
       batches = _batches(members, slots, start)
       for step in range(start + 1, total + 1):
         batch = jax.device_put(next(batches), batch_sharding)
@@ -351,9 +354,11 @@ def _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
             out_members[m.name] = population_io.write_member(m, index[m.name], state,
                                               final_eval)
         if ckpt.should_save(step, total):
-          ckpt.save(step, {"state": state, "failed_at": failed_at})
+          ckpt.save(step, {"state": train.checkpoint_tree(state),
+                           "failed_at": failed_at})
         if preemption.should_stop(step) or step == stop_at:
-          ckpt.save(step, {"state": state, "failed_at": failed_at})
+          ckpt.save(step, {"state": train.checkpoint_tree(state),
+                           "failed_at": failed_at})
           ckpt.wait()
           logging.warning("Population stopped early at step %d; run the "
                           "same command to resume.", step)

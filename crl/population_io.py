@@ -20,6 +20,7 @@ import numpy as np
 
 from crl import checkpointing
 from crl import config_lib
+from crl import train
 from crl import workdir as workdir_lib
 
 
@@ -75,7 +76,7 @@ def write_member(m: Any, i: int, state: Any,
                                     0, keep=m.config.checkpoint.keep,
                                     async_save=False)
   try:
-    ckpt.save(step, single)
+    ckpt.save(step, train.checkpoint_tree(single))
     ckpt.wait()
   finally:
     ckpt.close()
