@@ -1,0 +1,153 @@
+"""PGD / FGSM on linear models, where the worst L-inf perturbation is known."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crl.evaluators import adversarial
+
+
+def _linear(num_classes, dim=12, seed=0):
+  rng = np.random.default_rng(seed)
+  w = jnp.asarray(rng.normal(size=(dim, num_classes)), jnp.float32)
+  # Biases centre the logits on the images' centre 0.5: mixed predictions.
+  b = jnp.asarray(rng.normal(size=(num_classes,)) * 0.1 - 0.5 * np.asarray(
+      w).sum(0), jnp.float32)
+  params = {"w": w, "b": b}
+
+  def apply_fn(p, x):
+    return jnp.einsum("bd,dk->bk", x.reshape(x.shape[0], -1), p["w"]) + p["b"]
+
+  # Images near 0.5 so that eps-balls stay inside [0, 1] (no clipping).
+  x = jnp.asarray(0.5 + 0.1 * rng.uniform(-1, 1, (64, dim)), jnp.float32)
+  labels = jnp.asarray(np.argmax(np.asarray(apply_fn(params, x)) +
+                                 rng.normal(size=(64, num_classes)) * 0.5,
+                                 axis=1), jnp.int32)
+  return apply_fn, params, x, labels
+
+
+def _analytic_robust(apply_fn, params, x, labels, eps):
+  """Correct and every margin m_j - eps * ||w_y - w_j||_1 > 0."""
+  w = np.asarray(params["w"])
+  logits = np.asarray(apply_fn(params, x))
+  out = []
+  for i, y in enumerate(np.asarray(labels)):
+    ok = True
+    for j in range(w.shape[1]):
+      if j != y:
+        margin = logits[i, y] - logits[i, j]
+        ok &= margin - eps * np.abs(w[:, y] - w[:, j]).sum() > 0
+    out.append(ok)
+  return np.array(out)
+
+
+def test_binary_pgd_is_exact_and_fgsm_hits_the_analytic_point():
+  apply_fn, params, x, labels = _linear(2)
+  eps = 0.02
+  expected = _analytic_robust(apply_fn, params, x, labels, eps)
+  assert 0 < expected.mean() < (np.asarray(apply_fn(params, x)).argmax(1) ==
+                                np.asarray(labels)).mean()
+  for attack in (adversarial.Attack("pgd", eps=eps, steps=5),
+                 adversarial.Attack("fgsm", eps=eps),
+                 adversarial.Attack("pgd", eps=eps, steps=5, loss="dlr")):
+    _, robust = adversarial.make_attack(apply_fn, attack)(
+        params, x, labels, jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(robust), expected)
+  adv = adversarial.fgsm(apply_fn, params, x, labels, eps)
+  w = np.asarray(params["w"])
+  y = np.asarray(labels)
+  direction = np.sign(w[:, y] - w[:, 1 - y]).T       # [batch, dim]
+  # Examples already wrong come back clean (nothing to attack), as in
+  # AutoAttack; the others at the analytic worst point.
+  clean = np.asarray(apply_fn(params, x)).argmax(1) == y
+  expected_adv = np.where(clean[:, None], np.asarray(x) - eps * direction,
+                          np.asarray(x))
+  np.testing.assert_allclose(np.asarray(adv), expected_adv, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_multiclass_pgd_between_analytic_and_clean(loss):
+  apply_fn, params, x, labels = _linear(5, seed=1)
+  eps = 0.03
+  clean = np.asarray(apply_fn(params, x)).argmax(1) == np.asarray(labels)
+  worst = _analytic_robust(apply_fn, params, x, labels, eps)
+  attack = adversarial.Attack("pgd", eps=eps, steps=20, step_size=eps / 4,
+                              loss=loss)
+  adv, robust = adversarial.make_attack(apply_fn, attack)(
+      params, x, labels, jax.random.key(1))
+  robust = np.asarray(robust)
+  # Nothing robust that is wrong clean; the analytic worst case is a lower
+  # bound (PGD need not find the worst class j), and on a linear model PGD
+  # finds nearly every breakable example.
+  assert not np.any(robust & ~clean) and robust.mean() <= clean.mean()
+  assert 0. <= robust.mean() - worst.mean() <= 0.05
+  assert worst.mean() < clean.mean()
+  dist = np.abs(np.asarray(adv) - np.asarray(x)).max()
+  assert dist <= eps + 1e-6
+
+
+def test_fgsm_equals_one_step_pgd_without_random_start():
+  apply_fn, params, x, labels = _linear(4, seed=2)
+  eps = 0.05
+  one_step = adversarial.Attack("pgd", eps=eps, steps=1, step_size=eps,
+                                random_start=False)
+  pgd_adv, pgd_robust = adversarial.make_attack(apply_fn, one_step)(
+      params, x, labels, jax.random.key(0))
+  fgsm = adversarial.Attack("fgsm", eps=eps)
+  f_adv, f_robust = adversarial.make_attack(apply_fn, fgsm)(
+      params, x, labels, jax.random.key(5))
+  np.testing.assert_array_equal(np.asarray(pgd_robust), np.asarray(f_robust))
+  np.testing.assert_allclose(np.asarray(pgd_adv), np.asarray(f_adv))
+
+
+def test_clipped_to_valid_range_and_ball():
+  apply_fn, params, x, labels = _linear(3, seed=3)
+  x = x.at[:8].set(0.).at[8:16].set(1.)               # at the box edges
+  attack = adversarial.Attack("pgd", eps=0.2, steps=5)
+  adv, _ = adversarial.make_attack(apply_fn, attack)(params, x, labels,
+                                                     jax.random.key(2))
+  adv = np.asarray(adv)
+  assert adv.min() >= 0. and adv.max() <= 1.
+  assert np.abs(adv - np.asarray(x)).max() <= 0.2 + 1e-6
+
+
+def test_dlr_loss_by_hand():
+  logits = jnp.array([[3., 1., 0., -1.]])
+  # y = 0: -(3 - 1) / (3 - 0); y = 2: -(0 - 3) / (3 - 0).
+  np.testing.assert_allclose(adversarial.dlr_loss(logits, jnp.array([0])),
+                             [-2. / 3.], rtol=1e-6)
+  np.testing.assert_allclose(adversarial.dlr_loss(logits, jnp.array([2])),
+                             [1.], rtol=1e-6)
+  with pytest.raises(ValueError, match="3 classes"):
+    adversarial.dlr_loss(jnp.zeros((1, 2)), jnp.array([0]))
+
+
+def test_adversarial_accuracy_over_masked_batches_and_names():
+  apply_fn, params, x, labels = _linear(2)
+  eps = 0.02
+  expected = _analytic_robust(apply_fn, params, x, labels, eps)
+  mask = np.ones(64, np.float32)
+  mask[-4:] = 0.
+  batches = [{"image": x[:32], "label": labels[:32], "mask": mask[:32]},
+             {"image": x[32:], "label": labels[32:], "mask": mask[32:]}]
+  attacks = [adversarial.Attack("pgd", eps=eps, steps=3),
+             adversarial.Attack("fgsm", eps=eps)]
+  out = adversarial.adversarial_accuracy(apply_fn, params, batches, attacks,
+                                         jax.random.key(0))
+  assert set(out) == {"pgd_accuracy/eps=5.1/255", "fgsm_accuracy/eps=5.1/255"}
+  for v in out.values():
+    assert v == pytest.approx(expected[:60].mean())
+  few = adversarial.adversarial_accuracy(apply_fn, params, batches, attacks,
+                                         jax.random.key(0), max_examples=10)
+  assert few["fgsm_accuracy/eps=5.1/255"] == pytest.approx(
+      expected[:10].mean())
+  assert adversarial.metric_name(adversarial.Attack(eps=1 / 255)) == (
+      "pgd_accuracy/eps=1/255")
+
+
+def test_bad_attack():
+  with pytest.raises(ValueError, match="known"):
+    adversarial.Attack("cw")
+  with pytest.raises(ValueError, match="loss"):
+    adversarial.Attack(loss="hinge")
