@@ -62,6 +62,9 @@ DATASETS = Registry("dataset", {
     "fair_shapes": "crl.data.fair_shapes:FairShapes",
     "celeba": "crl.data.celeba:CelebAFairness",
     "occluded_video": "crl.data.occluded_video:OccludedVideo",
+    "multi_domain": "crl.data.multi_domain:MultiDomainShapes",
+    "pretrain_source": "crl.data.multi_domain:PretrainSource",
+    "domain_folder": "crl.data.domain_folder:DomainFolder",
 })
 
 EVALUATORS = Registry("evaluator", {
