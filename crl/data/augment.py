@@ -164,13 +164,17 @@ def randaugment(image: Array, key: Array, num_ops: int = 2,
   key, k_std = jax.random.split(key)
   image = standard(image, k_std)
   level = jnp.float32(magnitude) / (RANDAUGMENT_BINS - 1)
-  for k in jax.random.split(key, num_ops):
+
+  def one_op(image, k):
     k_op, k_sign = jax.random.split(k)
     index = jax.random.randint(k_op, (), 0, len(RANDAUGMENT_OPS))
     sign = jnp.where(jax.random.bernoulli(k_sign), -1., 1.)
     args = jnp.stack([jnp.asarray(_randaugment_arg(n, level, sign),
                                   jnp.float32) for n in RANDAUGMENT_OPS])
-    image = apply_op(RANDAUGMENT_OPS, image, index, args[index])
+    return apply_op(RANDAUGMENT_OPS, image, index, args[index]), None
+
+  # A scan traces (and compiles) the op table once, whatever num_ops.
+  image, _ = jax.lax.scan(one_op, image, jax.random.split(key, num_ops))
   return image
 
 
@@ -194,8 +198,8 @@ def augmix(image: Array, key: Array, width: int = 3, depth: int = -1,
   image = standard(image, k_std)
   weights = jax.random.dirichlet(k_w, jnp.full((width,), alpha))
   mix = jax.random.beta(k_m, alpha, alpha)
-  chains = jnp.stack([_chain(image, k, depth, severity)
-                      for k in jax.random.split(key, width)])
+  chains = jax.vmap(lambda k: _chain(image, k, depth, severity))(
+      jax.random.split(key, width))
   mixed = jnp.einsum("c,chwk->hwk", weights, chains)
   return (1. - mix) * image + mix * mixed
 
@@ -206,15 +210,20 @@ def _chain(image: Array, key: Array, depth: int, severity: float) -> Array:
   k_depth, key = jax.random.split(key)
   d = (jax.random.randint(k_depth, (), 1, 4) if depth <= 0
        else jnp.int32(depth))
-  x = image
-  for j, k in enumerate(jax.random.split(key, max_depth)):
+
+  def one_op(x, jk):
+    j, k = jk
     k_op, k_level, k_sign = jax.random.split(k, 3)
     index = jax.random.randint(k_op, (), 0, len(AUGMIX_OPS))
     level = jax.random.uniform(k_level, (), minval=0.1, maxval=severity)
     sign = jnp.where(jax.random.bernoulli(k_sign), -1., 1.)
     args = jnp.stack([jnp.asarray(_augmix_arg(n, level, sign), jnp.float32)
                       for n in AUGMIX_OPS])
-    x = jnp.where(j < d, apply_op(AUGMIX_OPS, x, index, args[index]), x)
+    return jnp.where(j < d, apply_op(AUGMIX_OPS, x, index, args[index]),
+                     x), None
+
+  x, _ = jax.lax.scan(one_op, image, (jnp.arange(max_depth),
+                                      jax.random.split(key, max_depth)))
   return x
 
 
