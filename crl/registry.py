@@ -71,6 +71,7 @@ EVALUATORS = Registry("evaluator", {
     "classification": "crl.evaluators.classification:ClassificationEvaluator",
     "fairness": "crl.evaluators.fairness:FairnessEvaluator",
     "ood_suite": "crl.evaluators.ood_suite:OODSuiteEvaluator",
+    "adversarial": "crl.evaluators.adversarial:AdversarialEvaluator",
 })
 
 TRAINERS = Registry("trainer", {

@@ -224,3 +224,73 @@ def adversarial_accuracy(apply_fn: ApplyFn, params: Any,
   if total == 0:
     raise ValueError("adversarial_accuracy got no examples.")
   return {metric_name(a): hits[a] / total for a in attacks}
+
+
+class AdversarialEvaluator:
+  """Robust accuracy on an eval split, as an evaluator (`config.evals`).
+
+  `{type: 'adversarial', attacks: ('pgd', 'fgsm'), eps: (1/255,), steps: 10,
+  loss: 'ce', split: 'test', max_examples: 1000}` gives
+  `{split: {'pgd_accuracy/eps=1/255': ..., 'fgsm_accuracy/eps=1/255': ...,
+  'num_examples': n}}`; the random start's key is `fold_in(key(seed),
+  batch)`.
+
+  Args:
+    pipeline: a `crl.data.pipeline.InputPipeline`.
+    predict_fn: `(params, batch) -> logits`, differentiable in the images.
+    num_classes: unused (the evaluator protocol passes it).
+    attacks: names of `ATTACKS`.
+    eps: L-inf radii on [0, 1] pixels.
+    steps, step_size, random_start, loss: PGD's (see `Attack`).
+    split: the eval split attacked (default: the dataset's 'test').
+    max_examples: attack at most this many examples of the split.
+    seed: seed of the random starts.
+    input_key: the batch key of the model input.
+  """
+
+  def __init__(self, *, pipeline: Any, predict_fn: Callable[..., Array],
+               num_classes: int, attacks: Iterable[str] = ("pgd",),
+               eps: Iterable[float] = (1. / 255.,), steps: int = 10,
+               step_size: float | None = None, random_start: bool = True,
+               loss: str = "ce", split: str = "test",
+               max_examples: int | None = 1000, seed: int = 0,
+               input_key: str = "image"):
+    del num_classes
+    self.pipeline = pipeline
+    if isinstance(attacks, str):
+      attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+    if isinstance(eps, (int, float)):
+      eps = (eps,)
+    self.attacks = tuple(
+        Attack(name=a, eps=float(e), steps=1 if a == "fgsm" else int(steps),
+               step_size=step_size, random_start=random_start, loss=loss)
+        for a in attacks for e in eps)
+    if not self.attacks:
+      raise ValueError("The adversarial evaluator needs attacks and eps.")
+    known = pipeline.dataset.eval_splits()
+    if split not in known:
+      raise ValueError(f"Unknown eval split {split!r}; the dataset has: "
+                       f"{', '.join(known)}.")
+    self.split = split
+    self.descriptions = {split: known[split]}
+    self.max_examples = max_examples
+    self.seed = int(seed)
+    self.apply_fn = lambda p, x: predict_fn(p, {input_key: x})
+    self.input_key = input_key
+
+  def protocols(self) -> dict[str, dict[str, Any]]:
+    """`{metric name: the attack's protocol}` for results files."""
+    return {metric_name(a): {**a.protocol(), "split": self.split,
+                             "max_examples": self.max_examples}
+            for a in self.attacks}
+
+  def run(self, params: Any) -> dict[str, dict[str, float]]:
+    batches = ({"image": b[self.input_key], "label": b["label"],
+                "mask": np.asarray(jax.device_get(b["mask"]))}
+               for b in self.pipeline.eval_batches(self.split))
+    out = adversarial_accuracy(self.apply_fn, params, batches, self.attacks,
+                               jax.random.key(self.seed), self.max_examples)
+    n = self.pipeline.dataset.num_examples(self.split)
+    out["num_examples"] = (n if self.max_examples is None
+                           else min(n, self.max_examples))
+    return {self.split: out}

@@ -151,3 +151,32 @@ def test_bad_attack():
     adversarial.Attack("cw")
   with pytest.raises(ValueError, match="loss"):
     adversarial.Attack(loss="hinge")
+
+
+def test_evaluator_on_a_pipeline_matches_the_function():
+  from crl import registry  # pylint: disable=g-import-not-at-top
+  from crl import train  # pylint: disable=g-import-not-at-top
+  from crl.data import multi_domain  # pylint: disable=g-import-not-at-top
+  from crl.data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  ds = multi_domain.MultiDomainShapes(resolution=8, num_classes=3,
+                                      eval_examples=20)
+  pipe = pipeline_lib.InputPipeline(ds, train.make_mesh(), 8, 8)
+  rng = np.random.default_rng(0)
+  params = {"w": jnp.asarray(rng.normal(size=(8 * 8 * 3, 3)), jnp.float32)}
+  predict_fn = jax.jit(lambda p, b: jnp.einsum(
+      "bd,dk->bk", b["image"].reshape(b["image"].shape[0], -1), p["w"]))
+  cls = registry.EVALUATORS.get("adversarial")
+  ev = cls(pipeline=pipe, predict_fn=predict_fn, num_classes=3,
+           attacks="pgd,fgsm", eps=(0.01,), steps=3, max_examples=12)
+  out = ev.run(params)["test"]
+  assert out["num_examples"] == 12
+  batches = [{"image": b["image"], "label": b["label"], "mask": b["mask"]}
+             for b in pipe.eval_batches("test")]
+  expected = adversarial.adversarial_accuracy(
+      lambda p, x: predict_fn(p, {"image": x}), params, batches,
+      ev.attacks, jax.random.key(0), max_examples=12)
+  for name, value in expected.items():
+    assert out[name] == pytest.approx(value)
+  assert set(ev.protocols()) == set(expected)
+  with pytest.raises(ValueError, match="Unknown eval split 'photo'"):
+    cls(pipeline=pipe, predict_fn=predict_fn, num_classes=3, split="photo")
