@@ -91,3 +91,31 @@ def test_registered_dataset_and_domain_shifts(photo):
       shift_registry.get("domain/sketch"), causal_shapes.CausalShapes())
   # Any folder domain name is a valid shift name.
   assert shift_registry.get("domain/art_painting").kind == "domain"
+
+
+def test_ood_suite_evaluates_the_domain_pairs():
+  from crl import train  # pylint: disable=g-import-not-at-top
+  from crl.data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  from crl.evaluators import ood_suite  # pylint: disable=g-import-not-at-top
+  ds = md.MultiDomainShapes(domain="cartoon", resolution=8, num_classes=3,
+                            eval_examples=16)
+  pipe = pipeline_lib.InputPipeline(ds, train.make_mesh(), 8, 8)
+  w = jnp.asarray(np.random.default_rng(0).normal(size=(8 * 8 * 3, 3)),
+                  jnp.float32)
+  predict_fn = jax.jit(lambda p, b: b["image"].reshape(
+      b["image"].shape[0], -1) @ p)
+  ev = ood_suite.OODSuiteEvaluator(pipeline=pipe, predict_fn=predict_fn,
+                                   num_classes=3, shifts="domain")
+  assert ev.names == ["test", "domain/photo", "domain/sketch",
+                      "domain/painting"]
+  assert ev.skipped == {"domain/cartoon": "'cartoon' is the run's own "
+                                          "(in-distribution) domain"}
+  results = ev.run(w)
+  for name in ev.names:
+    assert results[name]["num_examples"] == 16
+    assert 0. <= results[name]["accuracy"] <= 1.
+  # Each pair's examples are that domain's: sketch images are grey.
+  sketch = next(iter(ev.batches("domain/sketch")))["image"]
+  np.testing.assert_allclose(np.asarray(sketch[..., 0]),
+                             np.asarray(sketch[..., 1]), atol=1e-6)
+  assert ev.kinds["domain/sketch"] == "domain"
