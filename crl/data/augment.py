@@ -109,13 +109,11 @@ def apply_op(table: tuple[str, ...], image: Array, index: Array,
     mats = jnp.stack([_geometric_matrix(n, arg, size) for n in geometric])
     g = jnp.array([geometric.index(n) if n in geometric else 0
                    for n in table])[index]
-    warped = ops.affine(image, mats[g])
-    out = warped
+    out = ops.affine(image, mats[g])
   if colour:
     c = jnp.array([colour.index(n) if n in colour else 0
                    for n in table])[index]
-    coloured = jax.lax.switch(c, [functools.partial(_COLOUR[n]) for n in
-                                  colour], image, arg)
+    coloured = jax.lax.switch(c, [_COLOUR[n] for n in colour], image, arg)
     is_geo = jnp.array([n in _GEOMETRIC for n in table])[index]
     out = jnp.where(is_geo, out, coloured) if geometric else coloured
   return out
