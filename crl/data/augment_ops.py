@@ -53,10 +53,27 @@ def affine(image: Array, matrix: Array, fill: float = 0.) -> Array:
   y_in = matrix[1, 0] * xs + matrix[1, 1] * ys + matrix[1, 2]
   rows = y_in + h / 2. - 0.5
   cols = x_in + w / 2. - 0.5
-  channels = [jax.scipy.ndimage.map_coordinates(
-      image[..., k], [rows, cols], order=1, mode="constant", cval=fill)
-              for k in range(c)]
-  return jnp.stack(channels, axis=-1)
+  return bilinear(image, rows, cols, fill)
+
+
+def bilinear(image: Array, rows: Array, cols: Array, fill: float) -> Array:
+  """`image` f32[h, w, c] at fractional pixel indices `rows`, `cols`
+  (`[h', w']`); neighbours outside the image count as `fill` (as
+  `jax.scipy.ndimage.map_coordinates(order=1, mode='constant')`, but one
+  gather for all channels)."""
+  h, w, _ = image.shape
+  r0, c0 = jnp.floor(rows), jnp.floor(cols)
+  fr, fc = rows - r0, cols - c0
+  r0, c0 = r0.astype(jnp.int32), c0.astype(jnp.int32)
+  out = 0.
+  for dr, wr in ((0, 1. - fr), (1, fr)):
+    for dc, wc in ((0, 1. - fc), (1, fc)):
+      r, c = r0 + dr, c0 + dc
+      inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+      value = image[jnp.clip(r, 0, h - 1), jnp.clip(c, 0, w - 1)]
+      value = jnp.where(inside[..., None], value, fill)
+      out = out + (wr * wc)[..., None] * value
+  return out
 
 
 def rotate_matrix(degrees: Array) -> Array:
