@@ -180,3 +180,14 @@ def test_bad_names_and_options():
     augment.make("randaugment", width=3)
   with pytest.raises(ValueError, match="magnitude"):
     augment.make("randaugment", magnitude=40)
+
+
+def test_bilinear_equals_map_coordinates_with_constant_fill():
+  _, x = _image(4)
+  rows = jax.random.uniform(jax.random.key(3), (8, 8), minval=-2., maxval=10.)
+  cols = jax.random.uniform(jax.random.key(4), (8, 8), minval=-2., maxval=10.)
+  ref = jnp.stack([jax.scipy.ndimage.map_coordinates(
+      x[..., k], [rows, cols], order=1, mode="constant", cval=0.3)
+                   for k in range(3)], -1)
+  np.testing.assert_allclose(np.asarray(ops.bilinear(x, rows, cols, 0.3)),
+                             np.asarray(ref), atol=1e-6)
