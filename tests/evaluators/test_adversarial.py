@@ -180,3 +180,36 @@ def test_evaluator_on_a_pipeline_matches_the_function():
   assert set(ev.protocols()) == set(expected)
   with pytest.raises(ValueError, match="Unknown eval split 'photo'"):
     cls(pipeline=pipe, predict_fn=predict_fn, num_classes=3, split="photo")
+
+
+def test_apgd_checkpoint_schedule_and_linear_cases():
+  from crl.evaluators import apgd  # pylint: disable=g-import-not-at-top
+  # AutoAttack's schedule for 100 iterations: checks after 22, 19, 16, ...
+  # iterations (0.22 N, shrinking by 0.03 N to 0.06 N).
+  window = apgd.checkpoints(100)
+  checks = np.nonzero(window)[0]
+  np.testing.assert_array_equal(window[checks], [22, 19, 16, 13, 10, 7, 6, 6])
+  np.testing.assert_array_equal(checks, [21, 40, 56, 69, 79, 86, 92, 98])
+  # Binary linear model: the first step already reaches the analytic worst
+  # point, so APGD is exact too.
+  apply_fn, params, x, labels = _linear(2)
+  expected = _analytic_robust(apply_fn, params, x, labels, 0.02)
+  _, robust = adversarial.make_attack(
+      apply_fn, adversarial.Attack("apgd", eps=0.02, steps=10))(
+          params, x, labels, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(robust), expected)
+  # Multiclass with DLR (20 steps: step-size checks after 4, 3, 2, 1, ...
+  # iterations): between the analytic worst case and clean.
+  apply_fn, params, x, labels = _linear(5, seed=1)
+  eps = 0.03
+  clean = np.asarray(apply_fn(params, x)).argmax(1) == np.asarray(labels)
+  worst = _analytic_robust(apply_fn, params, x, labels, eps)
+  adv, robust = adversarial.make_attack(
+      apply_fn, adversarial.Attack("apgd", eps=eps, steps=20, loss="dlr"))(
+          params, x, labels, jax.random.key(1))
+  robust = np.asarray(robust)
+  assert not np.any(robust & ~clean)
+  assert 0. <= robust.mean() - worst.mean() <= 0.05
+  assert np.abs(np.asarray(adv) - np.asarray(x)).max() <= eps + 1e-6
+  assert adversarial.metric_name(adversarial.Attack(
+      "apgd", eps=0.5 / 255, loss="dlr")) == "apgd_dlr_accuracy/eps=0.5/255"
