@@ -95,7 +95,10 @@ def attack(loss_fn: Callable[[Array, Array], Array],
     newly = s["robust"] & ~correct
     found = jnp.where(newly.reshape(bshape), x, s["found"])
     robust = s["robust"] & correct
-    increases = s["increases"] + (loss > s["loss"]).astype(jnp.int32)
+    # AutoAttack compares the first step's loss with an unfilled history
+    # entry (0), not with the start's loss.
+    previous = jnp.where(i == 0, 0., s["loss"])
+    increases = s["increases"] + (loss > previous).astype(jnp.int32)
     better = loss > s["best_loss"]
     best_x = jnp.where(better.reshape(bshape), x, s["best_x"])
     best_grad = jnp.where(better.reshape(bshape), grad, s["best_grad"])

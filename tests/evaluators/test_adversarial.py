@@ -213,3 +213,93 @@ def test_apgd_checkpoint_schedule_and_linear_cases():
   assert np.abs(np.asarray(adv) - np.asarray(x)).max() <= eps + 1e-6
   assert adversarial.metric_name(adversarial.Attack(
       "apgd", eps=0.5 / 255, loss="dlr")) == "apgd_dlr_accuracy/eps=0.5/255"
+
+
+def _reference_apgd(loss_grad, x, eps, n_iter):
+  """AutoAttack's APGDAttack.attack_single_run loop (autopgd_base.py, L-inf,
+  no random start), transcribed in NumPy; returns (robust bool[batch], the
+  last iterate)."""
+  n_iter_2 = max(int(0.22 * n_iter), 1)
+  n_iter_min = max(int(0.06 * n_iter), 1)
+  size_decr = max(int(0.03 * n_iter), 1)
+  batch = x.shape[0]
+  x_adv = x.copy()
+  x_best = x_adv.copy()
+  loss_steps = np.zeros((n_iter, batch), np.float32)
+  loss_indiv, grad, acc = loss_grad(x_adv)
+  grad_best = grad.copy()
+  loss_best = loss_indiv.copy()
+  step_size = 2. * eps * np.ones((batch, 1), np.float32)
+  x_adv_old = x_adv.copy()
+  k, counter3 = n_iter_2, 0
+  loss_best_last_check = loss_best.copy()
+  reduced_last_check = np.ones(batch, bool)
+  for i in range(n_iter):
+    grad2 = x_adv - x_adv_old
+    x_adv_old = x_adv.copy()
+    a = 0.75 if i > 0 else 1.0
+    x_adv_1 = x_adv + step_size * np.sign(grad)
+    x_adv_1 = np.clip(np.minimum(np.maximum(x_adv_1, x - eps), x + eps), 0, 1)
+    x_adv_1 = np.clip(np.minimum(np.maximum(
+        x_adv + (x_adv_1 - x_adv) * a + grad2 * (1 - a), x - eps), x + eps),
+                      0, 1)
+    x_adv = x_adv_1.astype(np.float32)
+    loss_indiv, grad, correct = loss_grad(x_adv)
+    acc = acc & correct
+    loss_steps[i] = loss_indiv
+    ind = loss_indiv > loss_best
+    x_best[ind], grad_best[ind] = x_adv[ind], grad[ind]
+    loss_best[ind] = loss_indiv[ind]
+    counter3 += 1
+    if counter3 == k:
+      t = np.zeros(batch)
+      for c in range(k):
+        t += loss_steps[i - c] > loss_steps[i - c - 1]
+      fl_osc = t <= k * 0.75
+      fl_osc |= ~reduced_last_check & (loss_best_last_check >= loss_best)
+      reduced_last_check = fl_osc.copy()
+      loss_best_last_check = loss_best.copy()
+      step_size[fl_osc] /= 2.
+      x_adv[fl_osc], grad[fl_osc] = x_best[fl_osc], grad_best[fl_osc]
+      k, counter3 = max(k - size_decr, n_iter_min), 0
+  return acc, x_adv
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_matches_autoattack_loop(loss):
+  # A small tanh MLP: its gradient signs change along the path, so the
+  # momentum, the step halving and the restarts all shape the trajectory.
+  rng = np.random.default_rng(4)
+  params = {"w1": jnp.asarray(rng.normal(size=(12, 16)) * 2., jnp.float32),
+            "w2": jnp.asarray(rng.normal(size=(16, 5)), jnp.float32)}
+
+  def apply_fn(p, xs):
+    return jnp.tanh((xs - 0.5) @ p["w1"]) @ p["w2"]
+
+  x = jnp.asarray(0.5 + 0.1 * rng.uniform(-1, 1, (64, 12)), jnp.float32)
+  labels = jnp.argmax(apply_fn(params, x), -1).astype(jnp.int32)
+  eps = 0.02
+  loss_fn = adversarial.dlr_loss if loss == "dlr" else adversarial.ce_loss
+
+  @jax.jit
+  def loss_grad(xs):
+    def total(xs):
+      logits = apply_fn(params, xs)
+      return loss_fn(logits, labels).sum(), (loss_fn(logits, labels), logits)
+    g, (per, logits) = jax.grad(total, has_aux=True)(xs)
+    return per, g, logits.argmax(-1) == labels
+
+  def np_loss_grad(xs):
+    per, g, correct = loss_grad(jnp.asarray(xs))
+    return np.array(per), np.array(g), np.array(correct)
+
+  expected, last = _reference_apgd(np_loss_grad, np.asarray(x), eps, 30)
+  adv, robust = adversarial.make_attack(apply_fn, adversarial.Attack(
+      "apgd", eps=eps, steps=30, loss=loss, random_start=False))(
+          params, x, labels, jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(robust), expected)
+  # The whole trajectory (momentum, step halving, restarts from the best
+  # point) agrees: the robust examples end at the same point.
+  assert expected.sum() >= 5
+  np.testing.assert_allclose(np.asarray(adv)[expected], last[expected],
+                             atol=1e-5)
