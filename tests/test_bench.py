@@ -54,6 +54,6 @@ def test_transfer_rows(monkeypatch):
   out = bench.run([], batch_size=4, steps=1, transfer=True)
   names = [r["name"] for r in out["transfer"]]
   assert names == ["augment/standard", "attack/fgsm", "attack/pgd10_ce",
-                   "attack/pgd10_dlr"]
+                   "attack/apgd10_dlr"]
   assert all(r["images_per_s"] > 0 for r in out["transfer"])
   assert len(transfer_bench.format_table(out["transfer"]).splitlines()) == 6

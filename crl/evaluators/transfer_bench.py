@@ -8,7 +8,7 @@ median of timed calls after one compile-and-warm-up call, one process):
   attack/<name>        `crl.evaluators.adversarial.make_attack` on the
                        model of `configs/vit.py:bench` (untrained weights:
                        the cost does not depend on them): FGSM, PGD-10
-                       (CE) and PGD-10 (DLR) at eps = 1/255.
+                       (CE) and APGD-10 (DLR) at eps = 1/255.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def measure(model_config: Any, batch_size: int = 64, steps: int = 5
   eps = 1. / 255.
   attacks = {"fgsm": adversarial.Attack("fgsm", eps=eps),
              "pgd10_ce": adversarial.Attack("pgd", eps=eps, steps=10),
-             "pgd10_dlr": adversarial.Attack("pgd", eps=eps, steps=10,
-                                             loss="dlr")}
+             "apgd10_dlr": adversarial.Attack("apgd", eps=eps, steps=10,
+                                              loss="dlr")}
   for name, attack in attacks.items():
     fn = adversarial.make_attack(apply_fn, attack)
     rows.append({"name": f"attack/{name}", "batch_size": batch_size,
