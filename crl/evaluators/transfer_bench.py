@@ -26,6 +26,11 @@ from crl.evaluators import adversarial
 RESOLUTION = 32
 MODEL_SPEC = "configs/vit.py:bench"  # the attacked model (bench.py loads it)
 POLICIES = ("standard", "randaugment", "augmix")
+EPS = 1. / 255.
+# row name -> `adversarial.Attack` fields (eps = EPS)
+ATTACKS = (("fgsm", {"name": "fgsm"}),
+           ("pgd10_ce", {"name": "pgd", "steps": 10}),
+           ("apgd10_dlr", {"name": "apgd", "steps": 10, "loss": "dlr"}))
 
 
 def _images_per_s(fn, args, batch: int, steps: int) -> float:
@@ -60,11 +65,8 @@ def measure(model_config: Any, batch_size: int = 64, steps: int = 5
                             rngs={"sample": jax.random.key(1),
                                   "dropout": jax.random.key(2)})[0]
 
-  eps = 1. / 255.
-  attacks = {"fgsm": adversarial.Attack("fgsm", eps=eps),
-             "pgd10_ce": adversarial.Attack("pgd", eps=eps, steps=10),
-             "apgd10_dlr": adversarial.Attack("apgd", eps=eps, steps=10,
-                                              loss="dlr")}
+  attacks = {name: adversarial.Attack(eps=EPS, **fields)
+             for name, fields in ATTACKS}
   for name, attack in attacks.items():
     fn = adversarial.make_attack(apply_fn, attack)
     rows.append({"name": f"attack/{name}", "batch_size": batch_size,
