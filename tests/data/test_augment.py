@@ -126,7 +126,12 @@ def test_crop_resize_full_box_is_identity():
 
 
 def test_augmix_excludes_test_corruptions():
+  from crl.shifts import corruptions  # pylint: disable=g-import-not-at-top
   assert not set(augment.AUGMIX_OPS) & set(augment.AUGMIX_EXCLUDED)
+  # No op is (or is named after) one of the 19 test corruptions.
+  words = {w for name in corruptions.names() for w in name.split("_")}
+  assert not {w for op in augment.AUGMIX_OPS for w in op.split("_")} & words
+  assert {"contrast", "brightness", "noise", "blur"} <= words
   assert len(augment.RANDAUGMENT_OPS) == 14
 
 
