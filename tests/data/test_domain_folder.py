@@ -112,3 +112,15 @@ def test_bad_folders(tmp_path):
   ds = domain_folder.DomainFolder(root=root, domain="a")
   with pytest.raises(pipeline.DataError, match="Cannot read image .*9.png"):
     ds.load(os.path.join(root, "a", "x", "9.png"))
+
+
+def test_through_the_input_pipeline(root):
+  from crl import train  # pylint: disable=g-import-not-at-top
+  ds = domain_folder.DomainFolder(root=root, domain="art", resolution=8)
+  pipe = pipeline.InputPipeline(ds, train.make_mesh(), 4, 4)
+  batch = next(iter(pipe.train_batches(0)))
+  assert batch["image"].shape == (4, 8, 8, 3)
+  pipeline.check_batch(batch, ds.image_shape, ds.num_classes, "train")
+  evals = list(pipe.eval_batches("sketch"))
+  assert sum(float(b["mask"].sum()) for b in evals) == ds.num_examples(
+      "sketch")
