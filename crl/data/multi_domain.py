@@ -229,12 +229,14 @@ def _pattern(f, x, y) -> Array:
   e = lambda a: a[:, None, None]
   two_pi = 2. * jnp.pi
   ph = e(f["phase"])
-  stripes = 0.5 + 0.5 * jnp.tanh(3. * jnp.sin(two_pi * (2. * x + ph)))
-  cu, cv = jnp.mod(2. * x + ph, 1.), jnp.mod(2. * y + ph, 1.)
-  dots = (_len(cu - 0.5, cv - 0.5) < 0.25).astype(jnp.float32)
-  checker = 0.5 + 0.5 * jnp.tanh(4. * jnp.sin(two_pi * (1.5 * x + ph)) *
-                                 jnp.sin(two_pi * (1.5 * y + ph)))
-  rings = 0.5 + 0.5 * jnp.tanh(3. * jnp.sin(two_pi * 2.5 * _len(x, y)))
+  # Coarse (about one period per object radius), so that a pattern stays
+  # visible on the smallest objects at 32 px.
+  stripes = 0.5 + 0.5 * jnp.tanh(3. * jnp.sin(two_pi * (1.2 * x + ph)))
+  cu, cv = jnp.mod(1.4 * x + ph, 1.), jnp.mod(1.4 * y + ph, 1.)
+  dots = (_len(cu - 0.5, cv - 0.5) < 0.3).astype(jnp.float32)
+  checker = 0.5 + 0.5 * jnp.tanh(4. * jnp.sin(two_pi * (1. * x + ph)) *
+                                 jnp.sin(two_pi * (1. * y + ph)))
+  rings = 0.5 + 0.5 * jnp.tanh(3. * jnp.sin(two_pi * 1.5 * _len(x, y)))
   options = (jnp.zeros_like(x), stripes, dots, checker, rings)
   t = options[0]
   for i, opt in enumerate(options[1:], start=1):
@@ -251,7 +253,7 @@ def _photo(f, d_px, pattern, grain, u, v, x, y, res):
   light = e(f["light"])
   shade = 0.5 + 0.5 * jnp.clip(-(jnp.cos(light) * x + jnp.sin(light) * y) /
                                1.2, -1., 1.)
-  value = (0.55 + 0.4 * shade) * (1. - 0.35 * pattern) + 0.06 * (grain - 0.5)
+  value = (0.55 + 0.4 * shade) * (1. - 0.6 * pattern) + 0.06 * (grain - 0.5)
   fg = cs.hsv_to_rgb(e(f["hue"]), 0.7, jnp.clip(value, 0., 1.))
   two_pi = 2. * jnp.pi
   texture = jnp.where(
@@ -283,7 +285,7 @@ def _sketch(f, d_px, pattern, grain, x, y):
 
 def _cartoon(f, d_px, pattern):
   e = lambda a: a[:, None, None]
-  value = jnp.where(pattern > 0.5, 1.0, 0.78)
+  value = jnp.where(pattern > 0.5, 1.0, 0.55)
   fg = cs.hsv_to_rgb(e(f["hue"]), 0.9, value)
   bg = cs.hsv_to_rgb(e(f["bg_hue"]), 0.22, jnp.full_like(value, 0.97))
   a = _coverage(d_px)
@@ -299,8 +301,8 @@ def _painting(f, d_px, pattern, grain, u, v):
   strokes = 0.5 + 0.5 * jnp.sin(2. * jnp.pi * (9. * across + 1.2 * jnp.sin(
       2. * jnp.pi * 2. * along + 6.28 * e(f["phase"]))))
   hue = e(f["hue"]) + 0.05 * (strokes - 0.5) + 0.02 * (grain - 0.5)
-  fg = cs.hsv_to_rgb(jnp.mod(hue, 1.), 0.6, 0.65 + 0.25 * strokes -
-                     0.15 * pattern)
+  fg = cs.hsv_to_rgb(jnp.mod(hue, 1.), 0.6, 0.7 + 0.2 * strokes -
+                     0.4 * pattern)
   bg = cs.hsv_to_rgb(jnp.mod(0.08 + 0.1 * e(f["bg_hue"]) + 0.04 * strokes,
                              1.), 0.45, 0.5 + 0.3 * strokes)
   ragged = _coverage(d_px + 1.5 * (strokes - 0.5), softness=2.5)
@@ -318,7 +320,7 @@ class PretrainSource(MultiDomainShapes):
 
   num_shapes_source: int = len(cs.ALL_SHAPES)
   domain: str = "mixed"
-  scale: tuple[float, float] = (0.18, 0.42)
+  scale: tuple[float, float] = (0.22, 0.42)
   rotation: tuple[float, float] = (-180., 180.)
   eval_examples: int = 2000
   num_classes: int = 0  # derived; a config may not set it
