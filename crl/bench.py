@@ -16,6 +16,10 @@ it) on 32x32 images, measured side by side in one process:
   MFU            achieved train FLOP/s divided by the FLOP/s of a large
                  dense float32 matmul measured in the same process.
 
+With --transfer: images/s of the device augmentations (standard,
+RandAugment, AugMix) and of FGSM / PGD-10 on the ViT `:bench` model
+(`crl.evaluators.transfer_bench`).
+
 Also reported: Neural Interpreters without rematerialised iterations (its
 `:bench` config uses `remat`), the NAC step with and without the
 code-conditioned read-in, the NAC/Perceiver IO time-per-example ratio, and
@@ -29,6 +33,7 @@ Examples:
   python -m crl.bench --corruptions --out=/tmp/bench.json
   python -m crl.bench --population          # 8 members together vs alone
                                             # (crl.population_bench)
+  python -m crl.bench --models= --transfer  # augmentations and attacks only
 """
 
 from __future__ import annotations
@@ -79,6 +84,9 @@ _CORRUPTIONS = flags.DEFINE_bool(
     "imagecorruptions (needs the [test] extra).")
 _CORRUPTION_BATCH = flags.DEFINE_integer("corruption_batch", 256,
                                          "Images per corruption call.")
+_TRANSFER = flags.DEFINE_bool(
+    "transfer", False, "Also measure the augmentations and the adversarial "
+    "attacks of the transfer study (images/s).")
 
 
 def _time(fn, *args, steps: int) -> float:
@@ -219,8 +227,8 @@ def ratios(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def run(models: Sequence[str], batch_size: int, steps: int,
-        corruptions: bool = False, corruption_batch: int = 256
-        ) -> dict[str, Any]:
+        corruptions: bool = False, corruption_batch: int = 256,
+        transfer: bool = False) -> dict[str, Any]:
   unknown = [m for m in models if m not in MODELS]
   if unknown:
     raise config_lib.ConfigError(f"unknown bench model(s) {unknown}; known: "
@@ -243,6 +251,10 @@ def run(models: Sequence[str], batch_size: int, steps: int,
   if corruptions:
     from crl.shifts import corruptions_bench  # pylint: disable=g-import-not-at-top
     out["corruptions"] = corruptions_bench.measure(batch_size=corruption_batch)
+  if transfer:
+    from crl.evaluators import transfer_bench  # pylint: disable=g-import-not-at-top
+    out["transfer"] = transfer_bench.measure(
+        load_model_config(transfer_bench.MODEL_SPEC, {}), batch_size, steps)
   out["peak_rss_mib"] = resource.getrusage(
       resource.RUSAGE_SELF).ru_maxrss / 1024
   return out
@@ -264,7 +276,7 @@ def main(argv: Sequence[str]) -> None:
       json.dump({"population": rows, "peak_rss_mib": rss}, f, indent=2)
     return
   out = run(_MODELS.value, _BATCH.value, _STEPS.value, _CORRUPTIONS.value,
-            _CORRUPTION_BATCH.value)
+            _CORRUPTION_BATCH.value, _TRANSFER.value)
   print(f"\nDense matmul: {out['matmul_gflop_per_s']:.1f} GFLOP/s on "
         f"{out['machine']['devices'][0]} ({out['machine']['cpu_count']} "
         f"cores)\n")
@@ -275,6 +287,10 @@ def main(argv: Sequence[str]) -> None:
     from crl.shifts import corruptions_bench  # pylint: disable=g-import-not-at-top
     print("\nCorruptions (images/s, ours vs imagecorruptions):")
     print(corruptions_bench.format_table(out["corruptions"]))
+  if "transfer" in out:
+    from crl.evaluators import transfer_bench  # pylint: disable=g-import-not-at-top
+    print("\nAugmentations and attacks (images/s):")
+    print(transfer_bench.format_table(out["transfer"]))
   with open(_OUT.value, "w") as f:
     json.dump(out, f, indent=2)
   print(f"\nWrote {_OUT.value}")

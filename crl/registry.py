@@ -65,12 +65,16 @@ DATASETS = Registry("dataset", {
     "celeba": "crl.data.celeba:CelebAFairness",
     "fairface": "crl.data.fairface:FairFace",
     "occluded_video": "crl.data.occluded_video:OccludedVideo",
+    "multi_domain": "crl.data.multi_domain:MultiDomainShapes",
+    "pretrain_source": "crl.data.multi_domain:PretrainSource",
+    "domain_folder": "crl.data.domain_folder:DomainFolder",
 })
 
 EVALUATORS = Registry("evaluator", {
     "classification": "crl.evaluators.classification:ClassificationEvaluator",
     "fairness": "crl.evaluators.fairness:FairnessEvaluator",
     "ood_suite": "crl.evaluators.ood_suite:OODSuiteEvaluator",
+    "adversarial": "crl.evaluators.adversarial:AdversarialEvaluator",
 })
 
 TRAINERS = Registry("trainer", {

@@ -43,3 +43,19 @@ def test_rows_ratios_and_table(monkeypatch):
 def test_unknown_model_is_refused():
   with pytest.raises(config_lib.ConfigError, match="unknown bench model"):
     bench.run(["nac", "resnet"], batch_size=4, steps=1)
+
+
+def test_transfer_rows(monkeypatch):
+  from crl.evaluators import transfer_bench  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(bench, "matmul_flops_per_s", lambda: 1e10)
+  monkeypatch.setattr(transfer_bench, "MODEL_SPEC", "configs/vit.py:tiny")
+  # One policy here (test_augment compiles them all).
+  monkeypatch.setattr(transfer_bench, "POLICIES", ("standard",))
+  monkeypatch.setattr(transfer_bench, "ATTACKS", (
+      ("fgsm", {"name": "fgsm"}),
+      ("apgd2_dlr", {"name": "apgd", "steps": 2, "loss": "dlr"})))
+  out = bench.run([], batch_size=4, steps=1, transfer=True)
+  names = [r["name"] for r in out["transfer"]]
+  assert names == ["augment/standard", "attack/fgsm", "attack/apgd2_dlr"]
+  assert all(r["images_per_s"] > 0 for r in out["transfer"])
+  assert len(transfer_bench.format_table(out["transfer"]).splitlines()) == 5

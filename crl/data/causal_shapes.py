@@ -247,6 +247,10 @@ def _hash_uniform(a: Array, b: Array) -> Array:
   return (x >> 8).astype(jnp.float32) / float(1 << 24)
 
 
+# The shape library and colour helpers, public for the other generators.
+SDFS = _SDFS
+hsv_to_rgb = _hsv_to_rgb
+hash_uniform = _hash_uniform
 
 
 def split_interventions(intervention: str,

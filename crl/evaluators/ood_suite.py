@@ -247,6 +247,8 @@ class OODSuiteEvaluator:
       yield from self.pipeline.eval_batches(self.id_split)
     elif shift.source == "causal_shapes":
       yield from self.pipeline.eval_batches(shift.intervention)
+    elif shift.source == "domain":
+      yield from self.pipeline.eval_batches(shift.domain)
     elif shift.source == "corruption":
       key = corruption_key(self.corruption_seed, shift.corruption)
       severity = jnp.int32(shift.severity)

@@ -13,7 +13,12 @@ One table for the four kinds of specs/ood.md:
   paired with the run's TFDS ID dataset (`crl.shifts.natural`);
 * `semantic`: `novel_classes` (and combinations with it), `svhn_cropped`,
   `cifar100`: OOD detection of classes never seen in training, against the
-  ID test split.
+  ID test split;
+* `domain`: `domain/<name>`: the same classes in another domain of a
+  multi-domain run (`crl.data.multi_domain`'s photo, sketch, cartoon,
+  painting, registered; `get` also accepts any `domain/<name>` for the
+  domains of a DomainBed folder, `crl.data.domain_folder`): that domain's
+  test split, against the run's own domain.
 
 Interventional names are those of `crl.data.causal_shapes` (its
 `describe()` is the `do()` statement). The registered combinations are every
@@ -44,10 +49,12 @@ from typing import Any, Iterable, Sequence
 
 from crl import registry as registry_lib
 from crl.data import causal_shapes
+from crl.data import multi_domain
 from crl.shifts import corruptions
 from crl.shifts import natural
 
-KINDS = ("interventional", "corruption", "natural", "semantic")
+KINDS = ("interventional", "corruption", "natural", "semantic", "domain")
+DOMAIN_PREFIX = "domain"
 SEVERITIES = (1, 2, 3, 4, 5)
 CORRUPTION_PREFIX = "corruption"
 _COVARIATE_INTERVENTIONS = tuple(n for n in causal_shapes.INTERVENTIONS
@@ -81,6 +88,8 @@ class Shift:
     tfds_split: its split.
     id_dataset: the TFDS ID dataset it pairs with (source 'tfds').
     class_subset: logits kept for this shift (`natural.CLASS_SUBSETS` key).
+    domain: the OOD domain (source 'domain': an eval split of the run's
+      multi-domain dataset).
   """
   name: str
   kind: str
@@ -95,6 +104,7 @@ class Shift:
   tfds_split: str | None = None
   id_dataset: str | None = None
   class_subset: str | None = None
+  domain: str | None = None
 
   def protocol(self) -> dict[str, Any]:
     """The fields that define the shift, for results files (no Nones)."""
@@ -153,6 +163,16 @@ def _corrupted_copy(family: str, name: str, severity: int) -> Shift:
       tfds_split=split, id_dataset=id_ds)
 
 
+def _domain(name: str) -> Shift:
+  return Shift(
+      name=f"{DOMAIN_PREFIX}/{name}", kind="domain",
+      description=(f"the same classes in the {name} domain (its test split)"
+                   ", against the run's own domain"),
+      needs="a multi-domain dataset (multi_domain or domain_folder) with "
+            f"a {name!r} domain other than its own",
+      source="domain", domain=name)
+
+
 def _combinations() -> list[str]:
   combos = []
   for a, b in itertools.combinations(_COVARIATE_INTERVENTIONS, 2):
@@ -182,6 +202,8 @@ def _build() -> dict[str, Shift]:
       for severity in SEVERITIES:
         shift = _corrupted_copy(family, name, severity)
         table[shift.name] = shift
+  for name in multi_domain.DOMAINS:
+    table[f"{DOMAIN_PREFIX}/{name}"] = _domain(name)
   return table
 
 
@@ -211,7 +233,8 @@ def known_names_text() -> str:
       f"{', '.join(f'{f}/<name>/<1-5>' for f in natural.CORRUPTED)}, "
       f"domainnet/<domain> with domain in "
       f"{', '.join(natural.DOMAINNET_DOMAINS)}; "
-      f"semantic: {', '.join(semantic)}; or 'all', a kind "
+      f"semantic: {', '.join(semantic)}; domain: {DOMAIN_PREFIX}/<domain> "
+      f"(e.g. {', '.join(multi_domain.DOMAINS)}); or 'all', a kind "
       f"({', '.join(KINDS)}) or a glob pattern")
 
 
@@ -229,6 +252,9 @@ def get(name: str) -> Shift:
     except ValueError as e:
       raise UnknownShiftError(f"Unknown shift {name!r}: {e}") from None
     return _SHIFTS.get(shift.name, shift)
+  prefix, _, domain = name.partition("/")
+  if prefix == DOMAIN_PREFIX and domain and "/" not in domain:
+    return _domain(domain)
   hint = ""
   if name.startswith(f"{CORRUPTION_PREFIX}/"):
     hint = (f" (corruption shifts are {CORRUPTION_PREFIX}/<name>/<severity 1-"
@@ -317,4 +343,15 @@ def applies_to(shift: Shift, dataset: Any) -> str | None:
     return None
   if shift.source == "tfds":
     return natural.applies_to(shift, dataset)
+  if shift.source == "domain":
+    domains = getattr(dataset, "domains", None)
+    if domains is None:
+      return (f"needs a multi-domain dataset; this run's data is "
+              f"{type(dataset).__name__}")
+    if shift.domain not in domains:
+      return (f"domain {shift.domain!r} is not one of this run's domains "
+              f"({', '.join(domains)})")
+    if shift.domain == dataset.domain:
+      return f"{shift.domain!r} is the run's own (in-distribution) domain"
+    return None
   return f"unknown source {shift.source!r}"
