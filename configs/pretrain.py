@@ -14,8 +14,8 @@ metrics, results.json with the source test accuracy over 70 classes, chance
 1.43%), to be named by `--config.init_from=DIR` of a fine-tuning run. The
 source is hard and learned slowly: a 300-step run (`--config.num_steps=300
 --config.optimizer.warmup_steps=50`) reached 2.30% accuracy on 1000 test
-images (NLL 4.07
-against ln 70 = 4.25); the full run's accuracy is not measured yet.
+images (NLL 4.07 against ln 70 = 4.25); the full run's accuracy is not
+measured yet.
 """
 
 import importlib.util
