@@ -7,12 +7,15 @@ that differs between them is data, one value per member (`member_hparams`):
 the seed and so every RNG stream, the peak learning rate and the schedule's
 length (`train.warmup_cosine`, the single run's own schedule), weight decay,
 label smoothing, the augmentations (`ood_suite.augment` with traced flags),
-the number of steps, the initial parameters and which parameters are
-trainable (a 0/1 factor per leaf multiplied into the updates). Each member
-sees its own batches (its task's pipeline), stacked on the member axis.
+the number of steps, the initial parameters, the training subset
+(`Member.train_indices`, few-shot) and which parameters are trainable (a 0/1
+factor per leaf multiplied into the updates). Each member sees its own
+batches (its task's pipeline), stacked on the member axis.
 
 A member trained here ends with the same parameters as the same config
-trained alone by `crl.main` (tested bitwise on CPU). A member whose loss or
+trained alone by `crl.main`, to 1e-6 after a few steps on CPU (not bitwise:
+the gradients are, but XLA fuses the vmapped AdamW update differently,
+moving the moments by ~1e-13 per step; tests/test_population.py). A member whose loss or
 gradients become non-finite is frozen at its last finite state and listed in
 `failed` with the step; the others go on.
 
@@ -77,12 +80,15 @@ class Member:
     workdir: its run directory.
     init_params: parameters to start from (e.g. a pretrained run's), else
       fresh ones from `config.seed`.
+    train_indices: a training subset (few-shot): indices into the dataset's
+      training stream, cycled (`subset_batches`); None: the full stream.
   """
   name: str
   config: ml_collections.ConfigDict
   task: Any
   workdir: str
   init_params: Any = None
+  train_indices: Any = None
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
@@ -217,6 +223,10 @@ def train_population(members: list[Member], workdir: str, mesh: Mesh | None = No
   _check_members(members)
   os.makedirs(workdir, exist_ok=True)
   plain = {m.name: config_lib.to_plain(m.config) for m in members}
+  for m in members:  # a changed subset makes another population
+    if m.train_indices is not None:
+      plain[m.name]["train_indices"] = np.asarray(
+          m.train_indices).astype(int).tolist()
   population_io.check_population_dir(workdir, plain)
   lock = workdir_lib.WorkdirLock(workdir)
   lock.acquire()
@@ -303,15 +313,43 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
                ckpt, start, total, stop_at, final_eval)
 
 
+def subset_batches(task: Any, indices: Any, start: int):
+  """Batches of steps start + 1, ... drawn from `indices` only: the batch of
+  step t + 1 holds examples `indices[(t * B + i) % len(indices)]` of the
+  training stream, i < B (a procedural dataset's `sample_encoded`)."""
+  ds, pipeline = task.dataset, task.pipeline
+  if not getattr(pipeline, "procedural", False):
+    raise config_lib.ConfigError(
+        f"A training subset (train_indices) needs a procedural dataset; "
+        f"{task.name} reads its data from files.")
+  code = jnp.asarray(ds.encode("train", None))
+  idx = jnp.asarray(np.asarray(indices), jnp.int32)
+  b = pipeline.global_batch
+
+  def batch(step):
+    picked = idx[(step * b + jnp.arange(b, dtype=jnp.int32)) % idx.size]
+    return pipeline._select(  # pylint: disable=protected-access
+        ds.sample_encoded(code, picked))
+
+  fn = jax.jit(batch, out_shardings=pipeline.sharding)
+  step = start
+  while True:
+    yield fn(jnp.int32(step))
+    step += 1
+
+
 def _batches(members, slots, start):
   """Stacked batches of steps start + 1, ...: one generator per distinct
-  pipeline, so members that share one share its batches."""
+  pipeline, so members that share one share its batches; a member with a
+  training subset has its own."""
   gens, order = {}, []
   for m in slots:
     task = (m or members[0]).task
-    key = id(task.pipeline)
+    subset = m is not None and m.train_indices is not None
+    key = ("subset", m.name) if subset else id(task.pipeline)
     if key not in gens:
-      gens[key] = task.train_batches(start)
+      gens[key] = (subset_batches(task, m.train_indices, start) if subset
+                   else task.train_batches(start))
     order.append(key)
   while True:
     current = {k: next(g) for k, g in gens.items()}

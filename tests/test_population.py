@@ -98,6 +98,7 @@ def test_diverging_member_is_frozen_and_others_continue(tmp_path):
   members = _members(configs, str(tmp_path))
   pretrained = members[2].task.init_params(jax.random.PRNGKey(7))
   members[2].init_params = pretrained
+  members[0].train_indices = np.arange(8)  # few-shot: 8 examples
   out = population.train_population(members, str(tmp_path / "pop"),
                                     final_eval=False)
   assert set(out["failed"]) == {"bad"}
@@ -114,6 +115,24 @@ def test_diverging_member_is_frozen_and_others_continue(tmp_path):
   for top in got:
     moved = _max_diff(got[top], pretrained[top])
     assert (moved > 0) == (top in population.HEAD_PARAMS), (top, moved)
+
+
+def test_subset_batches_cycle_the_given_examples():
+  (config,) = _member_configs("vit:tiny", {"a": dict(seed=0,
+                                                     num_steps=2)}).values()
+  task = ood_suite.AugmentedClassificationTask(config)
+  full = next(task.train_batches(0))            # examples 0 .. B-1
+  subset = [5, 2, 9]
+  batch = next(population.subset_batches(task, subset, 0))
+  b = config.batch_size
+  want = [subset[i % 3] for i in range(b)]
+  np.testing.assert_array_equal(batch["label"], np.asarray(full["label"])[want])
+  np.testing.assert_allclose(batch["image"], np.asarray(full["image"])[want],
+                             atol=1e-6)
+  second = next(population.subset_batches(task, subset, 1))
+  want = [subset[(b + i) % 3] for i in range(b)]
+  np.testing.assert_array_equal(second["label"],
+                                np.asarray(full["label"])[want])
 
 
 def test_bad_populations_fail_with_one_line(tmp_path):
