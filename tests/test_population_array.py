@@ -103,7 +103,7 @@ def test_units_group_members_that_share_an_architecture():
   assert suite_groups.units(config, members) == [
       ("perceiver_s0", ["perceiver_s0"]),
       ("group_vit_hue+vit_s0", ["vit_hue", "vit_s0"])]
-  config.population.group = False
+  config.population.group = "off"
   assert [u for u, _ in suite_groups.units(config, members)] == list(members)
   config.population.num_tasks = 2
   config.population.task_index = 1

@@ -3,7 +3,7 @@
 A *unit* of work is a group of members that share a model, data, batch size
 and optimizer structure (`crl.population.group_key`), trained in one
 program by `crl.population`, or a member with no partner (or every member
-when `config.population.group` is False), trained alone by `crl.train.run`.
+when `config.population.group` says so), trained alone by `crl.train.run`.
 Units are listed in the order of `config.members`, so every process lists
 the same units.
 
@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable
 
 from absl import logging
+import jax
 import ml_collections
 
 from crl import checkpointing
@@ -36,12 +37,30 @@ from crl import workdir as workdir_lib
 _PER_TASK_KEYS = ("task_index", "num_tasks")
 
 
+GROUP_MODES = ("auto", "on", "off")
+
+
+def grouping(mode: Any) -> bool:
+  """Whether members are grouped: `population.group` is "on", "off" or
+  "auto" (grouped on GPUs and TPUs, not on the CPU, where stacked members
+  were measured slower than one at a time; see configs/ood_suite.py)."""
+  if isinstance(mode, bool):
+    return mode
+  if mode not in GROUP_MODES:
+    raise config_lib.ConfigError(
+        f"config.population.group={mode!r}; expected one of "
+        f"{', '.join(GROUP_MODES)}.")
+  if mode == "auto":
+    return jax.default_backend() != "cpu"
+  return mode == "on"
+
+
 def units(config: ml_collections.ConfigDict,
           members: dict[str, ml_collections.ConfigDict]
           ) -> list[tuple[str, list[str]]]:
   """`[(unit name, member names)]`: groups first seen first."""
   settings = config.get("population") or {}
-  if not settings.get("group", True):
+  if not grouping(settings.get("group", "auto")):
     return [(n, [n]) for n in members]
   groups: dict[str, list[str]] = {}
   for name, member in members.items():
