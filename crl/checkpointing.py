@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from typing import Any
@@ -274,7 +275,7 @@ class Checkpointer:
         raise
       except Exception as e:  # pylint: disable=broad-except
         reason = meta_error or e
-        text = " ".join(str(reason).split())[:300]
+        text = _without_reprs(" ".join(str(reason).split()))[:300]
         why = f"Orbax cannot read it ({type(reason).__name__}: {text})"
         self._set_aside(step, why)
         errors.append(f"{step_dir}: {type(reason).__name__}")
@@ -299,6 +300,15 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._record_pending()
     self._manager.close()
+
+
+def _without_reprs(text: str) -> str:
+  """Drops `<bound method ...>`-style reprs (nested) from Orbax's messages."""
+  while True:
+    shorter = re.sub(r"<[^<>]*>", "", text)
+    if shorter == text:
+      return " ".join(text.split())
+    text = shorter
 
 
 def _check_finite(state: Any, step: int) -> None:

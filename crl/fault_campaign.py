@@ -201,7 +201,8 @@ def trial(i: int, kind: str, rng: random.Random, dirs: dict[str, str],
   source = dirs["partial"] if kind.startswith("sig") else dirs["reference"]
   shutil.copytree(source, workdir)
   if kind == "sigkill":
-    delay = rng.uniform(0.5, 1.2 * duration)
+    # Mostly while it runs (the calibration run's time varies with load).
+    delay = rng.uniform(0.5, 0.8 * duration)
     proc = start(workdir)
     try:
       proc.communicate(timeout=delay)
@@ -210,7 +211,7 @@ def trial(i: int, kind: str, rng: random.Random, dirs: dict[str, str],
       proc.communicate()
     what = f"sigkill after {delay:.1f}s (exit {proc.returncode})"
   elif kind == "sigterm":
-    delay = rng.uniform(0.0, 1.2 * duration)
+    delay = rng.uniform(0.0, duration)
     timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     rc, err = run_here(workdir)

@@ -345,3 +345,10 @@ def test_resumed_records_equal_an_uninterrupted_run(tmp_path):
   shutil.rmtree(os.path.join(stopped, "checkpoints", "10"))
   train.train_and_evaluate(config, stopped)
   assert rows(stopped) == rows(str(tmp_path / "a"))
+
+
+def test_orbax_reprs_are_dropped_from_warnings():
+  text = ("Failed in <bound method Foo.bar of <obj at 0x1>> while reading "
+          "<Path '/x'> data")
+  assert checkpointing._without_reprs(text) == (  # pylint: disable=protected-access
+      "Failed in while reading data")
