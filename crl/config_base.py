@@ -16,6 +16,9 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.trainer = "classification"
   c.seed = 0
+  # Model math dtype (crl.models.precision): float32 or bfloat16; params,
+  # optimizer state, softmax, normalisation statistics and loss stay float32.
+  c.compute_dtype = "float32"
   c.data = config_lib.component_config(registry.DATASETS, "causal_shapes")
   c.batch_size = 128
   c.eval_batch_size = 500

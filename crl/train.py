@@ -41,6 +41,7 @@ from crl import config_lib
 from crl import metric_writers
 from crl import registry
 from crl import workdir as workdir_lib
+from crl.models import precision
 
 DATA_AXIS = "data"
 # Keys whose change makes a checkpoint belong to another run.
@@ -249,6 +250,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(value, int) or value <= 0:
       raise config_lib.ConfigError(
           f"config.{key} must be a positive integer, got {value!r}.")
+  try:
+    precision.check_compute_dtype(config.get("compute_dtype", "float32"))
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
   n = jax.device_count()
   for key in ("batch_size", "eval_batch_size"):
     if config[key] % n:

@@ -27,6 +27,7 @@ from crl import registry
 from crl import train
 from crl.data import pipeline as pipeline_lib
 from crl.evaluators import classification
+from crl.models import precision
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
@@ -42,8 +43,9 @@ def build_dataset(config: ml_collections.ConfigDict) -> Any:
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
-  return config_lib.build(registry.MODELS, config.model,
-                          num_classes=num_classes)
+  return precision.with_compute_dtype(
+      config_lib.build(registry.MODELS, config.model, num_classes=num_classes),
+      config.get("compute_dtype", "float32"))
 
 
 def input_spec(dataset: Any) -> tuple[str, tuple[int, ...]]:
