@@ -32,6 +32,9 @@ setup(
         "matplotlib>=3.8",
         "tqdm>=4.66",
         "safetensors>=0.4",  # --config.init_from=FILE.safetensors
+        # tensorflow-datasets needs it to prepare any dataset (its builders
+        # live in packages) but does not declare it.
+        "importlib_resources>=6.0",
     ],
     extras_require={
         "test": [

@@ -169,6 +169,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # A classification workdir to evaluate instead of training the members.
   c.checkpoint = config_dict.placeholder(str)
   c.plots = True
+  # Members that share a model, batch size and optimizer structure train
+  # together in one program (crl.population); group=False: one at a time.
+  # member_devices: devices on the mesh's `member` axis (0: all).
+  # num_tasks > 0: this process is task `task_index` of a job array and
+  # trains only its share (launch/slurm_population.sh).
+  c.population = ml_collections.ConfigDict(dict(
+      group=True, member_devices=0, num_tasks=0, task_index=0))
   # Panels of the reliability diagrams besides the ID split (default: the
   # first three covariate shifts evaluated).
   c.reliability_shifts = ("hue_independent", "unseen_combination",

@@ -27,6 +27,8 @@ Examples:
   python -m crl.bench                       # every model, prints + bench.json
   python -m crl.bench --models=nac,perceiver_io --steps=5
   python -m crl.bench --corruptions --out=/tmp/bench.json
+  python -m crl.bench --population          # 8 members together vs alone
+                                            # (crl.population_bench)
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ _MODELS = flags.DEFINE_list("models", list(MODELS),
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Global batch per step.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
 _OUT = flags.DEFINE_string("out", "bench.json", "JSON output path.")
+_POPULATION = flags.DEFINE_bool(
+    "population", False, "Only the population bench: --members members of "
+    "default-size NAC and ViT trained together vs one at a time.")
+_MEMBERS = flags.DEFINE_integer("members", 8, "Members (--population).")
 _CORRUPTIONS = flags.DEFINE_bool(
     "corruptions", False, "Also measure the corruptions against "
     "imagecorruptions (needs the [test] extra).")
@@ -254,6 +260,19 @@ def main(argv: Sequence[str]) -> None:
     print(bench_device.format_table(out["rows"]))
     with open(_OUT.value, "w") as f:
       json.dump(out, f, indent=2)
+    return
+  if _POPULATION.value:
+    from crl import population_bench  # pylint: disable=g-import-not-at-top
+    rows = []
+    for name in population_bench.MODELS:
+      rows.append(population_bench.measure(
+          name, _MEMBERS.value, _BATCH.value, _STEPS.value,
+          load_config=load_model_config, memory_mib=_memory_mib))
+      print(population_bench.format_row(rows[-1]), flush=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of the process: {rss:.0f} MiB")
+    with open(_OUT.value, "w") as f:
+      json.dump({"population": rows, "peak_rss_mib": rss}, f, indent=2)
     return
   out = run(_MODELS.value, _BATCH.value, _STEPS.value, _CORRUPTIONS.value,
             _CORRUPTION_BATCH.value)

@@ -10,6 +10,7 @@ in `config.json` and overridable from the command line
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 from typing import Any
 
@@ -21,6 +22,16 @@ from crl import registry as registry_lib
 
 class ConfigError(ValueError):
   """A config that cannot run; the message says what and what is expected."""
+
+
+def nearest_keys(unknown: list[str], known) -> str:
+  """'; did you mean X?' for the known keys closest to the unknown ones."""
+  close = []
+  for key in unknown:
+    close += [k for k in difflib.get_close_matches(key, list(known), n=3,
+                                                   cutoff=0.6)
+              if k not in close]
+  return f"; did you mean {' or '.join(close)}?" if close else "."
 
 
 _PLACEHOLDER_TYPES = (("bool", bool), ("int", int), ("float", float),
@@ -63,8 +74,8 @@ def init_fields(obj: Any, kwargs: dict[str, Any]) -> None:
   unknown = sorted(set(kwargs) - set(fields))
   if unknown:
     raise TypeError(
-        f"{type(obj).__name__} got unknown config key(s) {unknown}; valid "
-        f"keys: {', '.join(fields)}.")
+        f"{type(obj).__name__} got unknown config key(s) {unknown}"
+        f"{nearest_keys(unknown, fields)} Valid keys: {', '.join(fields)}.")
   for name, field in fields.items():
     value = kwargs.get(name, _default(field))
     if isinstance(value, list):
@@ -91,8 +102,9 @@ def component_config(registry: registry_lib.Registry, name: str,
   fields = _fields(cls)
   unknown = sorted(set(overrides) - set(fields))
   if unknown:
-    raise ConfigError(f"{registry.kind} {name!r} has no field(s) {unknown}; "
-                      f"known fields: {', '.join(sorted(fields))}.")
+    raise ConfigError(f"{registry.kind} {name!r} has no field(s) {unknown}"
+                      f"{nearest_keys(unknown, fields)} Known fields: "
+                      f"{', '.join(sorted(fields))}.")
   values: dict[str, Any] = {"name": name}
   for field_name, field in fields.items():
     value = overrides.get(field_name, _default(field))
@@ -145,7 +157,8 @@ def build(registry: registry_lib.Registry, section: ml_collections.ConfigDict,
     if unknown:
       raise ConfigError(
           f"config.{registry.kind} ({section.name!r}) has unknown key(s) "
-          f"{unknown}; known keys: {', '.join(sorted(known))}.")
+          f"{unknown}{nearest_keys(unknown, known)} Known keys: "
+          f"{', '.join(sorted(known))}.")
   try:
     return cls(**kwargs)
   except (TypeError, ValueError) as e:

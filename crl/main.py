@@ -91,8 +91,11 @@ def _hide_accelerators_from_tensorflow() -> None:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
   except ImportError:
     return
-  tf.config.set_visible_devices([], "GPU")
-  tf.config.set_visible_devices([], "TPU")
+  try:
+    tf.config.set_visible_devices([], "GPU")
+    tf.config.set_visible_devices([], "TPU")
+  except RuntimeError:  # TensorFlow was initialised already (main called twice)
+    pass
 
 
 # Errors a user can cause by config or data: one clear line, exit code 2.
@@ -101,7 +104,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   from crl.data import pipeline  # pylint: disable=g-import-not-at-top
   return (config_lib.ConfigError, registry.UnknownNameError,
           pipeline.DataError, checkpointing.CheckpointError,
-          workdir.WorkdirBusyError, train.NonFiniteError)
+          workdir.WorkdirBusyError, workdir.WorkdirError, train.NonFiniteError)
 
 
 class _QuietLibraries:
@@ -122,15 +125,21 @@ def main(argv: list[str]) -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
   _hide_accelerators_from_tensorflow()
   distributed = _maybe_initialize_distributed()
-  from crl import registry  # pylint: disable=g-import-not-at-top
+  from crl import preemption, registry, workdir  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   user_errors = _user_errors()
   try:
+    workdir.check_workdir(_WORKDIR.value)
     trainer = registry.TRAINERS.get(config.get("trainer", "classification"))
-    trainer(config, _WORKDIR.value)
+    # SIGTERM anywhere in the run stops at the next safe point (exit 0).
+    with preemption.handler():
+      trainer(config, _WORKDIR.value)
+    exit_code = 0
+  except preemption.Preempted as e:
+    print(f"\ncrl: {e}", file=sys.stderr, flush=True)
     exit_code = 0
   except user_errors as e:
-    print(f"\ncrl: error: {e}", file=sys.stderr, flush=True)
+    print(f"\ncrl: error: {_one_line(e)}", file=sys.stderr, flush=True)
     exit_code = 2
   if distributed:
     _shutdown_distributed()
@@ -150,19 +159,70 @@ def _clean(message: str) -> str:
                    for i, l in enumerate(lines))
 
 
+def _one_line(error: BaseException) -> str:
+  """A user error's message on one line (multi-line lists joined by '; ')."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  if not lines:
+    return type(error).__name__
+  head, rest = lines[0], lines[1:]
+  return head + (" " + "; ".join(rest) if rest else "")
+
+
+def _config_path(argv: list[str]) -> str | None:
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with config-file and override errors as one line."""
+  spec = _config_path(argv)
+  if spec is not None:
+    path = spec.split(":", 1)[0]
+    if not os.path.isfile(path):
+      what = "is a directory" if os.path.isdir(path) else "does not exist"
+      print(f"crl: error: the config file {path} {what}; expected e.g. "
+            "--config=configs/nac.py (or configs/nac.py:tiny).",
+            file=sys.stderr)
+      sys.exit(2)
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    error = _load_error()
+    if error is not None:
+      print(f"crl: error: the config file {spec} cannot be loaded: "
+            f"{_clean(str(error))}", file=sys.stderr)
+    elif len(rest) > 1:
+      print(f"crl: error: unexpected arguments {rest[1:]}; every setting is "
+            "a flag (--config.key=value).", file=sys.stderr)
+    else:
+      return rest
   except flags.Error as e:
-    print(f"crl: error: {_clean(str(e))}\nPass --helpfull for the flags.",
+    print(f"crl: error: {_clean(str(e))} (--helpfull lists the flags)",
           file=sys.stderr)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
     print(f"crl: error: the config or an override is invalid "
           f"({' '.join(overrides) or 'no overrides'}): {_clean(str(e))}",
           file=sys.stderr)
+  except Exception as e:  # pylint: disable=broad-except
+    # The config file itself fails (SyntaxError, NameError, ImportError...).
+    print(f"crl: error: the config file {spec} cannot be loaded: "
+          f"{type(e).__name__}: {_clean(str(e))}", file=sys.stderr)
   sys.exit(2)
+
+
+def _load_error() -> BaseException | None:
+  """The error ml_collections deferred while loading --config, if any."""
+  value = flags.FLAGS["config"].value
+  if type(value).__name__ != "_ErrorConfig":
+    return None
+  try:
+    return object.__getattribute__(value, "_error")
+  except AttributeError:
+    return RuntimeError("unknown error")
 
 
 def run() -> None:

@@ -63,6 +63,67 @@ class MetricWriter:
       self._tb.close()
 
 
+def drop_rows_after(workdir: str, step: int) -> int:
+  """Drops the rows of `workdir/metrics.jsonl` that a resumed run rewrites.
+
+  Those are the rows after `step` (the restored checkpoint), the final
+  evaluation's rows (`final/...`, rewritten whenever the run is run again)
+  and a line cut short by a kill. The file is replaced atomically. Returns
+  the number of rows dropped. (TensorBoard event files are append-only and
+  keep the old rows; TensorBoard shows the newest value of a step.)
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+      ok = (line.endswith("\n") and int(row["step"]) <= step and
+            not str(row.get("split", "")).startswith("final/"))
+    except (ValueError, KeyError, TypeError):
+      ok = False
+    if ok:
+      kept.append(line)
+  if len(kept) == len(lines):
+    return 0
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
+  logging.info("metrics.jsonl: dropped %d row(s) after step %d (rewritten "
+               "by this run).", len(lines) - len(kept), step)
+  return len(lines) - len(kept)
+
+
+_WINDOW = "log_window.json"
+
+
+def save_window(workdir: str, step: int, window: list[Mapping[str, Any]]
+                ) -> None:
+  """Keeps the metrics of the steps after the last log line of a run that
+  stops at `step` (host values), for `load_window` on resume."""
+  rows = [{k: float(v) for k, v in m.items()} for m in window]
+  tmp = os.path.join(workdir, f".{_WINDOW}.tmp.{os.getpid()}")
+  with open(tmp, "w") as f:
+    json.dump({"step": int(step), "rows": rows}, f)
+  os.replace(tmp, os.path.join(workdir, _WINDOW))
+
+
+def load_window(workdir: str, step: int) -> list[dict[str, float]]:
+  """The window saved by a run stopped at `step`, else [] (the file stays:
+  training is deterministic, so a later resume from `step` reads the same
+  values)."""
+  try:
+    with open(os.path.join(workdir, _WINDOW)) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return []
+  return list(saved["rows"]) if saved.get("step") == step else []
+
+
 def format_seconds(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import time
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
@@ -39,6 +38,7 @@ import optax
 from crl import checkpointing
 from crl import config_lib
 from crl import metric_writers
+from crl import preemption as preemption_lib
 from crl import registry
 from crl import workdir as workdir_lib
 from crl.models import precision
@@ -161,28 +161,68 @@ def decay_mask(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
+def warmup_cosine(step: jax.Array, peak: jax.Array, warmup: jax.Array,
+                  total: jax.Array, end_factor: jax.Array) -> jax.Array:
+  """Linear warmup from 0 to `peak` over `warmup` steps, then cosine decay to
+  `end_factor * peak` at step `total`; constant after.
+
+  Every argument may be a traced array (a population trains members with
+  their own peak and length in one program; see `crl.population`).
+  """
+  step = jnp.asarray(step, jnp.float32)
+  peak, warmup, total, end_factor = (jnp.asarray(x, jnp.float32) for x in
+                                     (peak, warmup, total, end_factor))
+  warm = peak * step / jnp.maximum(warmup, 1.0)
+  decay = jnp.maximum(total - warmup, 1.0)
+  t = jnp.minimum(step - warmup, decay)
+  cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * t / decay))
+  return jnp.where(step < warmup, warm,
+                   peak * ((1.0 - end_factor) * cosine + end_factor))
+
+
+def optimizer_hparams(opt: ml_collections.ConfigDict, batch_size: int,
+                      num_steps: int) -> dict[str, float]:
+  """The values of `opt` that a population may vary per member (as data)."""
+  warmup = min(opt.warmup_steps, max(num_steps - 1, 0))
+  return {"peak": opt.base_learning_rate * batch_size / opt.base_batch_size,
+          "warmup": float(warmup), "total": float(max(num_steps, warmup + 1)),
+          "end_factor": float(opt.end_learning_rate_factor),
+          "weight_decay": float(opt.weight_decay)}
+
+
 def learning_rate_schedule(opt: ml_collections.ConfigDict, batch_size: int,
                            num_steps: int) -> optax.Schedule:
   """Linear warmup to `base_learning_rate * batch_size / base_batch_size`,
   then cosine decay to `end_learning_rate_factor` of it at `num_steps`."""
-  peak = opt.base_learning_rate * batch_size / opt.base_batch_size
-  warmup = min(opt.warmup_steps, max(num_steps - 1, 0))
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=peak, warmup_steps=warmup,
-      decay_steps=max(num_steps, warmup + 1),
-      end_value=peak * opt.end_learning_rate_factor)
+  return build_optimizer(opt, optimizer_hparams(opt, batch_size,
+                                                num_steps))[1]
+
+
+def build_optimizer(opt: ml_collections.ConfigDict, hparams: Mapping[str, Any]
+                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW (after optional clipping) with the `warmup_cosine` schedule.
+
+  `hparams` (see `optimizer_hparams`) may hold traced arrays; the structure
+  of the optimizer state depends only on `opt`.
+  """
+  h = dict(hparams)
+
+  def schedule(count):
+    return warmup_cosine(count, h["peak"], h["warmup"], h["total"],
+                         h["end_factor"])
+
+  parts = []
+  if opt.clip_norm:
+    parts.append(optax.clip_by_global_norm(opt.clip_norm))
+  parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                           weight_decay=h["weight_decay"], mask=decay_mask))
+  return optax.chain(*parts), schedule
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, batch_size: int,
                    num_steps: int) -> tuple[optax.GradientTransformation,
                                             optax.Schedule]:
-  schedule = learning_rate_schedule(opt, batch_size, num_steps)
-  parts = []
-  if opt.clip_norm:
-    parts.append(optax.clip_by_global_norm(opt.clip_norm))
-  parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
-                           weight_decay=opt.weight_decay, mask=decay_mask))
-  return optax.chain(*parts), schedule
+  return build_optimizer(opt, optimizer_hparams(opt, batch_size, num_steps))
 
 
 # Steps -----------------------------------------------------------------------
@@ -291,37 +331,34 @@ def check_resume_compatible(config: ml_collections.ConfigDict,
         "\nUse a new --workdir to train this config.")
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag checked once per step (single process).
+_PREVIOUS_RUN_FILES = ("config.json", "metrics.jsonl", "results.json")
 
-  With several processes, JAX's coordination service decides at which step
-  every process saves (`multihost_utils.reached_preemption_sync_point`).
+
+def check_no_previous_run(workdir: str) -> None:
+  """Refuses a workdir with a previous run's records but no checkpoint.
+
+  Such a run stopped before its first checkpoint was committed, or its
+  checkpoints were deleted or found broken; starting again would append a
+  second run to its files.
   """
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    if jax.process_count() == 1:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    logging.warning("SIGTERM received: finishing the step, then saving.")
-    self.requested = True
-
-  def should_stop(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self.requested
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+  found = [f for f in _PREVIOUS_RUN_FILES
+           if os.path.exists(os.path.join(workdir, f))]
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  broken = sorted(d for d in os.listdir(ckpt_dir)
+                  if d.startswith(checkpointing.BROKEN_PREFIX)
+                  ) if os.path.isdir(ckpt_dir) else []
+  if broken:
+    found.append(f"{len(broken)} broken checkpoint(s) in checkpoints/")
+  if found:
+    raise checkpointing.CheckpointError(
+        f"{workdir} holds a previous run ({', '.join(found)}) but no usable "
+        "checkpoint, so it cannot be resumed; nothing was changed. To start "
+        "over, move that workdir away (or delete it), or use another "
+        "--workdir.")
 
 
-def _nonfinite_message(step: int, metrics: dict[str, Any]) -> str:
+def _nonfinite_message(step: int, metrics: dict[str, Any],
+                       saved: int | None) -> str:
   host = jax.device_get(metrics)
   what = []
   if not bool(host["finite_loss"]):
@@ -332,9 +369,13 @@ def _nonfinite_message(step: int, metrics: dict[str, Any]) -> str:
   if bad:
     what.append(f"gradients of {len(bad)} parameter(s), first "
                 f"{', '.join(bad[:3])}")
-  return (f"Non-finite values at step {step}: {'; '.join(what)}. The last "
-          "good checkpoint is kept; lower the learning rate, check the data, "
-          "or resume from it.")
+  if saved:
+    keep = (f"The newest checkpoint (step {saved}) is kept; lower the "
+            "learning rate or check the data, then rerun (it resumes there).")
+  else:
+    keep = ("No checkpoint was saved before it; lower the learning rate or "
+            "check the data, then start over in a new --workdir.")
+  return f"Non-finite values at step {step}: {'; '.join(what)}. {keep}"
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -360,7 +401,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
   Returns:
     `{"step": final step, ...}` with the task's final evaluation, also
     written to `workdir/results.json`; `{"step", "preempted": True}` when
-    stopped early.
+    stopped early (by `stop_at`, or by SIGTERM at any point: see
+    `crl.preemption`).
+
+  Raises:
+    CheckpointError: the workdir holds a previous run's records but no
+      checkpoint (never restarted silently), or checkpoints that cannot be
+      used.
   """
   init = None
   if config.get("init_from"):
@@ -369,27 +416,41 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
     from crl import pretrained  # pylint: disable=g-import-not-at-top
     if not pretrained.has_checkpoint(workdir):
       init = pretrained.load(config, task)
+  tx, schedule = make_optimizer(config.optimizer, config.batch_size,
+                                config.num_steps)
+  # Evaluators and the model's shapes first: their config errors must stop
+  # the run before anything is compiled or written.
+  evaluators = task.evaluators()
+  replicated = NamedSharding(task.batch_sharding.mesh, P())
+  layout = _state_layout(config, task, tx, replicated)
+  workdir_lib.check_workdir(workdir)
   os.makedirs(workdir, exist_ok=True)
   lock = workdir_lib.WorkdirLock(workdir)
   if jax.process_index() == 0:
     lock.acquire()
   try:
-    return _run(config, workdir, task, stop_at, init)
+    with preemption_lib.handler():
+      return _run(config, workdir, task, stop_at, (tx, schedule),
+                  evaluators, layout, init)
+  except preemption_lib.Preempted as e:
+    logging.warning("%s (%s)", e, workdir)
+    return {"step": e.step, "preempted": True}
   finally:
     lock.release()
 
 
-def _run(config, workdir, task, stop_at, init=None):
-  tx, schedule = make_optimizer(config.optimizer, config.batch_size,
-                                config.num_steps)
-  # Evaluators first: their config errors must stop the run before anything
-  # is compiled or written.
-  evaluators = task.evaluators()
+def _run(config, workdir, task, stop_at, optimizer, evaluators, layout,
+         init=None):
+  tx, schedule = optimizer
+  init_state, init_key, abstract, state_sharding = layout
   replicated = NamedSharding(task.batch_sharding.mesh, P())
 
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not checkpointing.step_dirs(ckpt_dir):
+    check_no_previous_run(workdir)  # before anything is written
   ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, "checkpoints"), config.checkpoint.every_steps,
-      config.checkpoint.keep, async_save=config.checkpoint.async_save)
+      ckpt_dir, config.checkpoint.every_steps, config.checkpoint.keep,
+      async_save=config.checkpoint.async_save)
   if ckpt.steps():
     check_resume_compatible(config, workdir)
   if jax.process_count() > 1:
@@ -399,8 +460,6 @@ def _run(config, workdir, task, stop_at, init=None):
     workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"),
                                   config_lib.to_plain(config), sort_keys=True)
 
-  init_state, init_key, abstract, state_sharding = _state_layout(
-      config, task, tx, replicated)
   restored = ckpt.restore_latest(checkpoint_tree(abstract))
   if restored is None:
     t0 = time.time()
@@ -420,6 +479,8 @@ def _run(config, workdir, task, stop_at, init=None):
     state = TrainState(**tree)
     logging.info("Resumed from the checkpoint at step %d.", step)
   start_step = int(jax.device_get(state.step))
+  if jax.process_index() == 0:
+    metric_writers.drop_rows_after(workdir, start_step)
 
   train_step = jax.jit(
       make_train_step(task, tx, schedule, config.seed),
@@ -432,9 +493,13 @@ def _run(config, workdir, task, stop_at, init=None):
   step = start_step
   stopped_early = False
   try:
-    with _Preemption() as preemption:
+    # Periodic evaluations finish; the step is saved, then the loop stops.
+    with preemption_lib.handler() as preemption, preemption.deferred():
       batches = task.train_batches(start_step)
-      window: list[dict[str, Any]] = []  # metrics since the last log line
+      # Metrics since the last log line; a run stopped between two log
+      # lines left them in a file, so the next line averages the same steps.
+      window: list[dict[str, Any]] = metric_writers.load_window(workdir,
+                                                                start_step)
       previous = None  # (step, metrics) of the step before this one
       for step in range(start_step + 1, config.num_steps + 1):
         batch = next(batches)
@@ -444,13 +509,13 @@ def _run(config, workdir, task, stop_at, init=None):
         window.append(metrics)
         # Check the previous step while this one runs (one step in flight).
         if previous is not None:
-          _check_finite_step(*previous)
+          _check_finite_step(*previous, ckpt)
         previous = (step, metrics)
         if step == start_step + 1:
           jax.block_until_ready(metrics["loss"])
           progress.reset_clock(step)
         if step % config.log_every_steps == 0 or step == config.num_steps:
-          _check_finite_step(step, metrics)
+          _check_finite_step(step, metrics, ckpt)
           # Only the scalars cross to the host; the per-leaf finiteness flags
           # are read just when a non-finite step is being reported.
           history = [_scalars(h) for h in jax.device_get(
@@ -465,18 +530,23 @@ def _run(config, workdir, task, stop_at, init=None):
           window = []
         for name, (evaluator, every) in evaluators.items():
           if every and (step % every == 0 or step == config.num_steps):
-            _check_finite_step(step, metrics)
+            _check_finite_step(step, metrics, ckpt)
             for split, row in evaluator.run(eval_params(state)).items():
               writer.write(step, row, f"{name}/{split}")
         if ckpt.should_save(step, config.num_steps):
-          _check_finite_step(step, metrics)
+          _check_finite_step(step, metrics, ckpt)
           ckpt.save(step, checkpoint_tree(state))
         if preemption.should_stop(step) or step == stop_at:
-          _check_finite_step(step, metrics)
+          _check_finite_step(step, metrics, ckpt)
+          if jax.process_index() == 0:
+            metric_writers.save_window(workdir, step, jax.device_get(
+                [{k: v for k, v in m.items() if k != "finite_grad_leaves"}
+                 for m in window]))
           ckpt.save(step, checkpoint_tree(state))
           ckpt.wait()
-          logging.warning("Stopped early: saved the checkpoint of step %d; "
-                          "run the same command to resume.", step)
+          logging.warning("Stopped early: saved the checkpoint of step %d "
+                          "in %s; run the same command to resume.", step,
+                          ckpt.directory)
           stopped_early = True
           break
       ckpt.wait()
@@ -489,10 +559,21 @@ def _run(config, workdir, task, stop_at, init=None):
     return {"step": step, "preempted": True}
 
   final_step = int(jax.device_get(state.step))
-  out = task.final_evaluation(eval_params(state), final_step)
-  for split, row in out.get("results", {}).items():
-    writer.write(final_step, _flat_scalars(row), f"final/{split}")
-  writer.close()
+  where = (f"after saving the checkpoint of step {final_step}, before the "
+           "final evaluation")
+  try:
+    preemption_lib.check(where)
+    where = (f"during the final evaluation (the checkpoint of step "
+             f"{final_step} is saved)")
+    out = task.final_evaluation(eval_params(state), final_step)
+    for split, row in out.get("results", {}).items():
+      writer.write(final_step, _flat_scalars(row), f"final/{split}")
+  except preemption_lib.Preempted:
+    raise preemption_lib.Preempted(
+        f"Stopped by SIGTERM {where}; run the same command to continue.",
+        final_step) from None
+  finally:
+    writer.close()
   out = {"step": final_step, **out}
   if jax.process_index() == 0:
     workdir_lib.write_json_atomic(os.path.join(workdir, "results.json"), out)
@@ -511,7 +592,13 @@ def _state_layout(config, task, tx, replicated):
                       opt_state=tx.init(params), model_state=model_state)
 
   init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x1417)
-  abstract = jax.eval_shape(init_state, init_key)
+  try:
+    abstract = jax.eval_shape(init_state, init_key)
+  except (ValueError, TypeError) as e:
+    reason = " ".join(str(e).split("\n---")[0].split())
+    raise config_lib.ConfigError(
+        f"config.model ({config.model.get('name')!r}) cannot be built for "
+        f"{task.name}: {reason}") from None
   state_sharding = jax.tree.map(lambda _: replicated, abstract)
   abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -569,7 +656,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return classification.train_and_evaluate(config, workdir, stop_at)
 
 
-def _check_finite_step(step: int, metrics: dict[str, Any]) -> None:
+def _check_finite_step(step: int, metrics: dict[str, Any],
+                       ckpt: checkpointing.Checkpointer | None = None) -> None:
   finite = jax.device_get((metrics["finite_loss"], metrics["finite_grads"]))
   if not all(bool(x) for x in finite):
-    raise NonFiniteError(_nonfinite_message(step, metrics))
+    steps = [s for s in ckpt.steps() if s < step] if ckpt is not None else []
+    raise NonFiniteError(_nonfinite_message(step, metrics,
+                                            steps[-1] if steps else None))

@@ -29,6 +29,30 @@ class WorkdirBusyError(RuntimeError):
   """Another live process is training in this workdir."""
 
 
+class WorkdirError(ValueError):
+  """The workdir path cannot hold a run (a file, not writable)."""
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises `WorkdirError` unless `workdir` is, or can be made, a writable
+  directory; writes nothing."""
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirError(f"--workdir={workdir} is a file; expected a directory "
+                       "(a new one, or that of a run to resume).")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise WorkdirError(f"--workdir={workdir} cannot be created: {existing} is "
+                       "a file, not a directory.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    what = ("is" if existing == path else
+            f"would be created in {existing}, which is")
+    raise WorkdirError(f"--workdir={workdir} {what} not writable; choose a "
+                       "writable directory.")
+
+
 def _alive(pid: int) -> bool:
   try:
     os.kill(pid, 0)

@@ -10,3 +10,9 @@ import jax  # pylint: disable=g-import-not-at-top
 
 # Compile time dominates the small test models; optimisations do not pay.
 jax.config.update("jax_disable_most_optimizations", True)
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: runs for minutes (CI still runs it; deselect with "
+      "-m 'not slow' locally)")

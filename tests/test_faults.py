@@ -4,6 +4,7 @@ SIGTERM. Each asserts the recovery or the one clear message."""
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,33 +26,61 @@ def _steps(workdir):
   return sorted(int(s) for s in os.listdir(d) if s.isdigit())
 
 
-def test_corrupted_latest_checkpoint_falls_back_with_a_warning(tmp_path,
-                                                                caplog):
+def _largest_data_file(step_dir):
+  files = [os.path.join(r, n) for r, _, ns in os.walk(step_dir) for n in ns
+           if os.sep + "d" + os.sep in os.path.join(r, n)]
+  return max(files, key=os.path.getsize)
+
+
+def _train_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(l) for l in f]
+
+
+def test_corrupted_data_is_detected_moved_aside_and_retrained(tmp_path,
+                                                              caplog):
+  # Same-size overwrite of 64 bytes inside an array file: Orbax restores it
+  # without complaint; the integrity record catches it.
   config = helpers.tiny_config(num_steps=12, **{"checkpoint.every_steps": 4},
                                **FAST)
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir, stop_at=8)
   assert _steps(workdir) == [4, 8]
-  # Truncate every array file of step 8.
-  broken = 0
-  for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "8")):
-    for name in files:
-      path = os.path.join(root, name)
-      if os.path.getsize(path) > 0:
-        with open(path, "r+b") as f:
-          f.truncate(os.path.getsize(path) // 3)
-        broken += 1
-  assert broken
+  step_dir = os.path.join(workdir, "checkpoints", "8")
+  assert os.path.exists(os.path.join(step_dir, checkpointing.RECORD_NAME))
+  victim = _largest_data_file(step_dir)
+  size = os.path.getsize(victim)
+  with open(victim, "r+b") as f:
+    f.seek(size // 2)
+    f.write(bytes(64))
+  assert os.path.getsize(victim) == size
   with caplog.at_level(logging.INFO):
     out = train.train_and_evaluate(config, workdir)
   assert out["step"] == 12
   text = caplog.text
-  assert "checkpoints/8 cannot be read" in text
+  rel = os.path.relpath(victim, step_dir)
+  assert f"checkpoints/8 is broken: file {rel} does not match" in text
   assert "Resumed from the checkpoint at step 4." in text
-  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
-  train_steps = [r["step"] for r in rows if r["split"] == "train"]
-  # Steps 5..8 were trained twice: once before the corruption, once after.
-  assert train_steps.count(5) == 2 and train_steps[-1] == 12
+  assert "bound method" not in text
+  # Moved aside for inspection; step 8 was saved again by the retraining.
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  broken = [d for d in os.listdir(ckpt_dir) if d.startswith("broken-8-")]
+  assert len(broken) == 1 and 8 in _steps(workdir)
+  assert checkpointing.verify_record(os.path.join(ckpt_dir, "8")) is None
+  # Each step's rows once, as in an uninterrupted run.
+  train_steps = [r["step"] for r in _train_rows(workdir)
+                 if r["split"] == "train"]
+  assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 12
+  # Readers (analysis, the OOD suite) go through the same check.
+  newest = os.path.join(ckpt_dir, "12")
+  with open(_largest_data_file(newest), "r+b") as f:
+    f.seek(10)
+    f.write(b"\xff" * 64)
+  caplog.clear()
+  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  _, step = train.restore_trained(config, workdir,
+                                  classification.ClassificationTask(config))
+  assert step == 8 and "checkpoints/12 is broken" in caplog.text
 
 
 def test_unreadable_checkpoints_are_never_silently_reinitialised(tmp_path):
@@ -65,6 +94,46 @@ def test_unreadable_checkpoints_are_never_silently_reinitialised(tmp_path):
         f.write(b"garbage")
   with pytest.raises(checkpointing.CheckpointError, match="can be read"):
     train.train_and_evaluate(config, workdir)
+  # Moved aside: the next attempt finds the previous run's records without
+  # a checkpoint and refuses too, rather than starting a second run.
+  with pytest.raises(checkpointing.CheckpointError,
+                     match="holds a previous run .*1 broken checkpoint"):
+    train.train_and_evaluate(config, workdir)
+
+
+def test_records_without_checkpoint_are_never_restarted_silently(tmp_path):
+  config = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4},
+                               **FAST)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, stop_at=4)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
+  before = {f: open(os.path.join(workdir, f)).read()
+            for f in ("config.json", "metrics.jsonl")}
+  with pytest.raises(checkpointing.CheckpointError) as e:
+    train.train_and_evaluate(config, workdir)
+  assert "holds a previous run (config.json, metrics.jsonl)" in str(e.value)
+  assert "move that workdir away" in str(e.value)
+  assert before == {f: open(os.path.join(workdir, f)).read() for f in before}
+  assert not os.path.exists(os.path.join(workdir, "run.lock"))
+
+
+def test_a_step_without_integrity_record_is_used_and_recorded(tmp_path,
+                                                              caplog):
+  # The process died between Orbax's commit and the record (or older code
+  # wrote the step): Orbax reads it, so it is used, with a warning.
+  config = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4},
+                               **FAST)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, stop_at=4)
+  record = os.path.join(workdir, "checkpoints", "4",
+                        checkpointing.RECORD_NAME)
+  os.remove(record)
+  with caplog.at_level(logging.INFO):
+    out = train.train_and_evaluate(config, workdir)
+  assert out["step"] == 8
+  assert "checkpoints/4 has no integrity record" in caplog.text
+  assert "Resumed from the checkpoint at step 4." in caplog.text
+  assert os.path.exists(record)
 
 
 def test_checkpoint_of_another_model_config_is_refused(tmp_path):
@@ -201,3 +270,78 @@ def test_sigterm_saves_then_the_rerun_resumes(tmp_path):
   rerun = helpers.run_main(*args, "--config.num_steps=" + str(saved[0] + 2))
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   assert f"Resumed from the checkpoint at step {saved[0]}." in rerun.stderr
+
+
+def _sigterm_self():
+  os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_during_final_evaluation_stops_then_rerun_finishes(
+    tmp_path, monkeypatch):
+  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  config = helpers.tiny_config(num_steps=6, log_every_steps=2,
+                               **{"checkpoint.every_steps": 3}, **FAST)
+  workdir = str(tmp_path / "run")
+  original = classification.ClassificationTask.final_evaluation
+
+  def interrupted(self, params, step):
+    _sigterm_self()  # arrives while the evaluation batches are read
+    return original(self, params, step)
+
+  monkeypatch.setattr(classification.ClassificationTask, "final_evaluation",
+                      interrupted)
+  out = train.train_and_evaluate(config, workdir)
+  assert out == {"step": 6, "preempted": True}
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
+  assert not os.path.exists(os.path.join(workdir, "run.lock"))
+  assert _steps(workdir) == [3, 6]
+  monkeypatch.setattr(classification.ClassificationTask, "final_evaluation",
+                      original)
+  out = train.train_and_evaluate(config, workdir)
+  assert out["step"] == 6 and "results" in out
+  assert os.path.exists(os.path.join(workdir, "results.json"))
+  rows = _train_rows(workdir)
+  keys = [(r["step"], r["split"]) for r in rows]
+  assert len(keys) == len(set(keys))  # nothing twice
+  assert [k for k in keys if k[1] == "final/test"] == [(6, "final/test")]
+
+
+def test_sigterm_while_the_last_checkpoint_is_finalised(tmp_path,
+                                                        monkeypatch):
+  config = helpers.tiny_config(num_steps=4, log_every_steps=2,
+                               **{"checkpoint.every_steps": 4}, **FAST)
+  workdir = str(tmp_path / "run")
+  original = checkpointing.Checkpointer.wait
+
+  def wait(self):
+    _sigterm_self()
+    original(self)
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "wait", wait)
+  out = train.train_and_evaluate(config, workdir)
+  assert out == {"step": 4, "preempted": True}  # not ignored
+  assert _steps(workdir) == [4]
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
+  monkeypatch.setattr(checkpointing.Checkpointer, "wait", original)
+  assert train.train_and_evaluate(config, workdir)["step"] == 4
+  assert os.path.exists(os.path.join(workdir, "results.json"))
+
+
+def test_resumed_records_equal_an_uninterrupted_run(tmp_path):
+  config = helpers.tiny_config(num_steps=10, log_every_steps=5,
+                               **{"checkpoint.every_steps": 5}, **FAST)
+
+  def rows(workdir):
+    wall = ("time", "examples_per_s")
+    return [{k: v for k, v in r.items() if k not in wall}
+            for r in _train_rows(workdir)]
+
+  train.train_and_evaluate(config, str(tmp_path / "a"))
+  stopped = str(tmp_path / "b")
+  # Stopped between two log lines (7), then stopped again after the final
+  # checkpoint so that the rerun drops the rows after it and the final rows.
+  train.train_and_evaluate(config, stopped, stop_at=7)
+  train.train_and_evaluate(config, stopped)
+  shutil.rmtree(os.path.join(stopped, "checkpoints", "10"))
+  train.train_and_evaluate(config, stopped)
+  assert rows(stopped) == rows(str(tmp_path / "a"))

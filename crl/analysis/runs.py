@@ -45,8 +45,17 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise checkpointing.CheckpointError(
         f"{workdir} is not a run directory (no config.json); pass the "
         "--workdir of a training run.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(config_lib.from_plain(json.load(f)))
+  try:
+    with open(path) as f:
+      plain = json.load(f)
+    if not isinstance(plain, dict):
+      raise ValueError(f"a JSON {type(plain).__name__}, expected an object")
+    return ml_collections.ConfigDict(config_lib.from_plain(plain))
+  except (OSError, ValueError, TypeError) as e:
+    reason = " ".join(str(e).split())
+    raise checkpointing.CheckpointError(
+        f"{path} (the run's config) cannot be read: {reason}; it must be the "
+        "config.json that crl.main wrote for that run.") from None
 
 
 def load_run(workdir: str, **config_overrides: Any) -> Run:

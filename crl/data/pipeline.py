@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from crl import preemption
+
 
 class DataError(ValueError):
   """A batch that does not match what the model expects."""
@@ -160,6 +162,11 @@ class InputPipeline:
 
   def eval_batches(self, name: str) -> Iterator[dict[str, jax.Array]]:
     """One pass over eval split `name`, padded; see the module docstring."""
+    for batch in self._eval_batches(name):
+      preemption.check(f"while evaluating split {name!r}")
+      yield batch
+
+  def _eval_batches(self, name: str) -> Iterator[dict[str, jax.Array]]:
     if self.procedural:
       num = self.dataset.num_examples(name)
       code = jnp.asarray(self.dataset.eval_code(name))

@@ -154,6 +154,12 @@ class TFDSImageClassification:
     if not isinstance(self.tfds_name, str) or not self.tfds_name:
       raise bad(f"tfds_name must be a non-empty string, got "
                 f"{self.tfds_name!r}")
+    # `name`, `name:version`, `name/config[:version]`; not a folder.
+    if (self.tfds_name.startswith(("/", ".", "~")) or
+        self.tfds_name.split(":")[0].count("/") > 1):
+      raise bad(f"tfds_name must be a TFDS dataset name such as 'cifar10' or "
+                f"'cifar10:3.0.2', got the path {self.tfds_name!r}; put the "
+                "folder that holds prepared TFDS data in data_dir")
     if not isinstance(self.train_split, str) or not self.train_split:
       raise bad(f"train_split must be a non-empty string, got "
                 f"{self.train_split!r}")
@@ -208,11 +214,11 @@ class TFDSImageClassification:
       return
     except Exception as e:  # pylint: disable=broad-except
       cause = e
-    root = getattr(builder, "data_dir_root", None) or self.data_dir
+    root = str(getattr(builder, "data_dir_root", None) or self.data_dir)
     name = self.tfds_name
     raise DatasetNotPreparedError(
-        f"TFDS dataset {name!r} is not prepared in data_dir {root!r} (looked "
-        f"for {builder.data_dir}); data is never downloaded at run time. "
+        f"TFDS dataset {name!r} is not prepared in data_dir {root} (looked "
+        f"for {str(builder.data_dir)}); data is never downloaded at run time. "
         f"Prepare it on a machine with internet: `tfds build {name} "
         f"--data_dir={root}` or `tfds.builder({name!r}, data_dir={root!r})"
         ".download_and_prepare()` (datasets with manual downloads, e.g. "

@@ -85,6 +85,9 @@ class ClassificationTask:
         train.DATA_AXIS)
     self.batch_sharding = self.pipeline.sharding
     self.name = f"{config.model.name} on {config.data.name}"
+    # An attribute, not a config read in `objective`: a population sets it
+    # per member to a traced value (crl.population).
+    self.label_smoothing = config.loss.label_smoothing
     rngs = train.eval_rngs(config.seed)
     self.predict_fn = jax.jit(
         lambda params, batch: self.model.apply(
@@ -130,7 +133,7 @@ class ClassificationTask:
                                                       dict[str, Any]]:
     """Loss and metrics from the model's outputs on a training batch."""
     ce = cross_entropy(logits, batch["label"], self.num_classes,
-                       self.config.loss.label_smoothing).mean()
+                       self.label_smoothing).mean()
     reg = jnp.asarray(aux.get("reg_loss", 0.0), jnp.float32)
     return ce + reg, {
         "ce": ce, "reg_loss": reg,

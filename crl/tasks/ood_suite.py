@@ -50,6 +50,7 @@ from crl import workdir as workdir_lib
 from crl.analysis import ood_report
 from crl.evaluators import ood_suite
 from crl.tasks import classification
+from crl.tasks import suite_groups
 
 AUGMENTATIONS = ("flip", "crop", "hue")
 AUG_SALT = 0xA06
@@ -70,21 +71,40 @@ _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
                  [0.211, -0.523, 0.312]], np.float32)
 
 
+def augment_flags(ops: tuple[str, ...]) -> np.ndarray:
+  """`ops` as one bool per entry of `AUGMENTATIONS` (a population's data)."""
+  return np.array([a in ops for a in AUGMENTATIONS])
+
+
 def augment(images: jax.Array, key: jax.Array,
-            ops: tuple[str, ...]) -> jax.Array:
-  """Random `ops` (of `AUGMENTATIONS`) on `[batch, height, width, 3]` images."""
+            ops: tuple[str, ...] | jax.Array) -> jax.Array:
+  """Random `ops` on `[batch, height, width, 3]` images.
+
+  `ops` is a tuple of names of `AUGMENTATIONS`, or a bool array with one
+  flag per name (`augment_flags`; may be traced: then every op is computed
+  and the flags select, which gives the same values as the tuple).
+  """
   b, h, w, _ = images.shape
   keys = jax.random.split(key, 4)
-  if "crop" in ops:
+  if isinstance(ops, tuple):
+    use = {a: (True if a in ops else None) for a in AUGMENTATIONS}
+  else:
+    use = dict(zip(AUGMENTATIONS, ops))
+
+  def pick(op, new, old):
+    return new if use[op] is True else jnp.where(use[op], new, old)
+
+  if use["crop"] is not None:
     padded = jnp.pad(images, ((0, 0), (CROP_PAD, CROP_PAD),
                               (CROP_PAD, CROP_PAD), (0, 0)), mode="edge")
     offsets = jax.random.randint(keys[0], (b, 2), 0, 2 * CROP_PAD + 1)
-    images = jax.vmap(lambda x, o: jax.lax.dynamic_slice(
-        x, (o[0], o[1], 0), (h, w, 3)))(padded, offsets)
-  if "flip" in ops:
+    images = pick("crop", jax.vmap(lambda x, o: jax.lax.dynamic_slice(
+        x, (o[0], o[1], 0), (h, w, 3)))(padded, offsets), images)
+  if use["flip"] is not None:
     flip = jax.random.bernoulli(keys[1], 0.5, (b, 1, 1, 1))
-    images = jnp.where(flip, images[:, :, ::-1], images)
-  if "hue" in ops:
+    images = pick("flip", jnp.where(flip, images[:, :, ::-1], images),
+                  images)
+  if use["hue"] is not None:
     theta = jax.random.uniform(keys[2], (b,), minval=0., maxval=2 * jnp.pi)
     cos, sin = jnp.cos(theta), jnp.sin(theta)
     one, zero = jnp.ones_like(cos), jnp.zeros_like(cos)
@@ -93,7 +113,8 @@ def augment(images: jax.Array, key: jax.Array,
                      jnp.stack([zero, sin, cos], -1)], -2)   # [b, 3, 3]
     yiq, rgb = jnp.asarray(_YIQ), jnp.asarray(np.linalg.inv(_YIQ))
     m = jnp.einsum("ij,bjk,kl->bil", rgb, rot, yiq)
-    images = jnp.clip(jnp.einsum("bij,bhwj->bhwi", m, images), 0., 1.)
+    images = pick("hue", jnp.clip(jnp.einsum("bij,bhwj->bhwi", m, images),
+                                  0., 1.), images)
   return images
 
 
@@ -119,7 +140,8 @@ class AugmentedClassificationTask(classification.ClassificationTask):
           f"{', '.join(AUGMENTATIONS)}.")
 
   def loss(self, params, batch, rngs):
-    if self.augment:
+    # A tuple of names; in a population a traced flag array (augment_flags).
+    if not isinstance(self.augment, tuple) or self.augment:
       key = jax.random.fold_in(rngs["dropout"], AUG_SALT)
       batch = {**batch, self.input_key: augment(batch[self.input_key], key,
                                                 self.augment)}
@@ -244,7 +266,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     jax.config.update("jax_disable_most_optimizations", True)
   os.makedirs(workdir, exist_ok=True)
   lock = workdir_lib.WorkdirLock(workdir)
-  if jax.process_index() == 0:
+  # The tasks of a job array share the workdir; each unit has its own lock.
+  array = bool((config.get("population") or {}).get("num_tasks"))
+  if jax.process_index() == 0 and not array:
     lock.acquire()
   try:
     if config.get("checkpoint"):
@@ -271,13 +295,13 @@ def _one_checkpoint(config, workdir):
     raise checkpointing.CheckpointError(
         f"config.checkpoint={path!r} is not a directory; pass the --workdir "
         "of a training run.")
-  config_path = os.path.join(path, "config.json")
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      if json.load(f).get("trainer", "classification") != "classification":
-        raise config_lib.ConfigError(
-            f"config.checkpoint={path!r} is not a classification run; the "
-            "suite evaluates image classifiers.")
+  if os.path.exists(os.path.join(path, "config.json")):
+    # A broken config.json is named as the source (runs.load_config).
+    if runs.load_config(path).get("trainer",
+                                  "classification") != "classification":
+      raise config_lib.ConfigError(
+          f"config.checkpoint={path!r} is not a classification run; the "
+          "suite evaluates image classifiers.")
   run = runs.load_run(path)  # CheckpointError: no config.json / checkpoint
   evaluator = _evaluator(config, run.task)
   _write_config(config, workdir)
@@ -300,24 +324,69 @@ def _population(config, workdir, names):
   evaluator = _evaluator(config, tasks[names[0]])
   for name, member in members.items():
     finished_step(member, os.path.join(workdir, "models", name))
+  suite_groups.check_names(names)
+  all_units = suite_groups.units(config, members)
+  share = suite_groups.array_share(config, all_units)
+  if share is not None:
+    suite_groups.check_workdir_config(config, workdir)
   _write_config(config, workdir)
-  info, models = {}, {}
+
+  def finished(name):
+    step = finished_step(members[name],
+                         os.path.join(workdir, "models", name))
+    return step is not None and step >= members[name].num_steps
+
+  def train_alone(name):
+    return train_or_load(members[name], os.path.join(workdir, "models", name),
+                         tasks[name])
+
+  if share is not None:  # one task of a job array: train its share only
+    return suite_groups.train_share(config, workdir, share, members, tasks,
+                                    finished, train_alone)
+  info, models, trained = {}, {}, {}
+  for unit in all_units:
+    if len(unit[1]) > 1:
+      trained.update(suite_groups.train_unit(
+          config, workdir, unit, members, tasks, finished, train_alone))
+      if "preempted" in trained:
+        raise _Preempted(f"Stopped while training the group {unit[0]} at "
+                         f"step {trained['preempted']}; run the same command "
+                         "to continue.")
   for i, (name, member) in enumerate(members.items()):
     member_dir = os.path.join(workdir, "models", name)
     t0 = time.time()
+    if name in trained and trained[name].get("failed_at_step"):
+      info[name] = {"model": member.model.name, "seed": member.seed,
+                    "num_steps": member.num_steps, "failed": True,
+                    **trained[name], "workdir": os.path.abspath(member_dir)}
+      logging.warning("Member %s diverged at step %d; left out of the "
+                      "evaluation.", name, trained[name]["failed_at_step"])
+      continue
     logging.info("Member %d/%d %s (%s, %d steps, augment %s).", i + 1,
                  len(names), name, member.model.name, member.num_steps,
                  ",".join(member.augment) or "none")
-    params, step, reused = train_or_load(member, member_dir, tasks[name])
+    if name in trained:
+      params, step = trained[name]["params"], trained[name]["step"]
+      reused, seconds = False, trained[name]["seconds"]
+    else:
+      params, step, reused = train_or_load(member, member_dir, tasks[name])
+      seconds = time.time() - t0
     info[name] = {"model": member.model.name, "seed": member.seed,
                   "num_steps": member.num_steps, "step": step,
                   "augment": list(member.augment),
                   "workdir": os.path.abspath(member_dir), "reused": reused,
-                  "seconds": round(time.time() - t0, 1),
+                  "seconds": round(seconds, 1),
                   "parameters": int(sum(np.size(x) for x in
                                         jax.tree.leaves(params)))}
+    if name in trained:
+      info[name]["group"] = trained[name]["group"]
     logging.info("Member %s: %s the checkpoint of step %d (%.0fs).", name,
-                 "reused" if reused else "trained", step, time.time() - t0)
+                 "reused" if reused else "trained", step, seconds)
     models[name] = (params, tasks[name].predict_fn)
+  if config.get("baseline") and config.baseline not in models and models:
+    logging.warning("The baseline %s diverged; CE/mCE are relative to %s.",
+                    config.baseline, next(iter(models)))
+    config = config.copy_and_resolve_references()
+    config.baseline = next(iter(models))
   evaluation = ood_report.evaluate_models(evaluator, models)
   return ood_report.write(workdir, config, evaluator, evaluation, info)

@@ -39,6 +39,7 @@ import ml_collections
 import numpy as np
 
 from crl import config_lib
+from crl import preemption
 from crl import registry
 from crl import train
 from crl.analysis import amodal_pictures
@@ -106,6 +107,7 @@ class VideoPipeline(pipeline_lib.InputPipeline):
       idx = start + np.arange(self.eval_batch)
       batch = self._generate(code, np.minimum(idx, num - 1).astype(np.int32))
       mask = jax.device_put((idx < num).astype(np.float32), self.sharding)
+      preemption.check(f"while evaluating split {name!r}")
       yield {**batch, "mask": mask}
 
 
@@ -391,6 +393,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     with _timed(timing, "supervised"):
       sup = train.run(sup_config, os.path.join(workdir, "supervised"),
                       SavosTask(sup_config, mode="supervised", **shared))
+    if sup.get("preempted"):
+      return sup
     for s, r in sup["results"].items():
       results[s]["supervised"] = r
 
@@ -405,6 +409,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      method="savos_adapted", **shared)
     with _timed(timing, "adapt"):
       adapted = train.run(adapt_config, os.path.join(workdir, "adapt"), task)
+    if adapted.get("preempted"):
+      return adapted
     adapted.pop("params")
     results[adapt_split]["savos_adapted"] = adapted["results"][adapt_split]
 

@@ -1,0 +1,374 @@
+"""Populations: members that share an architecture trained in one program.
+
+Members whose model, data and optimizer structure agree (`group_key`) are
+stacked on a leading `member` axis (params, optimizer state, step) and
+updated by one `jax.jit`-compiled, `jax.vmap`-ed train step. Everything else
+that differs between them is data, one value per member (`member_hparams`):
+the seed and so every RNG stream, the peak learning rate and the schedule's
+length (`train.warmup_cosine`, the single run's own schedule), weight decay,
+label smoothing, the augmentations (`ood_suite.augment` with traced flags),
+the number of steps, the initial parameters and which parameters are
+trainable (a 0/1 factor per leaf multiplied into the updates). Each member
+sees its own batches (its task's pipeline), stacked on the member axis.
+
+A member trained here ends with the same parameters as the same config
+trained alone by `crl.main` (tested bitwise on CPU). A member whose loss or
+gradients become non-finite is frozen at its last finite state and listed in
+`failed` with the step; the others go on.
+
+Devices: a mesh with axes (`member`, `data`); the stacked state is sharded
+over `member`, each member's batch over `data` as well.
+
+Workdir of a population: `config.json` (the members' configs; another
+population is refused), `checkpoints/` (the stacked state, Orbax, resumed
+exactly) and, when a member reaches its last step, its own run directory
+(`config.json`, `checkpoints/` with a single-member `TrainState`,
+`metrics.jsonl`, `results.json`) so `train.restore_trained`, analysis and
+`--config.checkpoint` read it like any run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+
+from crl import checkpointing
+from crl import config_lib
+from crl import metric_writers
+from crl import population_io
+from crl import train
+from crl import workdir as workdir_lib
+
+MEMBER_AXIS = "member"
+# Config keys that a population varies per member as data (see
+# `member_hparams`) or that do not change what is trained.
+_DATA_KEYS = ("seed", "num_steps", "augment", "trainable", "checkpoint",
+              "log_every_steps", "tensorboard", "evals", "final_eval",
+              "eval_batch_size", "xla_fast_compile")
+_DATA_OPT_KEYS = ("base_learning_rate", "warmup_steps",
+                  "end_learning_rate_factor", "weight_decay")
+# Top-level parameter names of the classification heads (`trainable="head"`).
+HEAD_PARAMS = ("classifier", "head_norm", "encoder_norm", "confidence")
+
+
+@dataclasses.dataclass
+class Member:
+  """One member: its config, task and run directory.
+
+  Attributes:
+    name: unique name (its run directory's).
+    config: a complete classification config (`config.trainable`: 'all' or
+      'head', default 'all'; `config.augment`: names of
+      `ood_suite.AUGMENTATIONS`).
+    task: its `ClassificationTask` (pipeline, evaluation).
+    workdir: its run directory.
+    init_params: parameters to start from (e.g. a pretrained run's), else
+      fresh ones from `config.seed`.
+  """
+  name: str
+  config: ml_collections.ConfigDict
+  task: Any
+  workdir: str
+  init_params: Any = None
+
+
+def group_key(config: ml_collections.ConfigDict) -> str:
+  """Members with equal keys can be trained in one program."""
+  plain = {k: v for k, v in config_lib.to_plain(config).items()
+           if k not in _DATA_KEYS}
+  plain["optimizer"] = {k: v for k, v in plain.get("optimizer", {}).items()
+                        if k not in _DATA_OPT_KEYS}
+  return json.dumps(plain, sort_keys=True, default=str)
+
+
+def trainable_mask(params: Any, which: str) -> Any:
+  """1.0 for trainable leaves, 0.0 for frozen ones (`which`: all | head)."""
+  if which not in ("all", "head"):
+    raise config_lib.ConfigError(
+        f"config.trainable={which!r}; expected 'all' or 'head'.")
+
+  def one(path, _):
+    top = checkpointing.path_name(path).split("/")[0]
+    return 1.0 if which == "all" or top in HEAD_PARAMS else 0.0
+  return jax.tree_util.tree_map_with_path(one, params)
+
+
+def member_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The per-member data of the population step (host values)."""
+  from crl.tasks import ood_suite  # pylint: disable=g-import-not-at-top
+  return {**train.optimizer_hparams(config.optimizer, config.batch_size,
+                                    config.num_steps),
+          "seed": np.int32(config.seed),
+          "num_steps": np.int32(config.num_steps),
+          "label_smoothing": np.float32(config.loss.label_smoothing),
+          "augment": ood_suite.augment_flags(
+              tuple(config.get("augment", ()) or ()))}
+
+
+def make_mesh(member_devices: int | None = None) -> Mesh:
+  """A (`member`, `data`) mesh over every device; by default all on
+  `member`."""
+  devices = np.asarray(jax.devices())
+  m = member_devices or devices.size
+  if devices.size % m:
+    raise config_lib.ConfigError(
+        f"{m} member devices do not divide the {devices.size} devices.")
+  return Mesh(devices.reshape(m, devices.size // m), (MEMBER_AXIS, "data"))
+
+
+def make_population_step(task: Any, opt: ml_collections.ConfigDict):
+  """`(state, hp, failed_at, batch) -> (state, failed_at, metrics)`, all
+  stacked on the member axis; to be jitted by the caller.
+
+  `failed_at[i]` is 0 while member i is healthy, else the step whose update
+  was non-finite; such a member and one past `hp['num_steps']` keep their
+  state unchanged.
+  """
+
+  def member_step(state, hp, failed_at, batch):
+    tx, schedule = train.build_optimizer(opt, hp)
+    view = copy.copy(task)  # this member's objective, traced values
+    view.label_smoothing = hp["label_smoothing"]
+    view.augment = hp["augment"]
+    rngs = train.step_rngs(hp["seed"], state.step)
+    (loss, task_metrics), grads = jax.value_and_grad(
+        view.loss, has_aux=True)(state.params, batch, rngs)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree.map(lambda u, k: u * k.astype(u.dtype), updates,
+                           hp["trainable"])
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    active = (state.step < hp["num_steps"]) & (failed_at == 0)
+    new = state.replace(step=state.step + 1, params=params,
+                        opt_state=opt_state)
+    keep = active & finite
+    state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state)
+    failed_at = jnp.where(active & ~finite, new.step, failed_at)
+    metrics = {**task_metrics, "loss": loss,
+               "grad_norm": optax.tree.norm(grads),
+               "learning_rate": schedule(new.step - 1), "active": active}
+    return state, failed_at, metrics
+
+  return jax.vmap(member_step)
+
+
+def _stack(trees: list[Any]) -> Any:
+  return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
+                      *trees)
+
+
+def _slice(tree: Any, i: int) -> Any:
+  return jax.tree.map(lambda x: x[i], tree)
+
+
+def _check_members(members: list[Member]) -> str:
+  names = [m.name for m in members]
+  dup = sorted({n for n in names if names.count(n) > 1})
+  if dup:
+    raise config_lib.ConfigError(
+        f"Member name(s) {', '.join(dup)} appear more than once; every "
+        "member needs its own name (its run directory).")
+  keys = {group_key(m.config) for m in members}
+  if len(keys) != 1:
+    raise config_lib.ConfigError(
+        f"Members {', '.join(names)} differ in more than per-member data "
+        "(model, data, batch size or optimizer structure); train them in "
+        "separate groups (see group_key).")
+  for m in members:
+    train.check_config(m.config)
+  return keys.pop()
+
+
+def train_population(members: list[Member], workdir: str, mesh: Mesh | None = None,
+          stop_at: int | None = None, checkpoint_every: int = 0,
+          final_eval: bool = True) -> dict[str, Any]:
+  """Trains `members` (one group, see `group_key`) together in `workdir`.
+
+  Args:
+    members: the members; their run directories are written when each
+      reaches its `num_steps`.
+    workdir: the population's directory (stacked checkpoints); resumed.
+    mesh: a (`member`, `data`) mesh (`make_mesh`); default all devices on
+      `member`. Members are padded to a multiple of its `member` size.
+    stop_at: stop after this step with a checkpoint, as if preempted.
+    checkpoint_every: population checkpoint interval (0: only at the end and
+      when stopped).
+    final_eval: run each member's `final_evaluation` (its `results.json`)
+      when it finishes.
+
+  Returns:
+    `{"step", "members": {name: {"step", "params", "results"}}, "failed":
+    {name: step}}`, or `{"step", "preempted": True}` when stopped early.
+  """
+  _check_members(members)
+  os.makedirs(workdir, exist_ok=True)
+  plain = {m.name: config_lib.to_plain(m.config) for m in members}
+  population_io.check_population_dir(workdir, plain)
+  lock = workdir_lib.WorkdirLock(workdir)
+  lock.acquire()
+  try:
+    return _train(members, workdir, plain, mesh or make_mesh(), stop_at,
+                  checkpoint_every, final_eval)
+  finally:
+    lock.release()
+
+
+def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
+           final_eval):
+  task, opt = members[0].task, members[0].config.optimizer
+  n_real = len(members)
+  n_dev = mesh.shape[MEMBER_AXIS]
+  slots = members + [None] * (-n_real % n_dev)  # padding: inactive copies
+  hps, inits = [], []
+  abstract_params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
+  for m in slots:
+    config = (m or members[0]).config
+    hp = member_hparams(config)
+    hp["trainable"] = trainable_mask(abstract_params,
+                                     config.get("trainable", "all"))
+    if m is None:
+      hp["num_steps"] = np.int32(0)
+    hps.append(hp)
+    inits.append(m.init_params if m is not None else None)
+  hp = _stack(hps)
+  total = max(int(m.config.num_steps) for m in members)
+  tx, _ = train.build_optimizer(opt, hps[0])
+
+  def init_one(key):
+    params = task.init_params(key)
+    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                            opt_state=tx.init(params))
+
+  def init_all(keys):
+    return jax.vmap(init_one)(keys)
+
+  stacked = NamedSharding(mesh, P(MEMBER_AXIS))
+  keys = jnp.stack([jax.random.fold_in(
+      jax.random.PRNGKey((m or members[0]).config.seed), 0x1417)
+                    for m in slots])
+  abstract = jax.eval_shape(init_all, keys)
+  state_sharding = jax.tree.map(lambda _: stacked, abstract)
+  hp = jax.device_put(hp, jax.tree.map(lambda _: stacked, hp))
+  pop_abstract = {
+      "state": jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+          x.shape, x.dtype, sharding=stacked), abstract),
+      "failed_at": jax.ShapeDtypeStruct((len(slots),), jnp.int32,
+                                        sharding=stacked)}
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                    checkpoint_every, keep=2,
+                                    async_save=False)
+  restored = ckpt.restore_latest(pop_abstract)
+  if restored is None:
+    state = jax.jit(init_all, out_shardings=state_sharding)(keys)
+    given = [i for i, p in enumerate(inits) if p is not None]
+    if given:  # initial parameters from elsewhere (e.g. a pretrained run)
+      params = jax.tree.map(lambda s, *ps: s.at[jnp.asarray(given)].set(
+          jnp.stack(ps)), state.params, *[inits[i] for i in given])
+      opt_state = jax.vmap(tx.init)(params)
+      state = jax.device_put(state.replace(params=params,
+                                           opt_state=opt_state),
+                             state_sharding)
+    failed_at = jax.device_put(jnp.zeros((len(slots),), jnp.int32), stacked)
+    start = 0
+  else:
+    state, failed_at = restored[0]["state"], restored[0]["failed_at"]
+    start = restored[1]
+    logging.info("Population resumed from its checkpoint at step %d.", start)
+  workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"), plain,
+                                sort_keys=True)
+
+  batch_sharding = NamedSharding(mesh, P(MEMBER_AXIS, "data"))
+  step_fn = jax.jit(make_population_step(task, opt),
+                    in_shardings=(state_sharding, stacked, stacked,
+                                  batch_sharding),
+                    out_shardings=(state_sharding, stacked, stacked),
+                    donate_argnums=(0, 2))
+  return _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
+               ckpt, start, total, stop_at, final_eval)
+
+
+def _batches(members, slots, start):
+  """Stacked batches of steps start + 1, ...: one generator per distinct
+  pipeline, so members that share one share its batches."""
+  gens, order = {}, []
+  for m in slots:
+    task = (m or members[0]).task
+    key = id(task.pipeline)
+    if key not in gens:
+      gens[key] = task.train_batches(start)
+    order.append(key)
+  while True:
+    current = {k: next(g) for k, g in gens.items()}
+    yield _stack([current[k] for k in order])
+
+
+def _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
+          ckpt, start, total, stop_at, final_eval):
+  writers = {}
+  for m in members:
+    os.makedirs(m.workdir, exist_ok=True)
+    writers[m.name] = metric_writers.MetricWriter(
+        m.workdir, m.config.get("tensorboard", True))
+  failed: dict[str, int] = {}
+  window, step, t0 = [], start, time.time()
+  log_every = min(int(m.config.log_every_steps) for m in members)
+  finish_at = {m.name: int(m.config.num_steps) for m in members}
+  done = {m.name for m in members if population_io.finished(m)}
+  out_members = {}
+  index = {m.name: i for i, m in enumerate(members)}
+  stopped = False
+  try:
+    with train._Preemption() as preemption:  # pylint: disable=protected-access
+      batches = _batches(members, slots, start)
+      for step in range(start + 1, total + 1):
+        batch = jax.device_put(next(batches), batch_sharding)
+        if step == start + 1:
+          members[0].task.check_batch(_slice(batch, 0),
+                                      f"training batch of step {step}")
+        state, failed_at, metrics = step_fn(state, hp, failed_at, batch)
+        window.append(metrics)
+        ending = [m for m in members if finish_at[m.name] == step]
+        if step % log_every == 0 or ending or step == total:
+          population_io.log_metrics(members, writers, window, failed_at, failed, step,
+               (step - start) * members[0].config.batch_size / max(
+                   time.time() - t0, 1e-9))
+          window = []
+        for m in ending:
+          if m.name not in failed and m.name not in done:
+            out_members[m.name] = population_io.write_member(m, index[m.name], state,
+                                              final_eval)
+        if ckpt.should_save(step, total):
+          ckpt.save(step, {"state": state, "failed_at": failed_at})
+        if preemption.should_stop(step) or step == stop_at:
+          ckpt.save(step, {"state": state, "failed_at": failed_at})
+          ckpt.wait()
+          logging.warning("Population stopped early at step %d; run the "
+                          "same command to resume.", step)
+          stopped = True
+          break
+  finally:
+    ckpt.close()
+    for w in writers.values():
+      w.close()
+  if stopped:
+    return {"step": step, "preempted": True}
+  for m in members:
+    path = os.path.join(m.workdir, "failed.json")
+    if m.name in failed:
+      workdir_lib.write_json_atomic(path, {"failed_at_step": failed[m.name]})
+  return {"step": step, "members": out_members, "failed": failed}
+
+

@@ -1,0 +1,171 @@
+"""How the OOD suite trains its members: groups, and shares of a job array.
+
+A *unit* of work is a group of members that share a model, data, batch size
+and optimizer structure (`crl.population.group_key`), trained in one
+program by `crl.population`, or a member with no partner (or every member
+when `config.population.group` is False), trained alone by `crl.train.run`.
+Units are listed in the order of `config.members`, so every process lists
+the same units.
+
+Job arrays (launch/slurm_population.sh): with `config.population.num_tasks =
+N > 0`, the process with `config.population.task_index = i` trains units
+`i, i + N, i + 2N, ...` into the shared workdir and evaluates nothing; the
+evaluation is the plain suite command once the array is done (it reuses
+every finished member and trains what is missing). A unit is safe to start
+twice: its directory lock (`crl.workdir.WorkdirLock`) refuses a second live
+trainer, a dead one's lock is taken over, and a finished member (its final
+checkpoint) is never trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+from absl import logging
+import ml_collections
+
+from crl import checkpointing
+from crl import config_lib
+from crl import population
+from crl import workdir as workdir_lib
+
+# Keys of the suite config that differ between the tasks of one array.
+_PER_TASK_KEYS = ("task_index", "num_tasks")
+
+
+def units(config: ml_collections.ConfigDict,
+          members: dict[str, ml_collections.ConfigDict]
+          ) -> list[tuple[str, list[str]]]:
+  """`[(unit name, member names)]`: groups first seen first."""
+  settings = config.get("population") or {}
+  if not settings.get("group", True):
+    return [(n, [n]) for n in members]
+  groups: dict[str, list[str]] = {}
+  for name, member in members.items():
+    groups.setdefault(population.group_key(member), []).append(name)
+  out = []
+  for group in groups.values():
+    if len(group) == 1:
+      logging.info("Member %s trains alone: no other member shares its "
+                   "model, data, batch size and optimizer structure.",
+                   group[0])
+      out.append((group[0], group))
+    else:
+      out.append(("group_" + "+".join(group) if len(group) <= 4 else
+                  f"group_{group[0]}_and_{len(group) - 1}_more", group))
+  return out
+
+
+def check_names(names: list[str]) -> None:
+  """Member names become directory names: they must not collide."""
+  seen: dict[str, str] = {}
+  for name in names:
+    if not name or os.sep in name or name.startswith((".", "group_")):
+      raise config_lib.ConfigError(
+          f"Member name {name!r} cannot name a run directory; use letters, "
+          "digits and '_' (not starting with 'group_').")
+    key = name.lower()
+    if key in seen:
+      raise config_lib.ConfigError(
+          f"Member names {seen[key]!r} and {name!r} collide (directories "
+          "differ only in case); rename one.")
+    seen[key] = name
+
+
+def array_share(config: ml_collections.ConfigDict, all_units: list[Any]
+                ) -> list[Any] | None:
+  """This array task's units, or None outside a job array."""
+  settings = config.get("population") or {}
+  n = settings.get("num_tasks", 0) or 0
+  if not n:
+    return None
+  i = settings.get("task_index", 0)
+  if not isinstance(i, int) or not 0 <= i < n:
+    raise config_lib.ConfigError(
+        f"config.population.task_index={i!r} is out of range for "
+        f"num_tasks={n}; expected 0 <= task_index < {n}.")
+  return all_units[i::n]
+
+
+def check_workdir_config(config: ml_collections.ConfigDict,
+                         workdir: str) -> None:
+  """Refuses a suite workdir whose config.json came from another config."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  new = json.loads(json.dumps(config_lib.to_plain(config), default=str))
+  for d in (old, new):
+    for key in _PER_TASK_KEYS:
+      d.get("population", {}).pop(key, None)
+  diffs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  if diffs:
+    raise checkpointing.CheckpointError(
+        f"{workdir} holds a population of another config (differences in: "
+        f"{', '.join(diffs)}); use a new --workdir.")
+
+
+def train_unit(config: ml_collections.ConfigDict, workdir: str,
+               unit: tuple[str, list[str]],
+               members: dict[str, ml_collections.ConfigDict],
+               tasks: dict[str, Any], finished: Callable[[str], bool],
+               train_alone: Callable[[str], Any]) -> dict[str, Any]:
+  """Trains one unit; `{name: {"params", "step", "seconds", "group"} or
+  {"failed_at_step", "group"}}` for members trained together (members
+  trained alone come back from `train_alone(name)`, not here).
+
+  Raises:
+    population's or train.run's errors; `WorkdirBusyError` when another
+    live process trains this unit.
+  """
+  name, group = unit
+  if len(group) == 1:
+    train_alone(group[0])
+    return {}
+  if all(finished(n) for n in group):
+    return {}
+  settings = config.get("population") or {}
+  dirs = {n: os.path.join(workdir, "models", n) for n in group}
+  logging.info("Training %d members together (%s): %s.", len(group),
+               members[group[0]].model.name, ", ".join(group))
+  t0 = time.time()
+  result = population.train_population(
+      [population.Member(n, members[n], tasks[n], dirs[n]) for n in group],
+      os.path.join(workdir, "population", name),
+      mesh=population.make_mesh(settings.get("member_devices") or None),
+      checkpoint_every=min(members[n].checkpoint.every_steps for n in group))
+  if result.get("preempted"):
+    return {"preempted": result["step"]}
+  seconds = (time.time() - t0) / len(group)
+  out: dict[str, Any] = {}
+  for n, step in result["failed"].items():
+    out[n] = {"failed_at_step": step, "group": name}
+  for n, r in result["members"].items():
+    out[n] = {"params": r["params"], "step": r["step"], "seconds": seconds,
+              "group": name}
+  return out
+
+
+def train_share(config, workdir, share, members, tasks, finished,
+                train_alone) -> dict[str, Any]:
+  """An array task: trains its units, skipping those another live task
+  holds; evaluates nothing."""
+  done, busy = [], []
+  for unit in share:
+    try:
+      out = train_unit(config, workdir, unit, members, tasks, finished,
+                       train_alone)
+    except workdir_lib.WorkdirBusyError as e:
+      logging.warning("Unit %s is being trained by another task (%s); "
+                      "skipped.", unit[0], str(e).splitlines()[0])
+      busy.append(unit[0])
+      continue
+    if "preempted" in out:
+      return {"preempted": True, "step": out["preempted"]}
+    done.append(unit[0])
+  return {"array_task": config.population.task_index, "units": done,
+          "busy": busy}

@@ -1,0 +1,217 @@
+"""Every bad input: one `crl: error:` line, exit code 2, nothing written.
+
+One line: the message is a single `crl: error:` line (log records of the
+libraries may precede it) and there is no traceback.
+
+The cases run in ONE subprocess that calls `crl.main`'s flag parser and
+`main` in turn (a subprocess per case would cost 5-10 s of imports each).
+"""
+
+import json
+import os
+import socket
+import textwrap
+
+import pytest
+
+from crl import config_lib
+from tests import helpers
+
+TINY = "--config=configs/nac.py:tiny"
+TFDS = "--config=configs/nac.py:tfds"
+OOD = "--config=configs/ood_suite.py:tiny"
+
+
+def _files(root):
+  return sorted(os.path.relpath(os.path.join(r, f), root)
+                for r, _, fs in os.walk(root) for f in fs)
+
+
+def _setup(tmp):
+  """Files the cases point at; returns {name: path}."""
+  p = {k: str(tmp / k) for k in (
+      "syntax.py", "noget.py", "nameerror.py", "afile", "w", "emptytfds",
+      "busy", "previous", "brokenonly", "badjson", "listjson", "norun",
+      "nockpt", "notclassif")}
+  with open(p["syntax.py"], "w") as f:
+    f.write("def get_config(:\n")
+  with open(p["noget.py"], "w") as f:
+    f.write("X = 1\n")
+  with open(p["nameerror.py"], "w") as f:
+    f.write("def get_config(arg=None):\n  return undefined_name\n")
+  with open(p["afile"], "w") as f:
+    f.write("x")
+  os.makedirs(p["emptytfds"])
+  os.makedirs(p["busy"])
+  with open(os.path.join(p["busy"], "run.lock"), "w") as f:
+    json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+               "started": "now"}, f)
+  tiny = config_lib.to_plain(helpers.tiny_config())
+  for name in ("previous", "brokenonly", "nockpt", "notclassif"):
+    os.makedirs(p[name])
+    with open(os.path.join(p[name], "config.json"), "w") as f:
+      json.dump(dict(tiny, trainer="fairness") if name == "notclassif"
+                else tiny, f)
+  with open(os.path.join(p["previous"], "metrics.jsonl"), "w") as f:
+    f.write('{"step": 5, "split": "train", "loss": 1.0}\n')
+  os.makedirs(os.path.join(p["brokenonly"], "checkpoints",
+                           "broken-5-20260101-000000"))
+  for name, text in (("badjson", "{not json"), ("listjson", "[1, 2]")):
+    os.makedirs(p[name])
+    with open(os.path.join(p[name], "config.json"), "w") as f:
+      f.write(text)
+  os.makedirs(p["norun"])
+  return p
+
+
+def _cases(p):
+  w = p["w"]
+  return [
+      # Config files and flags.
+      ("missing config file", ["--config=/nonexistent/c.py", f"--workdir={w}"],
+       "/nonexistent/c.py does not exist"),
+      ("config is a folder", ["--config=configs", f"--workdir={w}"],
+       "is a directory"),
+      ("config syntax error", [f"--config={p['syntax.py']}",
+                               f"--workdir={w}"], "SyntaxError"),
+      ("config without get_config", [f"--config={p['noget.py']}",
+                                     f"--workdir={w}"], "get_config"),
+      ("config raising NameError", [f"--config={p['nameerror.py']}",
+                                    f"--workdir={w}"], "undefined_name"),
+      ("unknown variant", ["--config=configs/nac.py:nope", f"--workdir={w}"],
+       "Unknown variant 'nope'"),
+      ("unknown top-level key", [TINY, f"--workdir={w}",
+                                 "--config.num_stepz=3"], "num_steps"),
+      ("unknown model key", [TINY, f"--workdir={w}",
+                             "--config.model.patch_sise=4"], "patch_size"),
+      ("override of the wrong type", [TINY, f"--workdir={w}",
+                                      "--config.num_steps=many"],
+       "num_steps"),
+      ("no --workdir", [TINY], "workdir"),
+      ("unknown flag", [TINY, f"--workdir={w}", "--num_stepz=3"],
+       "num_stepz"),
+      ("positional argument", [TINY, f"--workdir={w}", "extra"],
+       "unexpected arguments ['extra']"),
+      ("num_steps 0", [TINY, f"--workdir={w}", "--config.num_steps=0"],
+       "config.num_steps must be a positive integer"),
+      ("negative batch", [TINY, f"--workdir={w}", "--config.batch_size=-4"],
+       "config.batch_size must be a positive integer"),
+      ("log_every_steps 0", [TINY, f"--workdir={w}",
+                             "--config.log_every_steps=0"],
+       "config.log_every_steps"),
+      ("unknown model", [TINY, f"--workdir={w}", "--config.model.name=nope"],
+       "nope"),
+      ("unknown trainer", [TINY, f"--workdir={w}", "--config.trainer=nope"],
+       "nope"),
+      ("unknown dataset", [TINY, f"--workdir={w}", "--config.data.name=nope"],
+       "nope"),
+      ("patch size not dividing the image", [TINY, f"--workdir={w}",
+                                             "--config.model.patch_size=7"],
+       "must be divisible by the tokenizer's total stride 7"),
+      ("unknown final split", [TINY, f"--workdir={w}",
+                               "--config.final_eval.splits=nope"], "nope"),
+      # Workdirs.
+      ("workdir is a file", [TINY, f"--workdir={p['afile']}"],
+       "is a file; expected a directory"),
+      ("workdir below a file", [TINY, f"--workdir={p['afile']}/run"],
+       "is a file, not a directory"),
+      ("busy workdir", [TINY, f"--workdir={p['busy']}"],
+       f"in use by process {os.getpid()}"),
+      ("previous run without checkpoint", [TINY,
+                                           f"--workdir={p['previous']}"],
+       "holds a previous run (config.json, metrics.jsonl)"),
+      ("only broken checkpoints", [TINY, f"--workdir={p['brokenonly']}"],
+       "1 broken checkpoint(s)"),
+      # Data.
+      ("TFDS name that is a folder", [TFDS, f"--workdir={w}",
+                                      f"--config.data.tfds_name={p['w']}"],
+       "tfds_name must be a TFDS dataset name"),
+      ("TFDS name that is a relative folder",
+       [TFDS, f"--workdir={w}", "--config.data.tfds_name=data/tfds/cifar10"],
+       "tfds_name must be a TFDS dataset name"),
+      ("TFDS dataset not prepared", [TFDS, f"--workdir={w}",
+                                     f"--config.data.data_dir="
+                                     f"{p['emptytfds']}"],
+       f"is not prepared in data_dir {p['emptytfds']} "),
+      ("unknown TFDS dataset", [TFDS, f"--workdir={w}",
+                                "--config.data.tfds_name=cifar11",
+                                f"--config.data.data_dir={p['emptytfds']}"],
+       "No TFDS dataset named 'cifar11'"),
+      # Checkpoints given to the OOD suite.
+      ("OOD checkpoint not a folder", [OOD, f"--workdir={w}",
+                                       "--config.checkpoint=/nonexistent"],
+       "is not a directory"),
+      ("OOD checkpoint with invalid config.json",
+       [OOD, f"--workdir={w}", f"--config.checkpoint={p['badjson']}"],
+       f"{p['badjson']}/config.json (the run's config) cannot be read"),
+      ("OOD checkpoint config.json not an object",
+       [OOD, f"--workdir={w}", f"--config.checkpoint={p['listjson']}"],
+       "expected an object"),
+      ("OOD checkpoint without config.json",
+       [OOD, f"--workdir={w}", f"--config.checkpoint={p['norun']}"],
+       "is not a run directory"),
+      ("OOD checkpoint without checkpoints",
+       [OOD, f"--workdir={w}", f"--config.checkpoint={p['nockpt']}"],
+       "holds no checkpoint"),
+      ("OOD checkpoint of another trainer",
+       [OOD, f"--workdir={w}", f"--config.checkpoint={p['notclassif']}"],
+       "is not a classification run"),
+  ]
+
+
+_DRIVER = textwrap.dedent("""
+    import json, os, sys, tempfile, traceback
+    from crl import main as m
+    from crl import train
+    from crl.tasks import classification, ood_suite
+    import tensorflow_datasets
+    out = []
+    for args in json.loads(CASES_JSON):
+      # A fresh flag state per case: fork after the imports (cheap); the
+      # child's stderr (file descriptor 2) goes to a file.
+      err = tempfile.TemporaryFile()
+      pid = os.fork()
+      if pid == 0:
+        os.dup2(err.fileno(), 2)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+        code = 0
+        sys.argv = ["crl", *args]  # ml_collections reads overrides there
+        try:
+          m.main(m.parse_flags(sys.argv))
+        except SystemExit as e:
+          code = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+          traceback.print_exc()
+          code = 1
+        sys.stderr.flush()
+        os._exit(code)
+      _, status = os.waitpid(pid, 0)
+      err.seek(0)
+      out.append({"code": os.waitstatus_to_exitcode(status),
+                  "stderr": err.read().decode(errors="replace")})
+    print("RESULTS" + json.dumps(out))
+""")
+
+def test_bad_inputs_give_one_line_exit_2_and_write_nothing(tmp_path):
+  p = _setup(tmp_path)
+  cases = _cases(p)
+  assert len(cases) >= 30
+  before = _files(tmp_path)
+  proc = helpers.run_python(_DRIVER.replace(
+      "CASES_JSON", repr(json.dumps([c[1] for c in cases]))), timeout=600)
+  assert "RESULTS" in proc.stdout, proc.stderr[-3000:]
+  results = json.loads(proc.stdout.split("RESULTS", 1)[1])
+  failures = []
+  for (name, _, expected), r in zip(cases, results):
+    lines = [l for l in r["stderr"].splitlines() if "error:" in l]
+    ok = (r["code"] == 2 and len(lines) == 1 and
+          lines[0].startswith("crl: error:") and expected in lines[0] and
+          "Traceback" not in r["stderr"] and "PosixGPath" not in lines[0] and
+          "bound method" not in lines[0])
+    if not ok:
+      failures.append(f"{name}: exit {r['code']}: {r['stderr'][-600:]}")
+  assert not failures, "\n".join(failures)
+  # Nothing written: no new file anywhere (the lock of the busy workdir and
+  # the fixtures are unchanged; no workdir was created with content).
+  assert _files(tmp_path) == before
+  assert not os.path.exists(p["w"]) or not _files(p["w"])

@@ -1,0 +1,158 @@
+"""The population engine (crl.population): equivalence with single runs,
+divergence isolation, resume, the (member, data) mesh.
+
+Tolerance: grads are bitwise equal under `vmap` on CPU, but XLA fuses the
+vmapped AdamW update differently (moments differ by ~1e-13 after one step),
+so params agree to `ATOL` after the tests' few steps, not bitwise.
+"""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from crl import config_lib
+from crl import population
+from crl import train
+from crl.tasks import ood_suite
+from tests import helpers
+
+ATOL = 1e-6
+SUITE = os.path.join(helpers.ROOT, "configs/ood_suite.py:tiny")
+
+
+def _member_configs(spec, specs):
+  """Member configs built like the suite's (tiny data, fast compile)."""
+  suite = config_lib.load_config(SUITE)
+  suite.unlock()
+  out = {}
+  for name, kw in specs.items():
+    suite.members[name] = ood_suite_member(spec, **kw)
+  for name in specs:
+    c = ood_suite.member_config(suite, name)
+    c.tensorboard = False
+    out[name] = c
+  return out
+
+
+def ood_suite_member(spec, lr=None, trainable=None, **kw):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  module_spec = importlib.util.spec_from_file_location(
+      "_suite_cfg", os.path.join(helpers.ROOT, "configs/ood_suite.py"))
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  c = module.member(spec, **kw)
+  if lr is not None:
+    c.optimizer.base_learning_rate = lr
+  if trainable is not None:
+    c.trainable = trainable
+  return c
+
+
+def _members(configs, root):
+  return [population.Member(n, c, ood_suite.AugmentedClassificationTask(c),
+                            os.path.join(root, "models", n))
+          for n, c in configs.items()]
+
+
+def _max_diff(a, b):
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("spec", ["vit:tiny", "nac:tiny"])
+def test_member_matches_single_run_and_resumes(spec, tmp_path):
+  configs = _member_configs(spec, {
+      "a": dict(seed=0, num_steps=4),
+      "b": dict(seed=1, num_steps=3, lr=2e-3, augment=("hue", "flip"))})
+  members = _members(configs, str(tmp_path))
+  if spec == "vit:tiny":  # resume once (each call compiles the step again)
+    stopped = population.train_population(members, str(tmp_path / "pop"),
+                                          stop_at=2)
+    assert stopped == {"step": 2, "preempted": True}
+  out = population.train_population(members, str(tmp_path / "pop"))
+  assert out["failed"] == {} and out["step"] == 4
+  assert _max_diff(out["members"]["a"]["params"],
+                   out["members"]["b"]["params"]) > 1e-3
+  c = configs["b"]  # other seed, learning rate, length, augmentations
+  alone = train.run(c, str(tmp_path / "alone"),
+                    ood_suite.AugmentedClassificationTask(c))
+  got = out["members"]["b"]
+  assert got["step"] == alone["step"] == c.num_steps
+  assert _max_diff(got["params"], alone["params"]) < ATOL
+  np.testing.assert_allclose(got["results"]["test"]["accuracy"],
+                             alone["results"]["test"]["accuracy"])
+  # The member's directory is a normal run directory.
+  params, step = train.restore_trained(c, members[1].workdir,
+                                       members[1].task)
+  assert step == c.num_steps
+  assert _max_diff(params, got["params"]) == 0
+
+
+def test_diverging_member_is_frozen_and_others_continue(tmp_path):
+  configs = _member_configs("vit:tiny", {
+      "ok": dict(seed=0, num_steps=3),
+      "bad": dict(seed=1, num_steps=3, lr=1e38),
+      "head": dict(seed=2, num_steps=3, lr=1e-2, trainable="head")})
+  members = _members(configs, str(tmp_path))
+  pretrained = members[2].task.init_params(jax.random.PRNGKey(7))
+  members[2].init_params = pretrained
+  out = population.train_population(members, str(tmp_path / "pop"),
+                                    final_eval=False)
+  assert set(out["failed"]) == {"bad"}
+  assert 1 <= out["failed"]["bad"] <= 3
+  assert set(out["members"]) == {"ok", "head"}
+  assert out["members"]["ok"]["step"] == 3
+  assert all(np.all(np.isfinite(x)) for x in
+             jax.tree.leaves(out["members"]["ok"]["params"]))
+  assert os.path.exists(os.path.join(members[1].workdir, "failed.json"))
+  assert not os.path.exists(os.path.join(members[1].workdir, "checkpoints"))
+  # Head-only from given initial parameters (as from a pretrained run):
+  # everything but the head keeps exactly those values.
+  got = out["members"]["head"]["params"]
+  for top in got:
+    moved = _max_diff(got[top], pretrained[top])
+    assert (moved > 0) == (top in population.HEAD_PARAMS), (top, moved)
+
+
+def test_bad_populations_fail_with_one_line(tmp_path):
+  configs = _member_configs("vit:tiny", {"a": dict(seed=0, num_steps=2)})
+  members = _members(configs, str(tmp_path))
+  with pytest.raises(config_lib.ConfigError, match="more than once"):
+    population.train_population(members * 2, str(tmp_path / "pop"))
+  other = _member_configs("nac:tiny", {"n": dict(seed=0, num_steps=2)})
+  with pytest.raises(config_lib.ConfigError, match="differ in more than"):
+    population.train_population(members + _members(other, str(tmp_path)),
+                                str(tmp_path / "pop"))
+
+
+_MESH_SCRIPT = r"""
+import os, sys, tempfile
+import jax, numpy as np
+sys.path.insert(0, os.getcwd())
+from tests import test_population as t
+from crl import population
+configs = t._member_configs("vit:tiny", {
+    f"m{i}": dict(seed=i, num_steps=2, lr=1e-2 * (i + 1)) for i in range(2)})
+outs = {}
+for shape in [(1, 1), (2, 2), (4, 1)]:
+  root = tempfile.mkdtemp()
+  devices = np.asarray(jax.devices()[:shape[0] * shape[1]])
+  mesh = jax.sharding.Mesh(devices.reshape(shape), ("member", "data"))
+  out = population.train_population(t._members(configs, root),
+                                    os.path.join(root, "pop"), mesh=mesh,
+                                    final_eval=False)
+  outs[shape] = {n: v["params"] for n, v in out["members"].items()}
+for shape in [(2, 2), (4, 1)]:
+  for n in configs:
+    d = t._max_diff(outs[shape][n], outs[(1, 1)][n])
+    assert d < t.ATOL, (shape, n, d)
+print("MESH OK")
+"""
+
+
+def test_mesh_2x2_and_4x1_match_one_device():
+  # Two members: on 4 x 1 the population is padded with inactive copies.
+  proc = helpers.run_python(_MESH_SCRIPT, devices=4, timeout=600)
+  assert "MESH OK" in proc.stdout, proc.stderr[-3000:]
