@@ -102,6 +102,7 @@ def synthetic_task(config: ml_collections.ConfigDict) -> Any:
   task.num_classes = num_classes
   task.model = classification.build_model(config, num_classes)
   task.input_key, task.input_shape = "image", tuple(shape)
+  task.label_smoothing = config.loss.label_smoothing
   return task
 
 

@@ -40,6 +40,7 @@ from crl import config_lib
 from crl import metric_writers
 from crl import preemption as preemption_lib
 from crl import registry
+from crl import runtime
 from crl import workdir as workdir_lib
 from crl.models import precision
 
@@ -243,17 +244,16 @@ def eval_rngs(seed: int) -> dict[str, jax.Array]:
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule,
-                    seed: int) -> Callable[..., Any]:
-  """`(state, batch) -> (state, metrics)`, to be jitted by the caller."""
+                    schedule: optax.Schedule, seed: int,
+                    grad_accum_steps: int = 1) -> Callable[..., Any]:
+  """`(state, batch) -> (state, metrics)`, to be jitted by the caller;
+  gradients over `grad_accum_steps` micro-batches (`crl.runtime`)."""
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     rngs = step_rngs(seed, state.step)
-    loss_fn = task.loss
-    if state.model_state:  # the pytree's structure: a Python-level choice
-      loss_fn = functools.partial(task.loss, model_state=state.model_state)
-    (loss, task_metrics), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params, batch, rngs)
+    (loss, task_metrics), grads = runtime.loss_and_grads(
+        task.loss, state.params, batch, rngs, state.model_state,
+        grad_accum_steps)
     task_metrics = dict(task_metrics)
     model_state = task_metrics.pop("model_state", state.model_state)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -300,6 +300,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise config_lib.ConfigError(
           f"config.{key}={config[key]} is not divisible by the {n} devices; "
           f"use a multiple of {n}.")
+  runtime.check_grad_accum(config)
 
 
 def check_resume_compatible(config: ml_collections.ConfigDict,
@@ -416,6 +417,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
     from crl import pretrained  # pylint: disable=g-import-not-at-top
     if not pretrained.has_checkpoint(workdir):
       init = pretrained.load(config, task)
+  runtime.setup_compile_cache(config)
   tx, schedule = make_optimizer(config.optimizer, config.batch_size,
                                 config.num_steps)
   # Evaluators and the model's shapes first: their config errors must stop
@@ -483,7 +485,8 @@ def _run(config, workdir, task, stop_at, optimizer, evaluators, layout,
     metric_writers.drop_rows_after(workdir, start_step)
 
   train_step = jax.jit(
-      make_train_step(task, tx, schedule, config.seed),
+      make_train_step(task, tx, schedule, config.seed,
+                      config.get("grad_accum_steps", 1)),
       in_shardings=(state_sharding, task.batch_sharding),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
   writer = metric_writers.MetricWriter(workdir, config.get("tensorboard",

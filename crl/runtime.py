@@ -1,0 +1,112 @@
+"""Runtime pieces of a training step and a process: gradient accumulation,
+the persistent compilation cache, and their start-up checks.
+
+Gradient accumulation (`config.grad_accum_steps = K`): the global batch
+`[B, ...]` is viewed as K micro-batches `[K, B / K, ...]` taken with stride
+K (`x.reshape(B / K, K, ...)`, micro-batch k = rows k, k + K, ...), so each
+device's rows stay on that device when K divides the per-device batch; a
+`lax.scan` sums the micro-batch gradients and the step averages them. With
+mean losses over equal micro-batches this equals the full-batch gradient up
+to float rounding; the data pipeline, the step counter and the resume
+arithmetic are unchanged (one optimizer step per global batch). Random
+streams of micro-batch k are `fold_in(stream, k)`; BatchNorm statistics
+(`model_state`) are updated micro-batch after micro-batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from crl import config_lib
+
+
+def loss_and_grads(loss_fn: Callable[..., Any], params: Any,
+                   batch: dict[str, jax.Array], rngs: dict[str, jax.Array],
+                   model_state: Any = None, accum_steps: int = 1
+                   ) -> tuple[tuple[jax.Array, dict[str, Any]], Any]:
+  """`((loss, metrics), grads)` of `loss_fn(params, batch, rngs[,
+  model_state=])` over `accum_steps` micro-batches (module docstring).
+
+  `metrics` are averaged over micro-batches; a model's updated state comes
+  back in `metrics['model_state']` (as `loss_fn` returns it).
+  """
+
+  def one(micro_batch, micro_rngs, state):
+    fn = (functools.partial(loss_fn, model_state=state) if state
+          else loss_fn)
+    return jax.value_and_grad(fn, has_aux=True)(params, micro_batch,
+                                                micro_rngs)
+
+  if accum_steps == 1:
+    return one(batch, rngs, model_state)
+  k = accum_steps
+  micro = jax.tree.map(
+      lambda x: jnp.moveaxis(x.reshape(x.shape[0] // k, k, *x.shape[1:]),
+                             1, 0), batch)
+
+  def body(carry, xs):
+    grad_sum, state = carry
+    index, micro_batch = xs
+    micro_rngs = {name: jax.random.fold_in(key, index)
+                  for name, key in rngs.items()}
+    (loss, metrics), grads = one(micro_batch, micro_rngs, state)
+    metrics = dict(metrics)
+    state = metrics.pop("model_state", state)
+    return (jax.tree.map(jnp.add, grad_sum, grads), state), (loss, metrics)
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (grads, state), (losses, metrics) = jax.lax.scan(
+      body, (zeros, model_state if model_state else {}),
+      (jnp.arange(k), micro))
+  grads = jax.tree.map(lambda g: g / k, grads)
+  metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+  if model_state:
+    metrics["model_state"] = state
+  return (jnp.mean(losses), metrics), grads
+
+
+def check_grad_accum(config: ml_collections.ConfigDict) -> None:
+  """One-line `ConfigError` unless `grad_accum_steps` divides the
+  per-device batch."""
+  k = config.get("grad_accum_steps", 1)
+  if not isinstance(k, int) or k < 1:
+    raise config_lib.ConfigError(
+        f"config.grad_accum_steps must be a positive integer, got {k!r}.")
+  per_device = config.batch_size // jax.device_count()
+  if per_device % k:
+    raise config_lib.ConfigError(
+        f"config.grad_accum_steps={k} does not divide the per-device batch "
+        f"{per_device} (batch_size {config.batch_size} over "
+        f"{jax.device_count()} devices); use a divisor of {per_device}.")
+
+
+def setup_compile_cache(config: ml_collections.ConfigDict) -> str | None:
+  """Turns on JAX's persistent compilation cache; returns its directory.
+
+  `config.compile_cache_dir`: a directory, '' for off, or 'auto' (default):
+  `~/.cache/crl/jax_compile` on accelerators, off on CPU (there the cache
+  read costs about what it saves on the small models: see the issue 16
+  note). Every compiled program is cached (no minimum compile time or size),
+  so a restarted or resumed run does not compile its step again.
+  """
+  where = config.get("compile_cache_dir", "auto")
+  if where == "auto":
+    if jax.default_backend() == "cpu":
+      return None
+    where = os.path.join(os.path.expanduser("~"), ".cache", "crl",
+                         "jax_compile")
+  if not where:
+    return None
+  os.makedirs(where, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", where)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  logging.info("Persistent compilation cache: %s", where)
+  return where
