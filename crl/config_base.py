@@ -21,6 +21,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.compute_dtype = "float32"
   # Micro-batches per step (crl.runtime): must divide the per-device batch.
   c.grad_accum_steps = 1
+  # Devices on the mesh's `fsdp` axis (params/opt state sharded, crl.runtime).
+  c.mesh = ml_collections.ConfigDict(dict(fsdp=1))
   # JAX's persistent compilation cache: a directory, '' (off) or 'auto' (on
   # accelerators under ~/.cache/crl/jax_compile, off on CPU).
   c.compile_cache_dir = "auto"

@@ -1,5 +1,6 @@
 """Runtime pieces of a training step and a process: gradient accumulation,
-the persistent compilation cache, and their start-up checks.
+the persistent compilation cache, the (data, fsdp) mesh and the sharding of
+parameters, and their start-up checks.
 
 Gradient accumulation (`config.grad_accum_steps = K`): the global batch
 `[B, ...]` is viewed as K micro-batches `[K, B / K, ...]` taken with stride
@@ -22,7 +23,9 @@ from typing import Any, Callable
 from absl import logging
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
+import numpy as np
 
 from crl import config_lib
 
@@ -111,3 +114,65 @@ def setup_compile_cache(config: ml_collections.ConfigDict) -> str | None:
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
   logging.info("Persistent compilation cache: %s", where)
   return where
+
+
+# Sharded parameters ---------------------------------------------------------
+#
+# The mesh of a run is (`data`, `fsdp`) with `config.mesh.fsdp` devices on
+# `fsdp`; batches are split over both axes. Parameters and optimizer state
+# are sharded over `fsdp` by one rule: an array of at least
+# `FSDP_MIN_SIZE` elements is split along its largest dimension divisible by
+# the axis size; smaller arrays, and arrays with no such dimension, are
+# replicated. XLA gathers each one where it is used (ZeRO-3 / FSDP style).
+
+FSDP_AXIS = "fsdp"
+FSDP_MIN_SIZE = 2**12
+
+
+def fsdp_size(config: ml_collections.ConfigDict) -> int:
+  mesh = config.get("mesh", None)
+  return int(mesh.get("fsdp", 1)) if mesh is not None else 1
+
+
+def check_fsdp(config: ml_collections.ConfigDict) -> None:
+  """One-line `ConfigError` unless `mesh.fsdp` divides the device count."""
+  n, f = jax.device_count(), fsdp_size(config)
+  if f < 1 or n % f:
+    raise config_lib.ConfigError(
+        f"config.mesh.fsdp={f} does not divide the {n} devices; use a "
+        f"divisor of {n}.")
+
+
+def make_mesh(fsdp: int = 1) -> jax.sharding.Mesh:
+  """`(data, fsdp)` mesh over every device of every process."""
+  devices = np.asarray(jax.devices())
+  return jax.sharding.Mesh(devices.reshape(devices.size // fsdp, fsdp),
+                           ("data", FSDP_AXIS))
+
+
+def batch_axes(mesh: jax.sharding.Mesh) -> Any:
+  """The mesh axes a batch is split over: `data` (and `fsdp` if present)."""
+  if FSDP_AXIS in mesh.axis_names:
+    return ("data", FSDP_AXIS)
+  return "data"
+
+
+def leaf_spec(shape: tuple[int, ...], size: int) -> P:
+  """The rule above for one array of `shape` on an `fsdp` axis of `size`."""
+  if size == 1 or int(np.prod(shape, dtype=np.int64)) < FSDP_MIN_SIZE:
+    return P()
+  dims = [d for d in np.argsort(shape, kind="stable")[::-1]
+          if shape[d] % size == 0]
+  if not dims:
+    return P()
+  spec = [None] * len(shape)
+  spec[dims[0]] = FSDP_AXIS
+  return P(*spec)
+
+
+def state_shardings(abstract: Any, mesh: jax.sharding.Mesh) -> Any:
+  """`NamedSharding`s of a train state's leaves (replicated without fsdp)."""
+  size = dict(zip(mesh.axis_names, mesh.devices.shape)).get(FSDP_AXIS, 1)
+  return jax.tree.map(
+      lambda x: NamedSharding(mesh, leaf_spec(tuple(x.shape), size)),
+      abstract)

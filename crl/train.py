@@ -278,9 +278,9 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
 # Setup -----------------------------------------------------------------------
 
 
-def make_mesh() -> Mesh:
-  """A 1-D mesh over every device of every process, axis `data`."""
-  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def make_mesh(fsdp: int = 1) -> Mesh:
+  """The (`data`, `fsdp`) mesh over every device (`crl.runtime`)."""
+  return runtime.make_mesh(fsdp)
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -301,6 +301,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
           f"config.{key}={config[key]} is not divisible by the {n} devices; "
           f"use a multiple of {n}.")
   runtime.check_grad_accum(config)
+  runtime.check_fsdp(config)
 
 
 def check_resume_compatible(config: ml_collections.ConfigDict,
@@ -602,7 +603,7 @@ def _state_layout(config, task, tx, replicated):
     raise config_lib.ConfigError(
         f"config.model ({config.model.get('name')!r}) cannot be built for "
         f"{task.name}: {reason}") from None
-  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  state_sharding = runtime.state_shardings(abstract, replicated.mesh)
   abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       abstract, state_sharding)
