@@ -79,8 +79,10 @@ def test_grad_accumulation_equals_the_full_batch_step():
      "config.grad_accum_steps=3 does not divide the per-device batch 32"),
     (["--config.grad_accum_steps=8"], 8,
      "config.grad_accum_steps=8 does not divide the per-device batch 4"),
+    (["--config.mesh.fsdp=3"], 8,
+     "config.mesh.fsdp=3 does not divide the 8 devices; use a divisor of 8."),
 ])
-def test_bad_grad_accum_is_one_line_exit_2(tmp_path, args, devices,
+def test_bad_accum_or_fsdp_is_one_line_exit_2(tmp_path, args, devices,
                                            expected):
   proc = helpers.run_main("--config=configs/nac.py:tiny",
                           f"--workdir={tmp_path}/w", *args, devices=devices)
