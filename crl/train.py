@@ -603,7 +603,14 @@ def _state_layout(config, task, tx, replicated):
     raise config_lib.ConfigError(
         f"config.model ({config.model.get('name')!r}) cannot be built for "
         f"{task.name}: {reason}") from None
-  state_sharding = runtime.state_shardings(abstract, replicated.mesh)
+  mesh = replicated.mesh
+  if runtime.fsdp_size(config) != dict(zip(mesh.axis_names, mesh.devices.shape)
+                                       ).get(runtime.FSDP_AXIS, 1):
+    raise config_lib.ConfigError(
+        f"config.mesh.fsdp={runtime.fsdp_size(config)} is not supported by "
+        f"trainer {config.get('trainer')!r}; only 'classification' shards "
+        "parameters (use mesh.fsdp=1).")
+  state_sharding = runtime.state_shardings(abstract, mesh)
   abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       abstract, state_sharding)
