@@ -82,6 +82,9 @@ _MEMBERS = flags.DEFINE_integer("members", 8, "Members (--population).")
 _CORRUPTIONS = flags.DEFINE_bool(
     "corruptions", False, "Also measure the corruptions against "
     "imagecorruptions (needs the [test] extra).")
+_DEVICE = flags.DEFINE_bool(
+    "device", False, "Run the accelerator check instead (crl/bench_device.py: "
+    "NAC-S/32, Tiny-ImageNet NAC, Perceiver IO, ViT; float32 and bfloat16).")
 _CORRUPTION_BATCH = flags.DEFINE_integer("corruption_batch", 256,
                                          "Images per corruption call.")
 _TRANSFER = flags.DEFINE_bool(
@@ -262,6 +265,14 @@ def run(models: Sequence[str], batch_size: int, steps: int,
 
 def main(argv: Sequence[str]) -> None:
   del argv
+  if _DEVICE.value:
+    from crl import bench_device  # pylint: disable=g-import-not-at-top
+    out = bench_device.run(_STEPS.value)
+    print(f"\n{out['device_kind']} ({out['platform']})\n")
+    print(bench_device.format_table(out["rows"]))
+    with open(_OUT.value, "w") as f:
+      json.dump(out, f, indent=2)
+    return
   if _POPULATION.value:
     from crl import population_bench  # pylint: disable=g-import-not-at-top
     rows = []

@@ -16,6 +16,16 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.trainer = "classification"
   c.seed = 0
+  # Model math dtype (crl.models.precision): float32 or bfloat16; params,
+  # optimizer state, softmax, normalisation statistics and loss stay float32.
+  c.compute_dtype = "float32"
+  # Micro-batches per step (crl.runtime): must divide the per-device batch.
+  c.grad_accum_steps = 1
+  # Devices on the mesh's `fsdp` axis (params/opt state sharded, crl.runtime).
+  c.mesh = ml_collections.ConfigDict(dict(fsdp=1))
+  # JAX's persistent compilation cache: a directory, '' (off) or 'auto' (on
+  # accelerators under ~/.cache/crl/jax_compile, off on CPU).
+  c.compile_cache_dir = "auto"
   c.data = config_lib.component_config(registry.DATASETS, "causal_shapes")
   c.batch_size = 128
   c.eval_batch_size = 500

@@ -40,7 +40,9 @@ from crl import config_lib
 from crl import metric_writers
 from crl import preemption as preemption_lib
 from crl import registry
+from crl import runtime
 from crl import workdir as workdir_lib
+from crl.models import precision
 
 DATA_AXIS = "data"
 # Keys whose change makes a checkpoint belong to another run.
@@ -242,17 +244,16 @@ def eval_rngs(seed: int) -> dict[str, jax.Array]:
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule,
-                    seed: int) -> Callable[..., Any]:
-  """`(state, batch) -> (state, metrics)`, to be jitted by the caller."""
+                    schedule: optax.Schedule, seed: int,
+                    grad_accum_steps: int = 1) -> Callable[..., Any]:
+  """`(state, batch) -> (state, metrics)`, to be jitted by the caller;
+  gradients over `grad_accum_steps` micro-batches (`crl.runtime`)."""
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     rngs = step_rngs(seed, state.step)
-    loss_fn = task.loss
-    if state.model_state:  # the pytree's structure: a Python-level choice
-      loss_fn = functools.partial(task.loss, model_state=state.model_state)
-    (loss, task_metrics), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params, batch, rngs)
+    (loss, task_metrics), grads = runtime.loss_and_grads(
+        task.loss, state.params, batch, rngs, state.model_state,
+        grad_accum_steps)
     task_metrics = dict(task_metrics)
     model_state = task_metrics.pop("model_state", state.model_state)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -277,9 +278,9 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
 # Setup -----------------------------------------------------------------------
 
 
-def make_mesh() -> Mesh:
-  """A 1-D mesh over every device of every process, axis `data`."""
-  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def make_mesh(fsdp: int = 1) -> Mesh:
+  """The (`data`, `fsdp`) mesh over every device (`crl.runtime`)."""
+  return runtime.make_mesh(fsdp)
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -289,12 +290,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(value, int) or value <= 0:
       raise config_lib.ConfigError(
           f"config.{key} must be a positive integer, got {value!r}.")
+  try:
+    precision.check_compute_dtype(config.get("compute_dtype", "float32"))
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from None
   n = jax.device_count()
   for key in ("batch_size", "eval_batch_size"):
     if config[key] % n:
       raise config_lib.ConfigError(
           f"config.{key}={config[key]} is not divisible by the {n} devices; "
           f"use a multiple of {n}.")
+  runtime.check_grad_accum(config)
+  runtime.check_fsdp(config)
 
 
 def check_resume_compatible(config: ml_collections.ConfigDict,
@@ -411,6 +418,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task,
     from crl import pretrained  # pylint: disable=g-import-not-at-top
     if not pretrained.has_checkpoint(workdir):
       init = pretrained.load(config, task)
+  runtime.setup_compile_cache(config)
   tx, schedule = make_optimizer(config.optimizer, config.batch_size,
                                 config.num_steps)
   # Evaluators and the model's shapes first: their config errors must stop
@@ -478,7 +486,8 @@ def _run(config, workdir, task, stop_at, optimizer, evaluators, layout,
     metric_writers.drop_rows_after(workdir, start_step)
 
   train_step = jax.jit(
-      make_train_step(task, tx, schedule, config.seed),
+      make_train_step(task, tx, schedule, config.seed,
+                      config.get("grad_accum_steps", 1)),
       in_shardings=(state_sharding, task.batch_sharding),
       out_shardings=(state_sharding, replicated), donate_argnums=(0,))
   writer = metric_writers.MetricWriter(workdir, config.get("tensorboard",
@@ -594,7 +603,14 @@ def _state_layout(config, task, tx, replicated):
     raise config_lib.ConfigError(
         f"config.model ({config.model.get('name')!r}) cannot be built for "
         f"{task.name}: {reason}") from None
-  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  mesh = replicated.mesh
+  if runtime.fsdp_size(config) != dict(zip(mesh.axis_names, mesh.devices.shape)
+                                       ).get(runtime.FSDP_AXIS, 1):
+    raise config_lib.ConfigError(
+        f"config.mesh.fsdp={runtime.fsdp_size(config)} is not supported by "
+        f"trainer {config.get('trainer')!r}; only 'classification' shards "
+        "parameters (use mesh.fsdp=1).")
+  state_sharding = runtime.state_shardings(abstract, mesh)
   abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       abstract, state_sharding)

@@ -276,7 +276,7 @@ class FunctionPod(nn.Module):
     logits = jnp.einsum("bruhc,bsuhc->buhrs", q, k) / math.sqrt(dim)
     if self.relative_positions:
       logits = logits + self._position_bias(codes)[None]
-    weights = jax.nn.softmax(logits, axis=-1)
+    weights = layers.softmax(logits)
     weights = (weights * compat[:, :, None, :, None]
                * compat[:, :, None, None, :])
     weights = weights / (jnp.sum(weights, axis=-1, keepdims=True)
@@ -297,7 +297,8 @@ class FunctionPod(nn.Module):
     # to C is the published one (whose mixing has no pass-through), so a
     # token that no function takes still learns whether it should be taken.
     coverage = jax.lax.stop_gradient(jnp.sum(c, axis=2))  # [B, T, 1]
-    x = jnp.einsum("btu,btuc->btc", c[..., 0], h) + (1.0 - coverage) * x
+    x = (jnp.einsum("btu,btuc->btc", c[..., 0], h)
+         + (1.0 - coverage) * x).astype(x.dtype)  # scan carry dtype
     covered = jnp.any(compat > 0.0, axis=1)  # [B, T]
     stats = {
         "compatibility": compat,

@@ -61,6 +61,8 @@ def cosine_distance(receivers: jax.Array, senders: jax.Array) -> jax.Array:
     sq = jnp.sum(x * x, axis=-1, keepdims=True)
     return x * jax.lax.rsqrt(jnp.maximum(sq, _NORM_EPS ** 2))
 
+  receivers = receivers.astype(jnp.float32)  # float32 under mixed precision
+  senders = senders.astype(jnp.float32)
   return 1.0 - jnp.einsum("us,ws->uw", unit(receivers), unit(senders))
 
 
@@ -85,7 +87,8 @@ def signature_kernel(distance: jax.Array, sigma: jax.Array | float,
       'link': bool `[U, W]`, True where not truncated;
       'distance': the input distances.
   """
-  log_k = -distance / sigma
+  distance = jnp.asarray(distance, jnp.float32)
+  log_k = -distance / jnp.asarray(sigma, jnp.float32)
   k = jnp.exp(log_k)
   if tau is None:
     link = jnp.ones(distance.shape, bool)

@@ -205,6 +205,13 @@ def _residual(x: jax.Array, branch: jax.Array,
   return x + branch
 
 
+def softmax(logits: jax.Array, axis: int = -1) -> jax.Array:
+  """Softmax computed in float32, returned in the logits' dtype (mixed
+  precision: `crl.models.precision`)."""
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=axis).astype(
+      logits.dtype)
+
+
 def masked_softmax(scores: jax.Array, log_graph: Optional[jax.Array] = None,
                    link: Optional[jax.Array] = None) -> jax.Array:
   """Softmax over senders with a (log) graph added to the logits.
@@ -223,12 +230,12 @@ def masked_softmax(scores: jax.Array, log_graph: Optional[jax.Array] = None,
     Attention weights shaped like `scores`.
   """
   if log_graph is None:
-    return jax.nn.softmax(scores, axis=-1)
-  weights = jax.nn.softmax(scores + log_graph, axis=-1)
+    return softmax(scores)
+  weights = jax.nn.softmax(scores.astype(jnp.float32) + log_graph, axis=-1)
   if link is not None:
     has_link = jnp.any(link, axis=-1, keepdims=True)
     weights = jnp.where(has_link, weights, 1.0 / scores.shape[-1])
-  return weights
+  return weights.astype(scores.dtype)
 
 
 def _graph_to_bhuw(x: Optional[jax.Array]) -> Optional[jax.Array]:
@@ -424,7 +431,7 @@ class ReadInAttention(nn.Module):
       # One projection for all modules: k, v are [B, V, H, C].
       k = key.project(x).reshape(b, -1, heads, dim)
       v = value.project(x).reshape(b, -1, heads, dim)
-      weights = jax.nn.softmax(
+      weights = softmax(
           jnp.einsum("buhc,bvhc->bhuv", q, k) * scale, axis=-1)
       out = jnp.einsum("bhuv,bvhc->buhc", weights, v)
     elif self.fold:
@@ -436,7 +443,7 @@ class ReadInAttention(nn.Module):
       s_v = value.scale(codes)  # [U, C_in]
       # Per-module query in token space: s_u * (W_k^T q_u), [B, H, U, C_in].
       q_tok = jnp.einsum("buhc,ihc->bhui", q, w_k) * s_k
-      weights = jax.nn.softmax(
+      weights = softmax(
           jnp.einsum("bhui,bvi->bhuv", q_tok, x) * scale, axis=-1)
       pooled = jnp.einsum("bhuv,bvi->bhui", weights, x) * s_v
       out = jnp.einsum("bhui,ihc->buhc", pooled, w_v)
@@ -449,7 +456,7 @@ class ReadInAttention(nn.Module):
       x_u = x[:, None, :, :]
       k = key.project(x_u * s_k).reshape(b, u, -1, heads, dim)
       v = value.project(x_u * s_v).reshape(b, u, -1, heads, dim)
-      weights = jax.nn.softmax(
+      weights = softmax(
           jnp.einsum("buhc,buvhc->bhuv", q, k) * scale, axis=-1)
       out = jnp.einsum("bhuv,buvhc->buhc", weights, v)
 

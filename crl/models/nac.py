@@ -562,7 +562,7 @@ class NAC(nn.Module):
       h_out = nn.LayerNorm(epsilon=self.layer_norm_eps, name="head_norm")(h_out)
     if self.readout == "pooled":
       confidence = nn.Dense(1, use_bias=False, name="confidence")(h_out)[..., 0]
-      readout_weights = jax.nn.softmax(confidence, axis=-1)
+      readout_weights = layers.softmax(confidence)
       pooled = jnp.einsum("bu,buc->bc", readout_weights, h_out)
     else:
       readout_weights = jnp.broadcast_to(

@@ -24,9 +24,11 @@ import optax
 
 from crl import config_lib
 from crl import registry
+from crl import runtime
 from crl import train
 from crl.data import pipeline as pipeline_lib
 from crl.evaluators import classification
+from crl.models import precision
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
@@ -42,8 +44,9 @@ def build_dataset(config: ml_collections.ConfigDict) -> Any:
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
-  return config_lib.build(registry.MODELS, config.model,
-                          num_classes=num_classes)
+  return precision.with_compute_dtype(
+      config_lib.build(registry.MODELS, config.model, num_classes=num_classes),
+      config.get("compute_dtype", "float32"))
 
 
 def input_spec(dataset: Any) -> tuple[str, tuple[int, ...]]:
@@ -77,10 +80,11 @@ class ClassificationTask:
     self.num_classes = self.dataset.num_classes
     self.model = build_model(config, self.num_classes)
     self.input_key, self.input_shape = input_spec(self.dataset)
-    self.mesh = mesh if mesh is not None else train.make_mesh()
+    self.mesh = (mesh if mesh is not None
+                 else train.make_mesh(runtime.fsdp_size(config)))
     self.pipeline = pipeline_lib.InputPipeline(
         self.dataset, self.mesh, config.batch_size, config.eval_batch_size,
-        train.DATA_AXIS)
+        runtime.batch_axes(self.mesh))
     self.batch_sharding = self.pipeline.sharding
     self.name = f"{config.model.name} on {config.data.name}"
     # An attribute, not a config read in `objective`: a population sets it

@@ -36,6 +36,7 @@ from crl import train
 from crl.data import pipeline as pipeline_lib
 from crl.evaluators import classification as classification_eval
 from crl.evaluators import fairness as fairness_eval
+from crl.models import precision
 from crl.tasks import classification
 
 PENALTIES = ("squared", "absolute")
@@ -298,9 +299,11 @@ class TwoHeadsTask(FairClassificationTask):
           f"The two-heads task needs config.model.name='two_heads', got "
           f"{config.model.name!r}.")
     super().__init__(config, mesh)
-    self.bind_model(config_lib.build(registry.MODELS, config.model,
-                                     num_classes=self.num_classes,
-                                     num_groups=self.num_groups))
+    self.bind_model(precision.with_compute_dtype(
+        config_lib.build(registry.MODELS, config.model,
+                         num_classes=self.num_classes,
+                         num_groups=self.num_groups),
+        config.get("compute_dtype", "float32")))
 
   def objective(self, logits: jax.Array, aux: dict[str, Any],
                 batch: dict[str, jax.Array]) -> tuple[jax.Array,

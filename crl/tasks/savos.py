@@ -46,6 +46,7 @@ from crl.analysis import amodal_pictures
 from crl.data import occluded_video
 from crl.data import pipeline as pipeline_lib
 from crl.evaluators import amodal as amodal_eval
+from crl.models import precision
 from crl.models import savos as savos_lib
 from crl.models import savos_layers
 from crl.tasks import savos_losses
@@ -183,7 +184,9 @@ class SavosTask:
                              else "supervised")
     self.train_intervention = train_intervention
     self._init_from = init_from
-    self.model = config_lib.build(registry.MODELS, config.model)
+    self.model = precision.with_compute_dtype(
+      config_lib.build(registry.MODELS, config.model),
+      config.get("compute_dtype", "float32"))
     if pipeline is None:
       dataset = build_dataset(config)
       pipeline = VideoPipeline(dataset, mesh or train.make_mesh(),
@@ -371,7 +374,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   check_dataset_names(config, dataset)
   pipeline = VideoPipeline(dataset, mesh, config.batch_size,
                            config.eval_batch_size)
-  model = config_lib.build(registry.MODELS, config.model)
+  model = precision.with_compute_dtype(
+      config_lib.build(registry.MODELS, config.model),
+      config.get("compute_dtype", "float32"))
   evaluator = make_evaluator(config, pipeline, model)
   shared = dict(pipeline=pipeline, evaluator=evaluator)
   splits = tuple(config.eval.splits)

@@ -1,0 +1,109 @@
+"""Accelerator-scale options end to end: mixed precision, bad inputs."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from crl import bench_device
+from crl import config_lib
+from crl import runtime
+from crl import train
+from crl.tasks import classification
+from tests import helpers
+
+
+def _train_losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(l) for l in f]
+  return [r["loss"] for r in rows if r["split"] == "train"]
+
+
+def test_tiny_bfloat16_run_loss_falls(tmp_path):
+  config = helpers.tiny_config(**{
+      "compute_dtype": "bfloat16", "num_steps": 16, "log_every_steps": 1,
+      "checkpoint.async_save": False, "final_eval.splits": "test",
+      "evals": {}})
+  workdir = str(tmp_path / "bf16")
+  out = classification.train_and_evaluate(config, workdir)
+  losses = np.asarray(_train_losses(workdir))
+  assert len(losses) == 16 and np.all(np.isfinite(losses))
+  assert losses[-4:].mean() < losses[:4].mean() - 0.05, losses
+  for leaf in jax.tree.leaves(out["params"]):  # stored in float32
+    assert leaf.dtype == np.float32
+
+
+def test_unknown_compute_dtype_is_one_line_exit_2(tmp_path):
+  proc = helpers.run_main("--config=configs/nac.py:tiny",
+                          f"--workdir={tmp_path}/w",
+                          "--config.compute_dtype=float16")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert ("config.compute_dtype='float16' is not supported; expected one of "
+          "float32, bfloat16.") in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(f"{tmp_path}/w/checkpoints")
+
+
+def test_grad_accumulation_equals_the_full_batch_step():
+  config = config_lib.load_config(
+      os.path.join(helpers.ROOT, "configs/vit.py:tiny"))
+  task = bench_device.synthetic_task(config)
+  tx, schedule = train.make_optimizer(config.optimizer, 16, 100)
+  params = task.init_params(jax.random.PRNGKey(0))
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                           opt_state=tx.init(params))
+  key = jax.random.PRNGKey(1)
+  batch = {"image": jax.random.uniform(key, (16, *task.input_shape)),
+           "label": jax.random.randint(key, (16,), 0, task.num_classes)}
+  out = {}
+  for k in (1, 4):
+    step = jax.jit(train.make_train_step(task, tx, schedule, 0, k))
+    new, metrics = step(state, batch)
+    new, metrics = step(new, batch)  # two steps: moments are used too
+    out[k] = (new, metrics)
+  np.testing.assert_allclose(out[4][1]["loss"], out[1][1]["loss"],
+                             rtol=1e-5)
+  np.testing.assert_allclose(out[4][1]["grad_norm"],
+                             out[1][1]["grad_norm"], rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               out[4][0].params, out[1][0].params)
+  assert int(out[4][0].step) == 2
+
+
+@pytest.mark.parametrize("args,devices,expected", [
+    (["--config.grad_accum_steps=3"], 1,
+     "config.grad_accum_steps=3 does not divide the per-device batch 32"),
+    (["--config.grad_accum_steps=8"], 8,
+     "config.grad_accum_steps=8 does not divide the per-device batch 4"),
+    (["--config.mesh.fsdp=3"], 8,
+     "config.mesh.fsdp=3 does not divide the 8 devices; use a divisor of 8."),
+])
+def test_bad_accum_or_fsdp_is_one_line_exit_2(tmp_path, args, devices,
+                                           expected):
+  proc = helpers.run_main("--config=configs/nac.py:tiny",
+                          f"--workdir={tmp_path}/w", *args, devices=devices)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert expected in proc.stderr and "Traceback" not in proc.stderr
+  assert not os.path.exists(f"{tmp_path}/w")
+
+
+def test_compile_cache_is_written_and_read_on_a_second_start(tmp_path):
+  code = f"""
+import time, jax, jax.numpy as jnp, ml_collections
+from crl import runtime
+c = ml_collections.ConfigDict({{"compile_cache_dir": {str(tmp_path)!r}}})
+assert runtime.setup_compile_cache(c) == {str(tmp_path)!r}
+f = jax.jit(lambda x: jnp.sin(x) @ x.T)
+t = time.perf_counter(); f.lower(jnp.ones((8, 8))).compile()
+print("COMPILE", time.perf_counter() - t)
+"""
+  for _ in range(2):
+    proc = helpers.run_python(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+  assert os.listdir(tmp_path)  # entries written by the first start
+  auto = ml_collections.ConfigDict({"compile_cache_dir": "auto"})
+  assert runtime.setup_compile_cache(auto) is None  # CPU: off by default
