@@ -30,6 +30,11 @@ Variants (`configs/savos.py:<variant>`):
           cores.
   tiny    a few steps of a very small model on 32 px, 4-frame videos; for
           tests (well under a minute).
+  official  the public code's choices: the bottleneck mask decoder without
+          skips, the unbounded full-resolution flow residual and its loss
+          normalisation (pixel sums, time-cumulative consistency, boundary
+          frames dropped); per-frame 64x128 crop boxes are not implemented.
+  official_tiny  `official` at the `tiny` size (tests).
 """
 
 import ml_collections
@@ -66,7 +71,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint.keep = 2
   # Self-supervised objective (reconstruction has weight 1).
   c.loss = ml_collections.ConfigDict(dict(consistency_weight=1.0,
-                                          photometric_weight=0.1))
+                                          photometric_weight=0.1,
+                                          normalization="mean"))
   c.eval = ml_collections.ConfigDict(dict(
       splits=("test", "gum", "shifted"), periodic_splits=("test",),
       every_steps=400, min_occlusion=0.1, max_occlusion=0.7, threshold=0.5))
@@ -81,36 +87,50 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                               splits=("test", "gum")))
   if variant == "default":
     pass
+  elif variant in ("official", "official_tiny"):
+    # The public code's choices (crl.models.savos, crl.tasks.savos_losses).
+    c.model.mask_decoder = "bottleneck"
+    c.model.flow_decoder = "full"
+    c.loss.normalization = "official"
+    if variant == "official_tiny":
+      _tiny(c)
+      c.model.bottleneck = 16
+      c.model.input_features = 8
   elif variant == "tiny":
-    c.data.resolution = 32
-    c.data.num_frames = 4
-    c.data.num_objects = 2
-    c.data.eval_examples = 8
-    c.data.shapes = ("circle", "square")
-    c.data.shifted_shapes = ("hexagon", "semicircle")
-    c.model.patch_size = 16
-    c.model.encoder_channels = (8,)
-    c.model.decoder_channels = (8,)
-    c.model.decoder_output_channels = 2
-    c.model.features = 16
-    c.model.hidden = 16
-    c.model.flow_channels = 4
-    c.batch_size = 4
-    c.eval_batch_size = 4
-    c.num_steps = 3
-    c.log_every_steps = 1
-    c.tensorboard = False
-    c.xla_fast_compile = True
-    c.optimizer.warmup_steps = 1
-    c.checkpoint.every_steps = 3
-    c.checkpoint.async_save = False
-    c.eval.every_steps = 0
-    c.supervised.num_steps = 2
-    c.adapt.num_steps = 2
-    c.adapt.warmup_steps = 1
-    c.pictures.num_videos = 1
-    c.pictures.splits = ("test",)
+    _tiny(c)
   else:
     raise ValueError(f"Unknown variant {variant!r} of configs/savos.py; known: "
-                     "default, tiny.")
+                     "default, tiny, official, official_tiny.")
   return c
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  """A few steps of a very small model (tests)."""
+  c.data.resolution = 32
+  c.data.num_frames = 4
+  c.data.num_objects = 2
+  c.data.eval_examples = 8
+  c.data.shapes = ("circle", "square")
+  c.data.shifted_shapes = ("hexagon", "semicircle")
+  c.model.patch_size = 16
+  c.model.encoder_channels = (8,)
+  c.model.decoder_channels = (8,)
+  c.model.decoder_output_channels = 2
+  c.model.features = 16
+  c.model.hidden = 16
+  c.model.flow_channels = 4
+  c.batch_size = 4
+  c.eval_batch_size = 4
+  c.num_steps = 3
+  c.log_every_steps = 1
+  c.tensorboard = False
+  c.xla_fast_compile = True
+  c.optimizer.warmup_steps = 1
+  c.checkpoint.every_steps = 3
+  c.checkpoint.async_save = False
+  c.eval.every_steps = 0
+  c.supervised.num_steps = 2
+  c.adapt.num_steps = 2
+  c.adapt.warmup_steps = 1
+  c.pictures.num_videos = 1
+  c.pictures.splits = ("test",)

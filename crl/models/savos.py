@@ -11,9 +11,12 @@ as in the public PyTorch code, on one square crop per track:
    the occluder mask) to a vector, then an LSTM over time
    (`flax.linen.scan` of `savos_layers.LSTMCell`).
 3. Mask decoder: from the recurrent state, the encoder's skips and the
-   current visible mask to an amodal-mask logit and a fusion logit.
+   current visible mask to an amodal-mask logit and a fusion logit
+   (`mask_decoder='bottleneck'`: the public code's, through one vector).
 4. Flow decoder: a residual added to the base motion (observed flow inside
-   the visible mask, its mean elsewhere): the corrected flow.
+   the visible mask, its mean elsewhere): the corrected flow (bounded at a
+   quarter resolution, or `flow_decoder='full'`: the public code's,
+   unbounded at full patch resolution).
 5. Warping: the amodal probability (and the fusion logit) of frame t is
    warped to frame t + 1 along the corrected forward flow. The same weights
    run on the time-reversed track with the backward flow (frame t -> t - 1).
@@ -63,6 +66,8 @@ from crl.models import savos_layers as sl
 
 Array = jax.Array
 FLOW_INPUT_SCALE = 4.0  # flows (patch pixels) are divided by this on input
+MASK_DECODERS = ("skip", "bottleneck")
+FLOW_DECODERS = ("bounded", "full")
 
 _ScanLSTM = nn.scan(sl.LSTMCell, variable_broadcast="params",
                     split_rngs={"params": False}, in_axes=1, out_axes=1)
@@ -85,9 +90,22 @@ class SaVos(nn.Module):
     features: size of the per-frame vector.
     hidden: LSTM state size.
     flow_channels: flow decoder channels.
-    max_flow_residual: bound of the flow residual, patch pixels.
+    max_flow_residual: bound of the flow residual, patch pixels ('bounded'
+      flow decoder).
     flow_residual: False: the corrected flow is the base flow.
     occluder_input: also feed the occluder mask to the encoder.
+    mask_decoder: 'skip' (crl's: encoder skips, the visible mask joins
+      pixel-wise in the last layer) or 'bottleneck' (the public code's: the
+      visible mask and the state through one `bottleneck` vector, no skips;
+      `sl.BottleneckDecoder`). The public code feeds the decoder channel 4
+      of its input stack, a flow channel, where the visible mask is meant
+      (channel 3); crl feeds the visible mask.
+    flow_decoder: 'bounded' (crl's: `+-max_flow_residual` at a quarter of
+      the patch resolution) or 'full' (the public code's: unbounded, full
+      patch resolution, the observed flow and the state through one
+      `bottleneck` vector).
+    bottleneck: width of the bottleneck decoders' joint vector.
+    input_features: width of their input map's vector.
   """
 
   patch_size: int = 32
@@ -103,8 +121,17 @@ class SaVos(nn.Module):
   max_flow_residual: float = 2.0
   flow_residual: bool = True
   occluder_input: bool = False
+  mask_decoder: str = "skip"
+  flow_decoder: str = "bounded"
+  bottleneck: int = 512
+  input_features: int = 256
 
   def __post_init__(self):
+    for name, known in (("mask_decoder", MASK_DECODERS),
+                        ("flow_decoder", FLOW_DECODERS)):
+      if getattr(self, name) not in known:
+        raise ValueError(f"SaVos: {name}={getattr(self, name)!r} is not one "
+                         f"of {known}.")
     stages = len(self.encoder_channels) - 1
     factor = self.patch_stride * 2 ** stages
     if stages < 0 or self.patch_stride < 1 or self.patch_size % factor:
@@ -161,18 +188,29 @@ class SaVos(nn.Module):
     _, states = _ScanLSTM(self.hidden, name="lstm")(
         (zeros, zeros), vec.reshape(m, t, -1))            # [2N, T, hidden]
     states = states.reshape(m * t, self.hidden)
-    dec = sl.MaskDecoder(self.decoder_channels, self.decoder_output_channels,
-                         self.patch_stride, name="mask_decoder")(
-        states, skips, vis2.reshape(m * t, p, p))
-    dec = dec.reshape(m, t, p, p, 2)
-    if self.flow_residual:
-      residual = sl.FlowDecoder(self.flow_channels, self.max_flow_residual,
-                                name="flow_decoder")(
-                                    states, flow2.reshape(m * t, p, p, 2),
-                                    vis2.reshape(m * t, p, p))
-      residual = residual.reshape(m, t, p, p, 2)
+    flat_vis = vis2.reshape(m * t, p, p)
+    flat_flow = flow2.reshape(m * t, p, p, 2)
+    if self.mask_decoder == "skip":
+      dec = sl.MaskDecoder(self.decoder_channels,
+                           self.decoder_output_channels, self.patch_stride,
+                           name="mask_decoder")(states, skips, flat_vis)
     else:
+      dec = sl.BottleneckDecoder(
+          self.encoder_channels, 2, self.patch_stride, self.input_features,
+          self.bottleneck, name="mask_decoder")(states, flat_vis[..., None])
+    dec = dec.reshape(m, t, p, p, 2)
+    if not self.flow_residual:
       residual = jnp.zeros((m, t, p, p, 2), jnp.float32)
+    elif self.flow_decoder == "bounded":
+      residual = sl.FlowDecoder(self.flow_channels, self.max_flow_residual,
+                                name="flow_decoder")(states, flat_flow,
+                                                     flat_vis)
+    else:
+      residual = sl.BottleneckDecoder(
+          self.encoder_channels, 2, self.patch_stride, self.input_features,
+          self.bottleneck, zero_init=True, name="flow_decoder")(
+              states, flat_flow / FLOW_INPUT_SCALE)
+    residual = residual.reshape(m, t, p, p, 2)
 
     # Back to time order.
     prob = jax.nn.sigmoid(dec[..., 0])

@@ -16,6 +16,9 @@ square `[j, j + 1) x [i, i + 1)`; "index coordinates" put the pixel centre at
 * `FrameEncoder`, `MaskDecoder`, `FlowDecoder`: the per-frame CNN and the two
   decoders (patch embedding and pixel shuffle instead of full-resolution
   convolutions: those dominate the time on a CPU).
+* `BottleneckDecoder`: the public code's decoder shape (an input map and the
+  recurrent state through one vector, no skips, full patch resolution out);
+  SaVos's 'bottleneck' mask decoder and 'full' flow decoder.
 """
 
 from __future__ import annotations
@@ -403,3 +406,59 @@ class FlowDecoder(nn.Module):
     x = nn.Conv(2, (3, 3), kernel_init=nn.initializers.zeros, name="out")(x)
     x = self.max_residual * jnp.tanh(x)
     return _upsample(x, patch)
+
+
+class BottleneckDecoder(nn.Module):
+  """Input map + recurrent state -> `[N, P, P, outputs]` through one vector.
+
+  As the public SaVos code's decoders: the input map (the current visible
+  mask, or the observed flow) is encoded by strided convolutions to a
+  vector of `input_features`, joined with the recurrent state, mapped to a
+  `bottleneck`-wide vector, then decoded up to the full patch resolution
+  with no skip connections (everything passes through the bottleneck). The
+  output is unbounded; `zero_init` starts it at 0 (a flow residual).
+
+  Attributes:
+    channels: channels at `P / stride`, `P / (2 stride)`, ... (encoder;
+      the decoder runs them coarse to fine).
+    outputs: output channels per pixel.
+    stride: patch-embedding stride (as the frame encoder's).
+    input_features: size of the input map's vector.
+    bottleneck: size of the joint vector.
+    zero_init: zero output layer.
+  """
+  channels: Sequence[int] = (32, 64)
+  outputs: int = 2
+  stride: int = 4
+  input_features: int = 256
+  bottleneck: int = 512
+  zero_init: bool = False
+
+  @nn.compact
+  def __call__(self, state: Array, x: Array) -> Array:
+    """`state` `[N, D]`, `x` `[N, P, P, C]` -> `[N, P, P, outputs]`."""
+    n, p = x.shape[0], x.shape[1]
+    h = nn.relu(nn.Dense(self.channels[0], name="embed")(
+        space_to_depth(x, self.stride)))
+    for i, c in enumerate(self.channels[1:], start=1):
+      h = nn.relu(nn.Conv(c, (3, 3), strides=2, name=f"down{i}")(h))
+    s = h.shape[1]
+    vec = nn.relu(nn.Dense(self.input_features, name="input_vector")(
+        h.reshape(n, -1)))
+    z = nn.relu(nn.Dense(self.bottleneck, name="bottleneck")(
+        jnp.concatenate([state, vec], -1)))
+    rev = list(reversed(self.channels))
+    y = nn.relu(nn.Dense(s * s * rev[0], name="from_bottleneck")(z))
+    y = y.reshape(n, s, s, rev[0])
+    for i, c in enumerate(rev):
+      if i:
+        y = _upsample(y, 2 * y.shape[1])
+      y = nn.relu(nn.Conv(c, (3, 3), name=f"up{i}")(y))
+    y = nn.Dense(self.stride * self.stride * rev[-1], name="to_pixels")(y)
+    y = nn.relu(depth_to_space(y, self.stride))
+    if y.shape[1] != p:
+      raise ValueError(f"BottleneckDecoder: decoded {y.shape[1]} px for a "
+                       f"{p} px patch.")
+    init = (nn.initializers.zeros if self.zero_init
+            else nn.linear.default_kernel_init)
+    return nn.Dense(self.outputs, kernel_init=init, name="out")(y)

@@ -222,7 +222,8 @@ class SavosTask:
     if self.mode == "self_supervised":
       return savos_losses.self_supervised_loss(
           out, consistency_weight=self.config.loss.consistency_weight,
-          photometric_weight=self.config.loss.photometric_weight)
+          photometric_weight=self.config.loss.photometric_weight,
+          normalization=self.config.loss.get("normalization", "mean"))
     target = savos_layers.crop_masks(batch["amodal"], out["boxes"],
                                      self.model.patch_size)
     return savos_losses.supervised_loss(out, target)
@@ -304,6 +305,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if section not in config:
       raise config_lib.ConfigError(
           f"config.{section} is missing; see configs/savos.py.")
+  norm = config.loss.get("normalization", "mean")
+  if norm not in savos_losses.NORMALIZATIONS:
+    raise config_lib.ConfigError(
+        f"config.loss.normalization={norm!r} is not one of "
+        f"{savos_losses.NORMALIZATIONS}.")
   for key in ("supervised", "adapt"):
     steps = config[key].num_steps
     if config[key].enabled and (not isinstance(steps, int) or steps <= 0):
