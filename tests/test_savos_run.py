@@ -30,7 +30,8 @@ def test_main_end_to_end_writes_results_and_pictures(tmp_path):
     for method, row in methods.items():
       for metric in ("full_miou_all", "occluded_miou_all"):
         assert 0. <= row[metric] <= 1., (split, method, metric)
-      assert {"full_miou", "occluded_miou", "num_frames"} <= set(row)
+      assert {"full_miou", "occluded_miou", "num_frames",
+              "official_full_miou", "official_num_frames"} <= set(row)
   # Identical composites outside the occluder: every method sees the same
   # visible pixels, so the visible baseline never predicts an occluded pixel.
   assert results["test"]["visible"]["occluded_miou_all"] < 1.
@@ -44,6 +45,7 @@ def test_main_end_to_end_writes_results_and_pictures(tmp_path):
   for p in pictures:
     assert os.path.getsize(os.path.join(workdir, p)) > 0
   assert "convex_hull" in proc.stdout and "savos_adapted" in proc.stdout
+  assert out["official_protocol"].startswith("official:")
 
 
 def test_self_supervised_batches_carry_no_amodal_masks():

@@ -268,14 +268,30 @@ def build_dataset(config: ml_collections.ConfigDict) -> Any:
   return dataset
 
 
+def official_protocol(config: ml_collections.ConfigDict
+                      ) -> amodal_eval.OfficialProtocol | None:
+  """`config.eval.official` as an `OfficialProtocol` (None when off)."""
+  section = config.eval.get("official")
+  if section is None or not section.get("enabled", False):
+    return None
+  fields = {k: v for k, v in section.items() if k != "enabled"}
+  unknown = set(fields) - set(amodal_eval.OfficialProtocol._fields)
+  if unknown:
+    raise config_lib.ConfigError(
+        f"config.eval.official has unknown key(s) {sorted(unknown)}; known: "
+        f"enabled, {', '.join(amodal_eval.OfficialProtocol._fields)}.")
+  return amodal_eval.OfficialProtocol(**fields)
+
+
 def make_evaluator(config: ml_collections.ConfigDict, pipeline: Any,
                    model: Any) -> amodal_eval.AmodalEvaluator:
+  official = official_protocol(config)
   try:
     return amodal_eval.AmodalEvaluator(
         pipeline=pipeline, model=model, splits=config.eval.splits,
         min_occlusion=config.eval.min_occlusion,
         max_occlusion=config.eval.max_occlusion,
-        threshold=config.eval.threshold)
+        threshold=config.eval.threshold, official=official)
   except ValueError as e:
     raise config_lib.ConfigError(f"config.eval: {e}") from e
 
@@ -434,6 +450,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                    f", {config.eval.max_occlusion}], first and last frame of "
                    "each track dropped, mean over objects then frames; "
                    "'_all': plain mean over object-frames"),
+      "official_protocol": (evaluator.official.describe()
+                            if evaluator.official else None),
       "adaptation": (f"{config.adapt.num_steps} self-supervised steps on the "
                      f"'{config.adapt.intervention}' training stream, scored "
                      f"on '{adapt_split}'" if config.adapt.enabled else None),
