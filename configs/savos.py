@@ -35,6 +35,9 @@ Variants (`configs/savos.py:<variant>`):
           normalisation (pixel sums, time-cumulative consistency, boundary
           frames dropped); per-frame 64x128 crop boxes are not implemented.
   official_tiny  `official` at the `tiny` size (tests).
+  noisy   observed masks and flows perturbed like a tracker's and a flow
+          network's (boundary flips 0.3, missed frames 5%, flow noise
+          0.5 px); scored against the exact masks. noisy_tiny: for tests.
 """
 
 import ml_collections
@@ -87,10 +90,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.adapt = ml_collections.ConfigDict(dict(
       enabled=True, intervention="shifted", split="shifted", num_steps=150,
       learning_rate=3e-4, warmup_steps=20))
+  # Observation noise like a tracker's masks and a flow network's flow
+  # (crl.data.tracker_noise); all 0: exact observations.
+  c.inputs = ml_collections.ConfigDict(dict(
+      boundary_flip=0.0, missed_frames=0.0, flow_noise=0.0,
+      flow_noise_cell=4, seed=0))
   c.pictures = ml_collections.ConfigDict(dict(num_videos=4,
                                               splits=("test", "gum")))
   if variant == "default":
     pass
+  elif variant in ("noisy", "noisy_tiny"):
+    c.inputs.boundary_flip = 0.3
+    c.inputs.missed_frames = 0.05
+    c.inputs.flow_noise = 0.5
+    if variant == "noisy_tiny":
+      _tiny(c)
   elif variant in ("official", "official_tiny"):
     # The public code's choices (crl.models.savos, crl.tasks.savos_losses).
     c.model.mask_decoder = "bottleneck"
@@ -104,7 +118,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _tiny(c)
   else:
     raise ValueError(f"Unknown variant {variant!r} of configs/savos.py; known: "
-                     "default, tiny, official, official_tiny.")
+                     "default, tiny, official, official_tiny, noisy, "
+                     "noisy_tiny.")
   return c
 
 

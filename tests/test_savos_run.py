@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from crl import config_lib
@@ -98,3 +99,29 @@ def test_bad_configs_fail_before_anything_is_compiled():
     savos_task.check_config(edited(**{"supervised.num_steps": 0}))
   with pytest.raises(config_lib.ConfigError, match="mode"):
     savos_task.SavosTask(config, mode="semi")
+  with pytest.raises(config_lib.ConfigError, match="inputs.*unknown"):
+    savos_task.check_config(edited(**{"inputs.blur": 1.}))
+  with pytest.raises(config_lib.ConfigError, match="missed_frames"):
+    savos_task.check_config(edited(**{"inputs.missed_frames": 2.}))
+  with pytest.raises(config_lib.ConfigError, match="normalization"):
+    savos_task.check_config(edited(**{"loss.normalization": "sum"}))
+  with pytest.raises(config_lib.ConfigError, match="eval.official"):
+    savos_task.check_config(edited(**{"eval.official": {"enabled": True,
+                                                        "size": 3}}))
+
+
+def test_noisy_inputs_train_on_perturbed_and_score_on_exact_masks():
+  config = config_lib.load_config(os.path.join(helpers.ROOT,
+                                               "configs/savos.py:noisy_tiny"))
+  task = savos_task.SavosTask(config)
+  assert task.pipeline.noise.enabled
+  train_batch = next(task.train_batches(0))
+  assert set(train_batch) == set(occluded_video.OBSERVED_KEYS)
+  batch = next(task.pipeline.eval_batches("test"))
+  assert {"gt_visible", "gt_occluder"} <= set(batch)
+  vis, gt = np.asarray(batch["visible"]), np.asarray(batch["gt_visible"])
+  assert np.any(vis != gt)
+  # Outside the edges of the exact masks, only missed frames change them.
+  amodal = np.asarray(batch["amodal"])
+  np.testing.assert_array_equal(gt, amodal * (1. - np.asarray(
+      batch["gt_occluder"])))

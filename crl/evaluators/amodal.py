@@ -307,6 +307,15 @@ def baseline_predictions(name: str, visible: np.ndarray) -> np.ndarray:
 # Evaluator --------------------------------------------------------------------
 
 
+def ground_truth(batch: dict[str, Any]) -> dict[str, Any]:
+  """The exact 'amodal', 'visible' and 'occluder' masks of an eval batch:
+  'gt_visible' / 'gt_occluder' when the observed ones are perturbed
+  (`crl.data.tracker_noise`), else the batch's own."""
+  return {"amodal": batch["amodal"],
+          "visible": batch.get("gt_visible", batch["visible"]),
+          "occluder": batch.get("gt_occluder", batch["occluder"])}
+
+
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -362,8 +371,9 @@ class AmodalEvaluator:
     prob = self.predict_frames(params, batch)
     pred = composite(batch["visible"], batch["occluder"], prob,
                      self.threshold)
-    return object_frame_stats(pred, batch["amodal"], batch["visible"],
-                              batch["occluder"]), prob
+    truth = ground_truth(batch)
+    return object_frame_stats(pred, truth["amodal"], truth["visible"],
+                              truth["occluder"]), prob
 
   def _summarize(self, parts: list[dict[str, np.ndarray]]) -> dict[str, float]:
     return summarize(_concat(parts), self.min_occlusion, self.max_occlusion,
@@ -386,12 +396,13 @@ class AmodalEvaluator:
         real = gather(batch["mask"]) > 0
         host = {k: gather(batch[k])[real]
                 for k in ("visible", "occluder", "amodal")}
+        truth = {k: gather(v)[real] for k, v in ground_truth(batch).items()}
         for name in BASELINES:
           guess = baseline_predictions(name, host["visible"])
           pred = composite(host["visible"], host["occluder"], guess,
                            self.threshold)
-          stats = object_frame_stats(pred, host["amodal"], host["visible"],
-                                     host["occluder"])
+          stats = object_frame_stats(pred, truth["amodal"], truth["visible"],
+                                     truth["occluder"])
           parts[name].append(jax.tree.map(np.asarray, stats))
       self._baselines[split] = {name: self._summarize(p)
                                 for name, p in parts.items()}

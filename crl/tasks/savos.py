@@ -44,6 +44,7 @@ from crl import train
 from crl.analysis import amodal_pictures
 from crl.data import occluded_video
 from crl.data import pipeline as pipeline_lib
+from crl.data import tracker_noise
 from crl.evaluators import amodal as amodal_eval
 from crl.models import savos as savos_lib
 from crl.models import savos_layers
@@ -65,14 +66,26 @@ class VideoPipeline(pipeline_lib.InputPipeline):
   """
 
   def __init__(self, dataset: Any, mesh: jax.sharding.Mesh, global_batch: int,
-               eval_batch: int, data_axis: str = train.DATA_AXIS):
+               eval_batch: int, data_axis: str = train.DATA_AXIS,
+               noise: tracker_noise.TrackerNoise = tracker_noise.TrackerNoise()):
     super().__init__(dataset, mesh, global_batch, eval_batch, data_axis)
+    self.noise = noise
     self._generate = jax.jit(self._generate_fn, out_shardings=self.sharding)
 
   def _generate_fn(self, code: jax.Array,
                    indices: jax.Array) -> dict[str, jax.Array]:
+    """A batch; with tracker noise, the observed masks and flows are
+    perturbed and the exact masks kept as 'gt_visible', 'gt_occluder'
+    (for scoring only)."""
     out = self.dataset.sample_encoded(code, indices)
-    return {k: out[k] for k in ALL_KEYS}
+    out = {k: out[k] for k in ALL_KEYS}
+    if self.noise.enabled:
+      clean = {"gt_visible": out["visible"], "gt_occluder": out["occluder"]}
+      out = tracker_noise.perturb(
+          self.noise, out, tracker_noise.video_keys(self.noise.seed, code,
+                                                    indices))
+      out.update(clean)
+    return out
 
   def train_batches(self, start_step: int, intervention: str | None = None,
                     keys: Sequence[str] = ALL_KEYS
@@ -185,7 +198,8 @@ class SavosTask:
     if pipeline is None:
       dataset = build_dataset(config)
       pipeline = VideoPipeline(dataset, mesh or train.make_mesh(),
-                               config.batch_size, config.eval_batch_size)
+                               config.batch_size, config.eval_batch_size,
+                               noise=input_noise(config))
     self.pipeline = pipeline
     self.dataset = pipeline.dataset
     if train_intervention is not None:
@@ -268,6 +282,15 @@ def build_dataset(config: ml_collections.ConfigDict) -> Any:
   return dataset
 
 
+def input_noise(config: ml_collections.ConfigDict
+                ) -> tracker_noise.TrackerNoise:
+  """`config.inputs` (tracker and flow noise) as a `TrackerNoise`."""
+  try:
+    return tracker_noise.from_config(config.get("inputs"))
+  except (TypeError, ValueError) as e:
+    raise config_lib.ConfigError(str(e)) from e
+
+
 def official_protocol(config: ml_collections.ConfigDict
                       ) -> amodal_eval.OfficialProtocol | None:
   """`config.eval.official` as an `OfficialProtocol` (None when off)."""
@@ -321,6 +344,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if section not in config:
       raise config_lib.ConfigError(
           f"config.{section} is missing; see configs/savos.py.")
+  input_noise(config)
+  official_protocol(config)
   norm = config.loss.get("normalization", "mean")
   if norm not in savos_losses.NORMALIZATIONS:
     raise config_lib.ConfigError(
@@ -390,7 +415,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   dataset = build_dataset(config)
   check_dataset_names(config, dataset)
   pipeline = VideoPipeline(dataset, mesh, config.batch_size,
-                           config.eval_batch_size)
+                           config.eval_batch_size, noise=input_noise(config))
   model = config_lib.build(registry.MODELS, config.model)
   evaluator = make_evaluator(config, pipeline, model)
   shared = dict(pipeline=pipeline, evaluator=evaluator)
