@@ -26,7 +26,8 @@ def test_main_end_to_end_writes_results_and_pictures(tmp_path):
   results = out["results"]
   assert set(results) == {"test", "gum", "shifted"}
   for split, methods in results.items():
-    expected = METHODS | ({"savos_adapted"} if split == "shifted" else set())
+    expected = METHODS | ({"savos_adapted", "savos_tta"} if split == "shifted"
+                          else set())
     assert set(methods) == expected, split
     for method, row in methods.items():
       for metric in ("full_miou_all", "occluded_miou_all"):
@@ -47,6 +48,12 @@ def test_main_end_to_end_writes_results_and_pictures(tmp_path):
     assert os.path.getsize(os.path.join(workdir, p)) > 0
   assert "convex_hull" in proc.stdout and "savos_adapted" in proc.stdout
   assert out["official_protocol"].startswith("official:")
+  tta = out["tta"]
+  assert tta["test"]["steps"] == [0, 1, 2]
+  assert len(tta["test"]["occluded_miou_all"]) == 3
+  assert tta["chosen"]["learning_rate"] == 1e-3
+  assert set(out["occlusion"]) == {"test", "gum", "shifted"}
+  assert out["occlusion"]["test"]["occluded_px_per_object_frame"] > 0.
 
 
 def test_self_supervised_batches_carry_no_amodal_masks():

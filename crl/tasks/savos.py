@@ -48,6 +48,7 @@ from crl.data import tracker_noise
 from crl.evaluators import amodal as amodal_eval
 from crl.models import savos as savos_lib
 from crl.models import savos_layers
+from crl.tasks import savos_adapt
 from crl.tasks import savos_losses
 
 MODES = ("self_supervised", "supervised")
@@ -112,8 +113,18 @@ class VideoPipeline(pipeline_lib.InputPipeline):
 
   def eval_batches(self, name: str) -> Iterator[dict[str, jax.Array]]:
     """One padded pass over eval split `name` (with 'mask')."""
-    num = self.dataset.num_examples(name)
-    code = np.asarray(self.dataset.eval_code(name))
+    return self._padded(np.asarray(self.dataset.eval_code(name)),
+                        self.dataset.num_examples(name))
+
+  def batches(self, split: str, intervention: str | None,
+              num: int) -> Iterator[dict[str, jax.Array]]:
+    """One padded pass over the first `num` videos of a stream (with
+    'mask'); e.g. ('validation', 'shifted'): held-out shifted videos."""
+    return self._padded(np.asarray(self.dataset.encode(split, intervention)),
+                        num)
+
+  def _padded(self, code: np.ndarray,
+              num: int) -> Iterator[dict[str, jax.Array]]:
     for start in range(0, num, self.eval_batch):
       idx = start + np.arange(self.eval_batch)
       batch = self._generate(code, np.minimum(idx, num - 1).astype(np.int32))
@@ -356,6 +367,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if config[key].enabled and (not isinstance(steps, int) or steps <= 0):
       raise config_lib.ConfigError(
           f"config.{key}.num_steps must be a positive integer, got {steps!r}.")
+  tta = config.get("tta")
+  if tta is not None and tta.enabled:
+    if tta.split not in config.eval.splits:
+      raise config_lib.ConfigError(
+          f"config.tta.split={tta.split!r} must be one of config.eval.splits "
+          f"{tuple(config.eval.splits)}.")
+    steps = tuple(tta.steps)
+    if (not steps or steps[0] != 0 or
+        any(b <= a for a, b in zip(steps, steps[1:]))):
+      raise config_lib.ConfigError(
+          f"config.tta.steps must increase from 0 (no adaptation), got "
+          f"{steps}.")
+    if not tta.learning_rates or min(tta.learning_rates) <= 0:
+      raise config_lib.ConfigError(
+          f"config.tta.learning_rates must be positive, got "
+          f"{tuple(tta.learning_rates)}.")
   if config.adapt.enabled and config.adapt.split not in config.eval.splits:
     raise config_lib.ConfigError(
         f"config.adapt.split={config.adapt.split!r} must be one of "
@@ -450,9 +477,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     adapted.pop("params")
     results[adapt_split]["savos_adapted"] = adapted["results"][adapt_split]
 
+  tta = None
+  tta_config = config.get("tta")
+  if tta_config is not None and tta_config.enabled:
+    loss_kwargs = dict(
+        consistency_weight=config.loss.consistency_weight,
+        photometric_weight=config.loss.photometric_weight,
+        normalization=config.loss.get("normalization", "mean"))
+    with _timed(timing, "tta"):
+      tta = savos_adapt.run_tta(
+          model=model, params=savos_params, pipeline=pipeline,
+          evaluator=evaluator, split=tta_config.split,
+          intervention=tta_config.intervention,
+          validation_examples=tta_config.validation_examples,
+          learning_rates=tuple(tta_config.learning_rates),
+          steps=tuple(tta_config.steps), loss_kwargs=loss_kwargs)
+      results[tta_config.split]["savos_tta"] = tta.pop("metrics")
+
   with _timed(timing, "baselines"):
     for s in splits:
       results[s].update(evaluator.baseline_metrics(s))
+    occlusion = {s: savos_adapt.occlusion_stats(pipeline, s) for s in splits}
 
   pictures = []
   with _timed(timing, "pictures"):
@@ -480,6 +525,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "adaptation": (f"{config.adapt.num_steps} self-supervised steps on the "
                      f"'{config.adapt.intervention}' training stream, scored "
                      f"on '{adapt_split}'" if config.adapt.enabled else None),
+      "tta": tta,
+      "occlusion": occlusion,
       "results": results,
       "table": table,
       "timing_s": timing,
