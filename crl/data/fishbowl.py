@@ -51,11 +51,16 @@ def read_frames(directory: str) -> np.ndarray:
                  if n.lower().endswith(IMAGE_EXTENSIONS))
   if not names:
     raise FishbowlError(f"{directory} holds no {IMAGE_EXTENSIONS} frames.")
-  frames = [np.asarray(Image.open(os.path.join(directory, n)).convert("RGB"))
-            for n in names]
+  return read_frames_list([os.path.join(directory, n) for n in names])
+
+
+def read_frames_list(paths: list[str]) -> np.ndarray:
+  """Images `paths` as float32 `[T, H, W, 3]` in [0, 1] (equal sizes)."""
+  frames = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
   shapes = {f.shape for f in frames}
   if len(shapes) != 1:
-    raise FishbowlError(f"{directory}: frames of different sizes {shapes}.")
+    raise FishbowlError(f"Frames of different sizes {shapes}: "
+                        f"{os.path.dirname(paths[0])}.")
   return np.stack(frames).astype(np.float32) / 255.
 
 
