@@ -81,6 +81,24 @@ def test_self_supervised_batches_carry_no_amodal_masks():
   assert loss.shape == () and set(metrics) == {"supervised_bce"}
 
 
+def test_official_variant_builds_and_its_losses_evaluate():
+  """configs/savos.py:official_tiny (abstract evaluation only)."""
+  config = config_lib.load_config(os.path.join(
+      helpers.ROOT, "configs/savos.py:official_tiny"))
+  savos_task.check_config(config)
+  ssl = savos_task.SavosTask(config)
+  sup = savos_task.SavosTask(config, mode="supervised",
+                             pipeline=ssl.pipeline, evaluator=ssl.evaluator)
+  assert ssl.model.boxes == "frame" and ssl.model.patch_shape == (8, 16)
+  params = jax.eval_shape(ssl.init_params, jax.random.PRNGKey(0))
+  rngs = train.step_rngs(0, 0)
+  batch = jax.eval_shape(lambda: next(sup.train_batches(0)))
+  for task in (ssl, sup):
+    keys = {k: batch[k] for k in task.train_keys}
+    loss, _ = jax.eval_shape(task.loss, params, keys, rngs)
+    assert loss.shape == ()
+
+
 def test_bad_configs_fail_before_anything_is_compiled():
   config = config_lib.load_config(os.path.join(helpers.ROOT, TINY))
   dataset = savos_task.build_dataset(config)

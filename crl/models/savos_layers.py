@@ -195,6 +195,114 @@ def paste(patches: Array, box: Array, height: int, width: int) -> Array:
   return jnp.einsum("hp,tpqc,wq->thwc", my, patches, mx)
 
 
+def frame_boxes(visible: Array, enlarge: float = 1.5, min_size: float = 8.,
+                aspect: float = 1.) -> Array:
+  """One box per frame around that frame's visible mask (the public code's).
+
+  Args:
+    visible: `[..., time, height, width]` visible masks of each track.
+    enlarge: each side is `enlarge` x the visible mask's box side.
+    min_size: smallest box height, pixels.
+    aspect: width / height of every box (the patch's): the enlarged box
+      grows along its short side to this aspect.
+
+  Returns:
+    `[..., time, 4]` boxes `(centre x, centre y, width, height)` in
+    continuous pixel coordinates; a frame where the object is not visible
+    gets the box of the union of the track's visible masks (the central box
+    when the track is never visible).
+  """
+  def box_of(mask):                                       # [..., H, W]
+    height, width = mask.shape[-2:]
+    rows, cols = jnp.any(mask, -1), jnp.any(mask, -2)
+
+    def extent(present, n):
+      first = jnp.argmax(present, -1)
+      last = n - 1 - jnp.argmax(jnp.flip(present, -1), -1)
+      return first.astype(jnp.float32), last.astype(jnp.float32) + 1.
+
+    y0, y1 = extent(rows, height)
+    x0, x1 = extent(cols, width)
+    h = jnp.maximum(enlarge * jnp.maximum(y1 - y0, (x1 - x0) / aspect),
+                    min_size)
+    return jnp.stack([(x0 + x1) / 2., (y0 + y1) / 2., aspect * h, h],
+                     -1), jnp.any(rows, -1)
+
+  masks = visible > 0.5
+  per_frame, seen = box_of(masks)                         # [..., T, 4]
+  track, track_seen = box_of(jnp.any(masks, -3))          # [..., 4]
+  height, width = visible.shape[-2:]
+  centre = jnp.asarray([width / 2., height / 2., aspect * height / 2.,
+                        height / 2.], jnp.float32)
+  track = jnp.where(track_seen[..., None], track, centre)
+  return jnp.where(seen[..., None], per_frame, track[..., None, :])
+
+
+def crop_rect(image: Array, box: Array, height: int, width: int) -> Array:
+  """The box `(cx, cy, w, h)` of `image` `[H, W, C]` resampled to
+  `[height, width, C]` (zero outside the image)."""
+  rows, cols = image.shape[:2]
+  oy = (jnp.arange(height, dtype=jnp.float32) + 0.5 - height / 2.) * (
+      box[3] / height)
+  ox = (jnp.arange(width, dtype=jnp.float32) + 0.5 - width / 2.) * (
+      box[2] / width)
+  my = _interp_matrix(box[1] + oy - 0.5, rows)            # [height, H]
+  mx = _interp_matrix(box[0] + ox - 0.5, cols)            # [width, W]
+  return jnp.einsum("ph,hwc,qw->pqc", my, image, mx)
+
+
+def paste_rect(patch: Array, box: Array, height: int, width: int) -> Array:
+  """Inverse of `crop_rect`: `[ph, pw, C]` into a `[height, width, C]`
+  frame, zero outside the box."""
+  ph, pw = patch.shape[:2]
+
+  def coords(n, centre, side, p):
+    return (jnp.arange(n, dtype=jnp.float32) + 0.5 - centre) * (p / side) + (
+        p / 2. - 0.5)
+
+  my = _interp_matrix(coords(height, box[1], box[3], ph), ph)  # [H, ph]
+  mx = _interp_matrix(coords(width, box[0], box[2], pw), pw)   # [W, pw]
+  return jnp.einsum("hp,pqc,wq->hwc", my, patch, mx)
+
+
+def crop_frames(frames: Array, masks: dict[str, Array],
+                flows: dict[str, Array], boxes: Array, height: int,
+                width: int) -> dict[str, Array]:
+  """Crops every frame of every track with its own box.
+
+  Args:
+    frames: `[B, T, H, W, 3]`.
+    masks: name -> `[B, K, T, H, W]`.
+    flows: name -> `[B, T, H, W, 2]` (pixels).
+    boxes: `[B, K, T, 4]` from `frame_boxes`.
+    height, width: the patch size.
+
+  Returns:
+    'frames' `[B, K, T, height, width, 3]`, masks `[B, K, T, height,
+    width]`, flows `[B, K, T, height, width, 2]` in patch pixels.
+  """
+  one = lambda img, box: crop_rect(img, box, height, width)
+  scene = jax.vmap(jax.vmap(jax.vmap(one, in_axes=(0, 0)),      # T
+                            in_axes=(None, 0)),                 # K
+                   in_axes=(0, 0))                               # B
+  per_object = jax.vmap(jax.vmap(jax.vmap(one)))
+  out = {"frames": scene(frames, boxes)}
+  for name, m in masks.items():
+    out[name] = per_object(m[..., None], boxes)[..., 0]
+  scale = (width / boxes[..., 2])[..., None, None, None]
+  for name, f in flows.items():
+    out[name] = scene(f, boxes) * scale
+  return out
+
+
+def paste_frames(patches: Array, boxes: Array, height: int,
+                 width: int) -> Array:
+  """`[N, T, ph, pw, C]` patches with boxes `[N, T, 4]` -> `[N, T, height,
+  width, C]` frames."""
+  fn = jax.vmap(jax.vmap(lambda p, b: paste_rect(p, b, height, width)))
+  return fn(patches, boxes)
+
+
 def crop_tracks(frames: Array, masks: dict[str, Array], flows: dict[str, Array],
                 boxes: Array, patch: int) -> dict[str, Array]:
   """Crops every track of a batch of videos.
@@ -263,15 +371,18 @@ def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
   return np.maximum(0., 1. - np.abs(coords[:, None] - np.arange(n_in)[None]))
 
 
-def _upsample(x: Array, size: int) -> Array:
-  """Bilinear resize of `[N, s, s, C]` to `[N, size, size, C]`; two small
-  constant matrix products (cheaper to compile than `jax.image.resize`)."""
-  m = jnp.asarray(_resize_matrix(x.shape[1], size), x.dtype)
-  return jnp.einsum("ph,nhwc,qw->npqc", m, x, m)
+def _upsample(x: Array, size: int | tuple[int, int]) -> Array:
+  """Bilinear resize of `[N, h, w, C]` to `[N, size, size, C]` (or `[N,
+  *size, C]`); two small constant matrix products (cheaper to compile than
+  `jax.image.resize`)."""
+  rows, cols = (size, size) if isinstance(size, int) else size
+  my = jnp.asarray(_resize_matrix(x.shape[1], rows), x.dtype)
+  mx = jnp.asarray(_resize_matrix(x.shape[2], cols), x.dtype)
+  return jnp.einsum("ph,nhwc,qw->npqc", my, x, mx)
 
 
 def _downsample(x: Array, factor: int) -> Array:
-  """Mean over `factor x factor` blocks of `[N, s, s, C]`."""
+  """Mean over `factor x factor` blocks of `[N, h, w, C]`."""
   n, h, w, c = x.shape
   return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(
       (2, 4))
@@ -347,12 +458,12 @@ class MaskDecoder(nn.Module):
       raise ValueError(f"MaskDecoder: {len(self.channels)} channel entries "
                        f"for {len(skips)} encoder stages.")
     coarse = skips[-1]
-    n, s = state.shape[0], coarse.shape[1]
-    x = nn.Dense(s * s * self.channels[0], name="from_state")(state)
-    x = nn.relu(x.reshape(n, s, s, self.channels[0]))
+    n, sh, sw = state.shape[0], coarse.shape[1], coarse.shape[2]
+    x = nn.Dense(sh * sw * self.channels[0], name="from_state")(state)
+    x = nn.relu(x.reshape(n, sh, sw, self.channels[0]))
     for i, (skip, c) in enumerate(zip(reversed(skips), self.channels)):
-      if x.shape[1] != skip.shape[1]:
-        x = _upsample(x, skip.shape[1])
+      if x.shape[1:3] != skip.shape[1:3]:
+        x = _upsample(x, skip.shape[1:3])
       x = nn.relu(nn.Conv(c, (3, 3), name=f"up{i}")(
           jnp.concatenate([x, skip], -1)))
     x = nn.Dense(self.stride * self.stride * self.output_channels,
@@ -395,17 +506,18 @@ class FlowDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, state: Array, flow: Array, visible: Array) -> Array:
-    n, patch = flow.shape[0], flow.shape[1]
-    low = patch // 4 if patch % 4 == 0 else patch
-    x = nn.Dense(low * low * self.channels, name="from_state")(state)
-    x = x.reshape(n, low, low, self.channels)
+    n, ph, pw = flow.shape[:3]
+    factor = 4 if ph % 4 == 0 and pw % 4 == 0 else 1
+    lh, lw = ph // factor, pw // factor
+    x = nn.Dense(lh * lw * self.channels, name="from_state")(state)
+    x = x.reshape(n, lh, lw, self.channels)
     obs = jnp.concatenate([flow / 4., visible[..., None]], -1)
-    obs = _downsample(obs, patch // low)
+    obs = _downsample(obs, factor)
     x = nn.relu(nn.Conv(self.channels, (3, 3), name="conv")(
         jnp.concatenate([x, obs], -1)))
     x = nn.Conv(2, (3, 3), kernel_init=nn.initializers.zeros, name="out")(x)
     x = self.max_residual * jnp.tanh(x)
-    return _upsample(x, patch)
+    return _upsample(x, (ph, pw))
 
 
 class BottleneckDecoder(nn.Module):
@@ -437,27 +549,27 @@ class BottleneckDecoder(nn.Module):
   @nn.compact
   def __call__(self, state: Array, x: Array) -> Array:
     """`state` `[N, D]`, `x` `[N, P, P, C]` -> `[N, P, P, outputs]`."""
-    n, p = x.shape[0], x.shape[1]
+    n, p = x.shape[0], x.shape[1:3]
     h = nn.relu(nn.Dense(self.channels[0], name="embed")(
         space_to_depth(x, self.stride)))
     for i, c in enumerate(self.channels[1:], start=1):
       h = nn.relu(nn.Conv(c, (3, 3), strides=2, name=f"down{i}")(h))
-    s = h.shape[1]
+    sh, sw = h.shape[1:3]
     vec = nn.relu(nn.Dense(self.input_features, name="input_vector")(
         h.reshape(n, -1)))
     z = nn.relu(nn.Dense(self.bottleneck, name="bottleneck")(
         jnp.concatenate([state, vec], -1)))
     rev = list(reversed(self.channels))
-    y = nn.relu(nn.Dense(s * s * rev[0], name="from_bottleneck")(z))
-    y = y.reshape(n, s, s, rev[0])
+    y = nn.relu(nn.Dense(sh * sw * rev[0], name="from_bottleneck")(z))
+    y = y.reshape(n, sh, sw, rev[0])
     for i, c in enumerate(rev):
       if i:
-        y = _upsample(y, 2 * y.shape[1])
+        y = _upsample(y, (2 * y.shape[1], 2 * y.shape[2]))
       y = nn.relu(nn.Conv(c, (3, 3), name=f"up{i}")(y))
     y = nn.Dense(self.stride * self.stride * rev[-1], name="to_pixels")(y)
     y = nn.relu(depth_to_space(y, self.stride))
-    if y.shape[1] != p:
-      raise ValueError(f"BottleneckDecoder: decoded {y.shape[1]} px for a "
+    if y.shape[1:3] != p:
+      raise ValueError(f"BottleneckDecoder: decoded {y.shape[1:3]} px for a "
                        f"{p} px patch.")
     init = (nn.initializers.zeros if self.zero_init
             else nn.linear.default_kernel_init)

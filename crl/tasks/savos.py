@@ -47,7 +47,6 @@ from crl.data import pipeline as pipeline_lib
 from crl.data import tracker_noise
 from crl.evaluators import amodal as amodal_eval
 from crl.models import savos as savos_lib
-from crl.models import savos_layers
 from crl.tasks import savos_adapt
 from crl.tasks import savos_losses
 
@@ -249,8 +248,8 @@ class SavosTask:
           out, consistency_weight=self.config.loss.consistency_weight,
           photometric_weight=self.config.loss.photometric_weight,
           normalization=self.config.loss.get("normalization", "mean"))
-    target = savos_layers.crop_masks(batch["amodal"], out["boxes"],
-                                     self.model.patch_size)
+    target = savos_lib.to_model_space(batch["amodal"], out["boxes"],
+                                      self.model.patch_size)
     return savos_losses.supervised_loss(out, target)
 
   def train_batches(self, start_step: int) -> Iterator[dict[str, jax.Array]]:

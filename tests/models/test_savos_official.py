@@ -123,3 +123,69 @@ def test_official_photometric_sums_pixels_per_pair():
                                   zero, "official")
   per_pair = 3 * 144 * np.abs(np.diff(levels))
   np.testing.assert_allclose(value, 2 * per_pair.mean(), rtol=1e-5)
+
+
+def test_frame_boxes_follow_each_frame_at_the_patch_aspect():
+  vis = np.zeros((1, 3, 20, 40), np.float32)
+  vis[0, 0, 4:8, 10:14] = 1.          # 4 x 4 -> 6 high, 12 wide (aspect 2)
+  vis[0, 1, 2:4, 20:36] = 1.          # 2 x 16 -> 24 wide, 12 high
+  boxes = np.asarray(sl.frame_boxes(jnp.asarray(vis), 1.5, 2., 2.))
+  np.testing.assert_allclose(boxes[0, 0], [12., 6., 12., 6.])
+  np.testing.assert_allclose(boxes[0, 1], [28., 3., 24., 12.])
+  # Frame 2 shows nothing: the box of the union of the visible masks
+  # (rows 2..8, columns 10..36: 26 wide -> 39 x 19.5).
+  np.testing.assert_allclose(boxes[0, 2], [23., 5., 39., 19.5])
+
+
+def test_crop_rect_then_paste_rect_is_the_identity_at_unit_scale():
+  rs = np.random.RandomState(0)
+  image = jnp.asarray(rs.rand(12, 20, 2).astype(np.float32))
+  box = jnp.asarray([10., 6., 8., 4.])             # 8 wide, 4 high
+  patch = sl.crop_rect(image, box, 4, 8)
+  np.testing.assert_allclose(patch, image[4:8, 6:14], atol=1e-6)
+  back = np.asarray(sl.paste_rect(patch, box, 12, 20))
+  np.testing.assert_allclose(back[4:8, 6:14], image[4:8, 6:14], atol=1e-6)
+  assert np.all(back[:4] == 0.) and np.all(back[:, 14:] == 0.)
+
+
+FRAME = dict(OFFICIAL, boxes="frame", patch_width=32)
+
+
+def test_frame_box_model_outputs_frames_and_never_sees_the_frame():
+  model = savos.SaVos(**FRAME)
+  video = base._video()
+  params = jax.jit(lambda k: savos.init_params(model, k, video))(
+      jax.random.PRNGKey(0))
+  fn = jax.jit(lambda p, v: model.apply({"params": p}, v))
+  out = fn(params, video)
+  assert out["boxes"].shape == (1, 2, 4, 4)
+  assert out["amodal"].shape == (1, 2, 4, 24, 24)     # frame-sized
+  assert out["patches"]["frames"].shape == (1, 2, 4, 24, 24, 3)
+  frames = savos.to_frames(out["amodal"], out["boxes"], 24, 24)
+  np.testing.assert_array_equal(frames, out["amodal"])
+  np.testing.assert_array_equal(
+      savos.to_model_space(video["visible"], out["boxes"], 16),
+      video["visible"])
+  # Frame 1's prediction is carried from frames 0 and 2 only.
+  changed = dict(video)
+  changed["frames"] = video["frames"].at[:, 1].set(0.3)
+  changed["visible"] = video["visible"].at[:, 0, 1, 5:8, 6:9].set(0.)
+  changed["flow_fwd"] = video["flow_fwd"].at[:, 1].add(0.7)
+  other = fn(params, changed)
+  np.testing.assert_allclose(out["amodal"][:, :, 1], other["amodal"][:, :, 1],
+                             atol=1e-6)
+  assert np.abs(np.asarray(out["amodal"][:, :, 2] -
+                           other["amodal"][:, :, 2])).max() > 1e-4
+  # The losses run on the frame-space outputs and train every part.
+  grads = jax.jit(jax.grad(lambda p: losses.self_supervised_loss(
+      model.apply({"params": p}, video), normalization="official")[0]))(
+          params)
+  for name, sub in jax.tree.map(np.asarray, grads).items():
+    assert sum(np.abs(x).sum() for x in jax.tree.leaves(sub)) > 0., name
+
+
+def test_non_square_patches_need_frame_boxes():
+  with pytest.raises(ValueError, match="patch_width"):
+    savos.SaVos(patch_width=64)
+  with pytest.raises(ValueError, match="boxes"):
+    savos.SaVos(boxes="video")
