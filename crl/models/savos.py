@@ -9,7 +9,7 @@ as in the public PyTorch code, on one square crop per track:
    rescaled to patch pixels.
 2. Encoder: a per-frame CNN on `[RGB, visible mask, flow]` (and optionally
    the occluder mask) to a vector, then an LSTM over time
-   (`flax.linen.scan` of `savos_layers.LSTMCell`).
+   (`flax.linen.scan` of `savos_nets.LSTMCell`).
 3. Mask decoder: from the recurrent state, the encoder's skips and the
    current visible mask to an amodal-mask logit and a fusion logit
    (`mask_decoder='bottleneck'`: the public code's, through one vector).
@@ -63,6 +63,7 @@ import numpy as np
 
 from crl.models import layers
 from crl.models import savos_layers as sl
+from crl.models import savos_nets as nets
 
 Array = jax.Array
 FLOW_INPUT_SCALE = 4.0  # flows (patch pixels) are divided by this on input
@@ -70,7 +71,7 @@ MASK_DECODERS = ("skip", "bottleneck")
 FLOW_DECODERS = ("bounded", "full")
 BOXES = ("track", "frame")
 
-_ScanLSTM = nn.scan(sl.LSTMCell, variable_broadcast="params",
+_ScanLSTM = nn.scan(nets.LSTMCell, variable_broadcast="params",
                     split_rngs={"params": False}, in_axes=1, out_axes=1)
 
 
@@ -98,7 +99,7 @@ class SaVos(nn.Module):
     mask_decoder: 'skip' (crl's: encoder skips, the visible mask joins
       pixel-wise in the last layer) or 'bottleneck' (the public code's: the
       visible mask and the state through one `bottleneck` vector, no skips;
-      `sl.BottleneckDecoder`). The public code feeds the decoder channel 4
+      `nets.BottleneckDecoder`). The public code feeds the decoder channel 4
       of its input stack, a flow channel, where the visible mask is meant
       (channel 3); crl feeds the visible mask.
     flow_decoder: 'bounded' (crl's: `+-max_flow_residual` at a quarter of
@@ -212,7 +213,7 @@ class SaVos(nn.Module):
          flow2 / FLOW_INPUT_SCALE], -1)                 # [2N, T, ph, pw, C]
 
     m = 2 * n
-    encoder = sl.FrameEncoder(self.encoder_channels, self.features,
+    encoder = nets.FrameEncoder(self.encoder_channels, self.features,
                               self.patch_stride, name="encoder")
     vec, skips = encoder(x2.reshape((m * t,) + x2.shape[2:]))
     zeros = jnp.zeros((m, self.hidden), jnp.float32)
@@ -222,22 +223,22 @@ class SaVos(nn.Module):
     flat_vis = vis2.reshape(m * t, ph, pw)
     flat_flow = flow2.reshape(m * t, ph, pw, 2)
     if self.mask_decoder == "skip":
-      dec = sl.MaskDecoder(self.decoder_channels,
+      dec = nets.MaskDecoder(self.decoder_channels,
                            self.decoder_output_channels, self.patch_stride,
                            name="mask_decoder")(states, skips, flat_vis)
     else:
-      dec = sl.BottleneckDecoder(
+      dec = nets.BottleneckDecoder(
           self.encoder_channels, 2, self.patch_stride, self.input_features,
           self.bottleneck, name="mask_decoder")(states, flat_vis[..., None])
     dec = dec.reshape(m, t, ph, pw, 2)
     if not self.flow_residual:
       residual = jnp.zeros((m, t, ph, pw, 2), jnp.float32)
     elif self.flow_decoder == "bounded":
-      residual = sl.FlowDecoder(self.flow_channels, self.max_flow_residual,
+      residual = nets.FlowDecoder(self.flow_channels, self.max_flow_residual,
                                 name="flow_decoder")(states, flat_flow,
                                                      flat_vis)
     else:
-      residual = sl.BottleneckDecoder(
+      residual = nets.BottleneckDecoder(
           self.encoder_channels, 2, self.patch_stride, self.input_features,
           self.bottleneck, zero_init=True, name="flow_decoder")(
               states, flat_flow / FLOW_INPUT_SCALE)

@@ -8,6 +8,7 @@ import pytest
 
 from crl.models import savos
 from crl.models import savos_layers as sl
+from crl.models import savos_nets as nets
 from crl.tasks import savos_losses as losses
 from tests.models import test_savos as base
 
@@ -55,7 +56,7 @@ def test_full_flow_residual_is_unbounded_and_full_resolution():
   at max_flow_residual, the full one passes it and varies per pixel."""
   state = jnp.ones((2, 8))
   flow = jnp.asarray(np.random.RandomState(0).randn(2, P, P, 2), jnp.float32)
-  dec = sl.BottleneckDecoder((8,), 2, 4, 8, 16)
+  dec = nets.BottleneckDecoder((8,), 2, 4, 8, 16)
   params = dec.init(jax.random.PRNGKey(1), state, flow)
   params = jax.tree_util.tree_map_with_path(
       lambda path, x: x + 50. if "out" in jax.tree_util.keystr(path)
@@ -64,7 +65,7 @@ def test_full_flow_residual_is_unbounded_and_full_resolution():
   assert out.shape == (2, P, P, 2) and out.min() > 10.
   # Full resolution: neighbouring pixels of a 4x4 block differ.
   assert np.abs(np.diff(out[:, :4, :4], axis=2)).max() > 1e-4
-  bounded = sl.FlowDecoder(4, 2.0)
+  bounded = nets.FlowDecoder(4, 2.0)
   bp = bounded.init(jax.random.PRNGKey(1), state, flow, flow[..., 0])
   bp = jax.tree.map(lambda x: x + 50., bp)
   assert np.abs(np.asarray(bounded.apply(bp, state, flow, flow[..., 0]))
