@@ -73,5 +73,10 @@ def test_bad_tta_configs_fail_before_compiling(tiny_task):
     c.tta[key] = value
     with pytest.raises(config_lib.ConfigError, match=match):
       savos_task.check_config(c)
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  c.tta.intervention = "shiftd"
+  with pytest.raises(config_lib.ConfigError, match="tta.intervention"):
+    savos_task.check_dataset_names(c, savos_task.build_dataset(c))
   with pytest.raises(ValueError, match="increasing"):
     savos_adapt.make_adapt_fn(None, (3, 1), {})

@@ -21,8 +21,8 @@ and the adapted model (`crl.evaluators.amodal`), writes
 "timing_s", ...}`), prints the table, and draws pictures of the first test
 videos into `workdir/pictures/` (`crl.analysis.amodal_pictures`).
 
-One input pipeline (one compiled generator) and one evaluator (one compiled
-scoring function) serve all three runs.
+One input pipeline (`crl.tasks.savos_pipeline`, one compiled generator) and
+one evaluator (one compiled scoring function) serve all the runs.
 """
 
 from __future__ import annotations
@@ -36,127 +36,22 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from crl import config_lib
 from crl import registry
 from crl import train
 from crl.analysis import amodal_pictures
 from crl.data import occluded_video
-from crl.data import pipeline as pipeline_lib
 from crl.data import tracker_noise
 from crl.evaluators import amodal as amodal_eval
 from crl.models import savos as savos_lib
 from crl.tasks import savos_adapt
+from crl.tasks import savos_pipeline
 from crl.tasks import savos_losses
 
 MODES = ("self_supervised", "supervised")
 OBSERVED_KEYS = occluded_video.OBSERVED_KEYS
 ALL_KEYS = occluded_video.BATCH_KEYS
-
-
-class VideoPipeline(pipeline_lib.InputPipeline):
-  """`InputPipeline` with one compiled generator for every stream.
-
-  The generator takes the distribution code and the example indices as
-  arguments, so the training stream of any distribution (`intervention`:
-  SaVos, the upper bound, the adaptation stream) and the eval splits share
-  it (one compilation when `batch_size == eval_batch_size`). Training
-  batches keep only the requested keys.
-  """
-
-  def __init__(self, dataset: Any, mesh: jax.sharding.Mesh, global_batch: int,
-               eval_batch: int, data_axis: str = train.DATA_AXIS,
-               noise: tracker_noise.TrackerNoise = tracker_noise.TrackerNoise()):
-    super().__init__(dataset, mesh, global_batch, eval_batch, data_axis)
-    self.noise = noise
-    self._generate = jax.jit(self._generate_fn, out_shardings=self.sharding)
-
-  def _generate_fn(self, code: jax.Array,
-                   indices: jax.Array) -> dict[str, jax.Array]:
-    """A batch; with tracker noise, the observed masks and flows are
-    perturbed and the exact masks kept as 'gt_visible', 'gt_occluder'
-    (for scoring only)."""
-    out = self.dataset.sample_encoded(code, indices)
-    out = {k: out[k] for k in ALL_KEYS}
-    if self.noise.enabled:
-      clean = {"gt_visible": out["visible"], "gt_occluder": out["occluder"]}
-      out = tracker_noise.perturb(
-          self.noise, out, tracker_noise.video_keys(self.noise.seed, code,
-                                                    indices))
-      out.update(clean)
-    return out
-
-  def train_batches(self, start_step: int, intervention: str | None = None,
-                    keys: Sequence[str] = ALL_KEYS
-                    ) -> Iterator[dict[str, jax.Array]]:
-    """Batches of steps `start_step + 1, ...` with only `keys`.
-
-    Args:
-      start_step: the last completed step.
-      intervention: None (the training distribution) or a dataset
-        intervention ('shifted', 'gum').
-      keys: the keys kept in every batch.
-    """
-    code = np.asarray(self.dataset.encode("train", intervention))
-    keys = tuple(keys)
-    indices = lambda step: (step * self.global_batch + np.arange(
-        self.global_batch)).astype(np.int32)
-    step = start_step
-    nxt = self._generate(code, indices(step))
-    while True:
-      # Dispatch the next batch's generation before this one is consumed.
-      current, nxt = nxt, self._generate(code, indices(step + 1))
-      step += 1
-      yield {k: current[k] for k in keys}
-
-  def eval_batches(self, name: str) -> Iterator[dict[str, jax.Array]]:
-    """One padded pass over eval split `name` (with 'mask')."""
-    return self._padded(np.asarray(self.dataset.eval_code(name)),
-                        self.dataset.num_examples(name))
-
-  def batches(self, split: str, intervention: str | None,
-              num: int) -> Iterator[dict[str, jax.Array]]:
-    """One padded pass over the first `num` videos of a stream (with
-    'mask'); e.g. ('validation', 'shifted'): held-out shifted videos."""
-    return self._padded(np.asarray(self.dataset.encode(split, intervention)),
-                        num)
-
-  def _padded(self, code: np.ndarray,
-              num: int) -> Iterator[dict[str, jax.Array]]:
-    for start in range(0, num, self.eval_batch):
-      idx = start + np.arange(self.eval_batch)
-      batch = self._generate(code, np.minimum(idx, num - 1).astype(np.int32))
-      mask = jax.device_put((idx < num).astype(np.float32), self.sharding)
-      yield {**batch, "mask": mask}
-
-
-def check_video_batch(batch: dict[str, Any], dataset: Any, where: str,
-                      keys: Sequence[str]) -> None:
-  """Raises a `DataError` naming `where` for a malformed video batch."""
-  if set(batch) != set(keys):
-    raise pipeline_lib.DataError(
-        f"{where}: a batch needs exactly the keys {sorted(keys)}, got "
-        f"{sorted(batch)}.")
-  b = batch["frames"].shape[0]
-  expected = {"frames": dataset.input_shape,
-              "flow_fwd": dataset.input_shape[:-1] + (2,),
-              "flow_bwd": dataset.input_shape[:-1] + (2,)}
-  for k in ("visible", "occluder", "amodal"):
-    expected[k] = dataset.mask_shape
-  for k in keys:
-    shape = tuple(batch[k].shape)
-    if shape != (b,) + tuple(expected[k]):
-      raise pipeline_lib.DataError(
-          f"{where}: {k!r} has shape {shape}, expected "
-          f"{(b,) + tuple(expected[k])}.")
-    if not jnp.issubdtype(batch[k].dtype, jnp.floating):
-      raise pipeline_lib.DataError(f"{where}: {k!r} has dtype "
-                                   f"{batch[k].dtype}, expected a float dtype.")
-  frames = batch["frames"]
-  if frames.is_fully_addressable and not np.all(
-      np.isfinite(np.asarray(jax.device_get(frames)))):
-    raise pipeline_lib.DataError(f"{where}: frames contain NaN or Inf.")
 
 
 class _Periodic:
@@ -192,7 +87,7 @@ class SavosTask:
                init_from: Any = None,
                final_splits: Sequence[str] | None = None,
                method: str | None = None,
-               pipeline: VideoPipeline | None = None,
+               pipeline: savos_pipeline.VideoPipeline | None = None,
                evaluator: amodal_eval.AmodalEvaluator | None = None,
                mesh: jax.sharding.Mesh | None = None):
     if mode not in MODES:
@@ -207,9 +102,9 @@ class SavosTask:
     self.model = config_lib.build(registry.MODELS, config.model)
     if pipeline is None:
       dataset = build_dataset(config)
-      pipeline = VideoPipeline(dataset, mesh or train.make_mesh(),
-                               config.batch_size, config.eval_batch_size,
-                               noise=input_noise(config))
+      pipeline = savos_pipeline.VideoPipeline(
+          dataset, mesh or train.make_mesh(), config.batch_size,
+          config.eval_batch_size, noise=input_noise(config))
     self.pipeline = pipeline
     self.dataset = pipeline.dataset
     if train_intervention is not None:
@@ -257,7 +152,8 @@ class SavosTask:
                                        self.train_keys)
 
   def check_batch(self, batch: dict[str, jax.Array], where: str) -> None:
-    check_video_batch(batch, self.dataset, where, self.train_keys)
+    savos_pipeline.check_video_batch(batch, self.dataset, where,
+                                     self.train_keys)
 
   # Evaluation ----------------------------------------------------------------
 
@@ -366,6 +262,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if config[key].enabled and (not isinstance(steps, int) or steps <= 0):
       raise config_lib.ConfigError(
           f"config.{key}.num_steps must be a positive integer, got {steps!r}.")
+  if config.adapt.enabled and config.adapt.split not in config.eval.splits:
+    raise config_lib.ConfigError(
+        f"config.adapt.split={config.adapt.split!r} must be one of "
+        f"config.eval.splits {tuple(config.eval.splits)} (SaVos is scored "
+        "there before and after adaptation).")
   tta = config.get("tta")
   if tta is not None and tta.enabled:
     if tta.split not in config.eval.splits:
@@ -382,11 +283,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise config_lib.ConfigError(
           f"config.tta.learning_rates must be positive, got "
           f"{tuple(tta.learning_rates)}.")
-  if config.adapt.enabled and config.adapt.split not in config.eval.splits:
-    raise config_lib.ConfigError(
-        f"config.adapt.split={config.adapt.split!r} must be one of "
-        f"config.eval.splits {tuple(config.eval.splits)} (SaVos is scored "
-        "there before and after adaptation).")
 
 
 def check_dataset_names(config: ml_collections.ConfigDict,
@@ -406,6 +302,12 @@ def check_dataset_names(config: ml_collections.ConfigDict,
       dataset.parse_intervention(config.adapt.intervention)
     except ValueError as e:
       raise config_lib.ConfigError(f"config.adapt.intervention: {e}") from e
+  tta = config.get("tta")
+  if tta is not None and tta.enabled:
+    try:
+      dataset.parse_intervention(tta.intervention)
+    except ValueError as e:
+      raise config_lib.ConfigError(f"config.tta.intervention: {e}") from e
 
 
 def _timed(timing: dict[str, float], name: str):
@@ -440,8 +342,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = train.make_mesh()
   dataset = build_dataset(config)
   check_dataset_names(config, dataset)
-  pipeline = VideoPipeline(dataset, mesh, config.batch_size,
-                           config.eval_batch_size, noise=input_noise(config))
+  pipeline = savos_pipeline.VideoPipeline(
+      dataset, mesh, config.batch_size, config.eval_batch_size,
+      noise=input_noise(config))
   model = config_lib.build(registry.MODELS, config.model)
   evaluator = make_evaluator(config, pipeline, model)
   shared = dict(pipeline=pipeline, evaluator=evaluator)
