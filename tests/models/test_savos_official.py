@@ -57,19 +57,24 @@ def test_full_flow_residual_is_unbounded_and_full_resolution():
   state = jnp.ones((2, 8))
   flow = jnp.asarray(np.random.RandomState(0).randn(2, P, P, 2), jnp.float32)
   dec = nets.BottleneckDecoder((8,), 2, 4, 8, 16)
-  params = dec.init(jax.random.PRNGKey(1), state, flow)
-  params = jax.tree_util.tree_map_with_path(
-      lambda path, x: x + 50. if "out" in jax.tree_util.keystr(path)
-      and "bias" in jax.tree_util.keystr(path) else x, params)
-  out = np.asarray(dec.apply(params, state, flow))
+  bounded = nets.FlowDecoder(4, 2.0)
+  shift = lambda path, x: x + 50. if "out" in jax.tree_util.keystr(
+      path) and "bias" in jax.tree_util.keystr(path) else x
+
+  @jax.jit
+  def both(key):
+    params = jax.tree_util.tree_map_with_path(
+        shift, dec.init(key, state, flow))
+    bp = jax.tree_util.tree_map_with_path(
+        shift, bounded.init(key, state, flow, flow[..., 0]))
+    return (dec.apply(params, state, flow),
+            bounded.apply(bp, state, flow, flow[..., 0]))
+
+  out, clipped = map(np.asarray, both(jax.random.PRNGKey(1)))
   assert out.shape == (2, P, P, 2) and out.min() > 10.
   # Full resolution: neighbouring pixels of a 4x4 block differ.
   assert np.abs(np.diff(out[:, :4, :4], axis=2)).max() > 1e-4
-  bounded = nets.FlowDecoder(4, 2.0)
-  bp = bounded.init(jax.random.PRNGKey(1), state, flow, flow[..., 0])
-  bp = jax.tree.map(lambda x: x + 50., bp)
-  assert np.abs(np.asarray(bounded.apply(bp, state, flow, flow[..., 0]))
-                ).max() <= 2.0 + 1e-6
+  assert clipped.min() > 1.9 and np.abs(clipped).max() <= 2.0 + 1e-6
 
 
 def test_unknown_decoder_names_fail_at_construction():
@@ -157,8 +162,11 @@ def test_frame_box_model_outputs_frames_and_never_sees_the_frame():
   video = base._video()
   params = jax.jit(lambda k: savos.init_params(model, k, video))(
       jax.random.PRNGKey(0))
-  fn = jax.jit(lambda p, v: model.apply({"params": p}, v))
-  out = fn(params, video)
+  # One compilation: the loss's gradients and the outputs.
+  fn = jax.jit(jax.grad(lambda p, v: (lambda out: (
+      losses.self_supervised_loss(out, normalization="official")[0], out))(
+          model.apply({"params": p}, v)), has_aux=True))
+  grads, out = fn(params, video)
   assert out["boxes"].shape == (1, 2, 4, 4)
   assert out["amodal"].shape == (1, 2, 4, 24, 24)     # frame-sized
   assert out["patches"]["frames"].shape == (1, 2, 4, 24, 24, 3)
@@ -172,15 +180,12 @@ def test_frame_box_model_outputs_frames_and_never_sees_the_frame():
   changed["frames"] = video["frames"].at[:, 1].set(0.3)
   changed["visible"] = video["visible"].at[:, 0, 1, 5:8, 6:9].set(0.)
   changed["flow_fwd"] = video["flow_fwd"].at[:, 1].add(0.7)
-  other = fn(params, changed)
+  other = fn(params, changed)[1]
   np.testing.assert_allclose(out["amodal"][:, :, 1], other["amodal"][:, :, 1],
                              atol=1e-6)
   assert np.abs(np.asarray(out["amodal"][:, :, 2] -
                            other["amodal"][:, :, 2])).max() > 1e-4
   # The losses run on the frame-space outputs and train every part.
-  grads = jax.jit(jax.grad(lambda p: losses.self_supervised_loss(
-      model.apply({"params": p}, video), normalization="official")[0]))(
-          params)
   for name, sub in jax.tree.map(np.asarray, grads).items():
     assert sum(np.abs(x).sum() for x in jax.tree.leaves(sub)) > 0., name
 
