@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from crl import config_lib
@@ -25,12 +26,14 @@ def test_main_end_to_end_writes_results_and_pictures(tmp_path):
   results = out["results"]
   assert set(results) == {"test", "gum", "shifted"}
   for split, methods in results.items():
-    expected = METHODS | ({"savos_adapted"} if split == "shifted" else set())
+    expected = METHODS | ({"savos_adapted", "savos_tta"} if split == "shifted"
+                          else set())
     assert set(methods) == expected, split
     for method, row in methods.items():
       for metric in ("full_miou_all", "occluded_miou_all"):
         assert 0. <= row[metric] <= 1., (split, method, metric)
-      assert {"full_miou", "occluded_miou", "num_frames"} <= set(row)
+      assert {"full_miou", "occluded_miou", "num_frames",
+              "official_full_miou", "official_num_frames"} <= set(row)
   # Identical composites outside the occluder: every method sees the same
   # visible pixels, so the visible baseline never predicts an occluded pixel.
   assert results["test"]["visible"]["occluded_miou_all"] < 1.
@@ -44,6 +47,13 @@ def test_main_end_to_end_writes_results_and_pictures(tmp_path):
   for p in pictures:
     assert os.path.getsize(os.path.join(workdir, p)) > 0
   assert "convex_hull" in proc.stdout and "savos_adapted" in proc.stdout
+  assert out["official_protocol"].startswith("official:")
+  tta = out["tta"]
+  assert tta["test"]["steps"] == [0, 1, 2]
+  assert len(tta["test"]["occluded_miou_all"]) == 3
+  assert tta["chosen"]["learning_rate"] == 1e-3
+  assert set(out["occlusion"]) == {"test", "gum", "shifted"}
+  assert out["occlusion"]["test"]["occluded_px_per_object_frame"] > 0.
 
 
 def test_self_supervised_batches_carry_no_amodal_masks():
@@ -71,6 +81,24 @@ def test_self_supervised_batches_carry_no_amodal_masks():
   assert loss.shape == () and set(metrics) == {"supervised_bce"}
 
 
+def test_official_variant_builds_and_its_losses_evaluate():
+  """configs/savos.py:official_tiny (abstract evaluation only)."""
+  config = config_lib.load_config(os.path.join(
+      helpers.ROOT, "configs/savos.py:official_tiny"))
+  savos_task.check_config(config)
+  ssl = savos_task.SavosTask(config)
+  sup = savos_task.SavosTask(config, mode="supervised",
+                             pipeline=ssl.pipeline, evaluator=ssl.evaluator)
+  assert ssl.model.boxes == "frame" and ssl.model.patch_shape == (8, 16)
+  params = jax.eval_shape(ssl.init_params, jax.random.PRNGKey(0))
+  rngs = train.step_rngs(0, 0)
+  batch = jax.eval_shape(lambda: next(sup.train_batches(0)))
+  for task in (ssl, sup):
+    keys = {k: batch[k] for k in task.train_keys}
+    loss, _ = jax.eval_shape(task.loss, params, keys, rngs)
+    assert loss.shape == ()
+
+
 def test_bad_configs_fail_before_anything_is_compiled():
   config = config_lib.load_config(os.path.join(helpers.ROOT, TINY))
   dataset = savos_task.build_dataset(config)
@@ -96,3 +124,29 @@ def test_bad_configs_fail_before_anything_is_compiled():
     savos_task.check_config(edited(**{"supervised.num_steps": 0}))
   with pytest.raises(config_lib.ConfigError, match="mode"):
     savos_task.SavosTask(config, mode="semi")
+  with pytest.raises(config_lib.ConfigError, match="inputs.*unknown"):
+    savos_task.check_config(edited(**{"inputs.blur": 1.}))
+  with pytest.raises(config_lib.ConfigError, match="missed_frames"):
+    savos_task.check_config(edited(**{"inputs.missed_frames": 2.}))
+  with pytest.raises(config_lib.ConfigError, match="normalization"):
+    savos_task.check_config(edited(**{"loss.normalization": "sum"}))
+  with pytest.raises(config_lib.ConfigError, match="eval.official"):
+    savos_task.check_config(edited(**{"eval.official": {"enabled": True,
+                                                        "size": 3}}))
+
+
+def test_noisy_inputs_train_on_perturbed_and_score_on_exact_masks():
+  config = config_lib.load_config(os.path.join(helpers.ROOT,
+                                               "configs/savos.py:noisy_tiny"))
+  task = savos_task.SavosTask(config)
+  assert task.pipeline.noise.enabled
+  train_batch = next(task.train_batches(0))
+  assert set(train_batch) == set(occluded_video.OBSERVED_KEYS)
+  batch = next(task.pipeline.eval_batches("test"))
+  assert {"gt_visible", "gt_occluder"} <= set(batch)
+  vis, gt = np.asarray(batch["visible"]), np.asarray(batch["gt_visible"])
+  assert np.any(vis != gt)
+  # Outside the edges of the exact masks, only missed frames change them.
+  amodal = np.asarray(batch["amodal"])
+  np.testing.assert_array_equal(gt, amodal * (1. - np.asarray(
+      batch["gt_occluder"])))

@@ -120,8 +120,8 @@ class OccludedVideo(causal_shapes.InterventionSplits):
     deformation, shifted_deformation: largest relative anisotropic
       stretch `d` (`s_x = s (1 + d sin)`, `s_y = s (1 - d sin)`).
     textures, shifted_textures: object textures (`OBJECT_TEXTURES`).
-    spread: largest distance of an object's mid-video centre from the frame
-      centre (small: the objects cross each other).
+    spread, shifted_spread: largest distance of an object's mid-video
+      centre from the frame centre (small: the objects cross each other).
     gum_probability: probability of a chewing gum in a video of the
       training distribution (the 'gum' intervention sets it to 1).
     gum_size: half side of the gum square, object units (radius about 1).
@@ -150,6 +150,7 @@ class OccludedVideo(causal_shapes.InterventionSplits):
   textures: tuple[str, ...] = ("flat", "stripes")
   shifted_textures: tuple[str, ...] = ("checker", "dots")
   spread: float = 0.16
+  shifted_spread: float = 0.16
   gum_probability: float = 0.0
   gum_size: float = 0.42
   gum_offset: float = 0.6
@@ -196,8 +197,9 @@ class OccludedVideo(causal_shapes.InterventionSplits):
     for name in ("deformation", "shifted_deformation"):
       if not 0. <= getattr(self, name) < 0.5:
         raise bad(f"{name} must be in [0, 0.5), got {getattr(self, name)}")
-    if not 0. <= self.spread <= 0.4:
-      raise bad(f"spread must be in [0, 0.4], got {self.spread}")
+    for name in ("spread", "shifted_spread"):
+      if not 0. <= getattr(self, name) <= 0.4:
+        raise bad(f"{name} must be in [0, 0.4], got {getattr(self, name)}")
 
   # Interface -----------------------------------------------------------------
 
@@ -312,7 +314,7 @@ class OccludedVideo(causal_shapes.InterventionSplits):
     f = {}
     f["shape"] = pick(u(0), len(sel(self.shapes, self.shifted_shapes)))
     f["scale"] = lerp(u(1), self.scale, self.shifted_scale)
-    radius = self.spread * jnp.sqrt(u(2))
+    radius = sel(self.spread, self.shifted_spread) * jnp.sqrt(u(2))
     angle = 2. * jnp.pi * u(3)
     f["centre"] = 0.5 + radius[:, None] * jnp.stack(
         [jnp.cos(angle), jnp.sin(angle)], -1)

@@ -11,6 +11,12 @@ specs/amodal.md, "Evaluation":
   in `[0.1, 0.7]`, drop each track's first and last frame, average over the
   objects of a frame, then over frames; `object_frame_miou`: the plain
   average over every object-frame where the object is present;
+* `OfficialProtocol` (the public SaVos code's test set): object-frames
+  whose amodal box is over `20 x 20` px and at least 16 px from the border,
+  whose visible box is over `8 x 8` px, of tracks longer than 10 frames,
+  with an occlusion rate strictly inside (0.1, 0.7), the first and last
+  frame dropped, then the per-frame mean (reported as 'official_*' beside
+  crl's protocol);
 * baselines: the visible mask as the amodal mask, and the convex hull of
   the visible mask (`convex_hull_masks`, exact, SciPy's Qhull on pixel
   centres).
@@ -22,7 +28,7 @@ scored there, batch by batch (only per-object-frame numbers stay).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +42,7 @@ from crl.models import savos as savos_lib
 IOU_EPS = 1e-6
 METRICS = ("full_miou", "occluded_miou", "full_miou_all",
            "occluded_miou_all")
+OFFICIAL_METRICS = ("official_full_miou", "official_occluded_miou")
 BASELINES = ("visible", "convex_hull")
 
 
@@ -81,15 +88,54 @@ def object_frame_stats(pred: Any, amodal: Any, visible: Any,
 
   Returns:
     'iou_full', 'iou_occluded' (inside `occluder`), 'occlusion_rate'
-    (`1 - |V| / |A|`, 0 for absent objects) and 'present' (`|A| > 0`).
+    (`1 - |V| / |A|`, 0 for absent objects), 'present' (`|A| > 0`), and the
+    boxes' geometry (`box_geometry`) of the amodal ('amodal_height',
+    'amodal_width', 'amodal_border') and visible masks ('visible_height',
+    'visible_width').
   """
+  a_geo = box_geometry(amodal)
+  v_geo = box_geometry(visible)
   return {
+      "amodal_height": a_geo["height"], "amodal_width": a_geo["width"],
+      "amodal_border": a_geo["border"], "visible_height": v_geo["height"],
+      "visible_width": v_geo["width"],
       "iou_full": iou(pred, amodal),
       "iou_occluded": iou(pred, amodal, occluder),
       "occlusion_rate": occluded_video.occlusion_rate(
           jnp.asarray(visible) > 0.5, jnp.asarray(amodal) > 0.5),
       "present": jnp.sum(jnp.asarray(amodal) > 0.5, (-2, -1)) > 0,
   }
+
+
+def box_geometry(mask: Any) -> dict[str, jax.Array]:
+  """Bounding-box height, width and distance to the nearest frame border.
+
+  Args:
+    mask: `[..., H, W]` binary masks.
+
+  Returns:
+    'height', 'width' (pixels; 0 for an empty mask) and 'border' (the
+    fewest pixels between the box and a frame edge; -1 for an empty mask),
+    all `[...]` int32.
+  """
+  m = jnp.asarray(mask) > 0.5
+  height, width = m.shape[-2:]
+  rows, cols = jnp.any(m, -1), jnp.any(m, -2)
+
+  def extent(present, n):
+    first = jnp.argmax(present, -1)
+    last = n - 1 - jnp.argmax(jnp.flip(present, -1), -1)
+    return first, last
+
+  y0, y1 = extent(rows, height)
+  x0, x1 = extent(cols, width)
+  seen = jnp.any(rows, -1)
+  border = jnp.minimum(jnp.minimum(y0, height - 1 - y1),
+                       jnp.minimum(x0, width - 1 - x1))
+  zero = jnp.zeros_like(y0)
+  return {"height": jnp.where(seen, y1 - y0 + 1, zero).astype(jnp.int32),
+          "width": jnp.where(seen, x1 - x0 + 1, zero).astype(jnp.int32),
+          "border": jnp.where(seen, border, zero - 1).astype(jnp.int32)}
 
 
 def _track_ends(present: np.ndarray) -> np.ndarray:
@@ -103,7 +149,8 @@ def _track_ends(present: np.ndarray) -> np.ndarray:
 
 def per_frame_miou(values: Any, occlusion_rate: Any, present: Any,
                    min_rate: float = 0.1, max_rate: float = 0.7,
-                   drop_ends: bool = True) -> tuple[float, int]:
+                   drop_ends: bool = True, exclusive: bool = False,
+                   keep: Any = None) -> tuple[float, int]:
   """The per-frame protocol: mean over frames of the mean over kept objects.
 
   Args:
@@ -112,6 +159,9 @@ def per_frame_miou(values: Any, occlusion_rate: Any, present: Any,
     present: `[V, K, T]` bool, the object is in the frame (`|A| > 0`).
     min_rate, max_rate: kept occlusion rates (inclusive).
     drop_ends: drop each track's first and last present frame.
+    exclusive: keep rates strictly inside `(min_rate, max_rate)`.
+    keep: optional `[V, K, T]` bool: further object-frames to keep (the
+      official protocol's filters).
 
   Returns:
     `(mean, number of frames that kept at least one object)`; the mean is
@@ -120,7 +170,12 @@ def per_frame_miou(values: Any, occlusion_rate: Any, present: Any,
   values = np.asarray(values, np.float64)
   rate = np.asarray(occlusion_rate, np.float64)
   present = np.asarray(present, bool)
-  keep = present & (rate >= min_rate) & (rate <= max_rate)
+  if exclusive:
+    in_range = (rate > min_rate) & (rate < max_rate)
+  else:
+    in_range = (rate >= min_rate) & (rate <= max_rate)
+  keep = present & in_range & (True if keep is None else np.asarray(keep,
+                                                                    bool))
   if drop_ends:
     keep &= ~_track_ends(present)
   count = keep.sum(1)                                     # [V, T]
@@ -140,11 +195,62 @@ def object_frame_miou(values: Any, present: Any) -> tuple[float, int]:
   return float(values[present].mean()), int(present.sum())
 
 
+class OfficialProtocol(NamedTuple):
+  """The public SaVos code's test-set filters (pixels and frames).
+
+  An object-frame is kept when its amodal box is over `min_amodal_side`
+  px on both sides and at least `min_border` px from every frame edge, its
+  visible box is over `min_visible_side` px on both sides, its track is
+  present in more than `min_track_frames` frames, and its occlusion rate is
+  strictly inside `(min_occlusion, max_occlusion)`; each track's first and
+  last frame are dropped. The defaults are the public code's (320x480
+  FISHBOWL frames); configs scale the pixel sizes to smaller frames.
+  """
+  min_amodal_side: float = 20
+  min_border: float = 16
+  min_visible_side: float = 8
+  min_track_frames: int = 10
+  min_occlusion: float = 0.1
+  max_occlusion: float = 0.7
+
+  def keep(self, stats: dict[str, np.ndarray]) -> np.ndarray:
+    """`[V, K, T]` bool: the object-frames passing the size, border and
+    track-length filters (occlusion is applied by `per_frame_miou`)."""
+    s = {k: np.asarray(v) for k, v in stats.items()}
+    present = s["present"].astype(bool)
+    keep = (present & (s["amodal_height"] > self.min_amodal_side) &
+            (s["amodal_width"] > self.min_amodal_side) &
+            (s["amodal_border"] >= self.min_border) &
+            (s["visible_height"] > self.min_visible_side) &
+            (s["visible_width"] > self.min_visible_side))
+    long_tracks = present.sum(-1, keepdims=True) > self.min_track_frames
+    return keep & long_tracks
+
+  def describe(self) -> str:
+    return (f"official: amodal box > {self.min_amodal_side:g} px a side and "
+            f">= {self.min_border:g} px from the border, visible box > "
+            f"{self.min_visible_side:g} px a side, tracks of > "
+            f"{self.min_track_frames} frames, occlusion rate in "
+            f"({self.min_occlusion:g}, {self.max_occlusion:g}) exclusive, "
+            "first and last frame dropped, mean over objects then frames")
+
+
 def summarize(stats: dict[str, np.ndarray], min_rate: float = 0.1,
-              max_rate: float = 0.7) -> dict[str, Any]:
+              max_rate: float = 0.7,
+              official: OfficialProtocol | None = None) -> dict[str, Any]:
   """`METRICS` (and counts) from `object_frame_stats` arrays `[V, K, T]`;
-  a metric is None when no frame (object-frame) qualifies."""
+  a metric is None when no frame (object-frame) qualifies. With `official`,
+  also `OFFICIAL_METRICS` and 'official_num_frames'."""
   out: dict[str, Any] = {}
+  if official is not None:
+    keep = official.keep(stats)
+    for name, key in (("full", "iou_full"), ("occluded", "iou_occluded")):
+      value, frames = per_frame_miou(
+          stats[key], stats["occlusion_rate"], stats["present"],
+          official.min_occlusion, official.max_occlusion, exclusive=True,
+          keep=keep)
+      out[f"official_{name}_miou"] = value if frames else None
+    out["official_num_frames"] = frames
   for name, key in (("full", "iou_full"), ("occluded", "iou_occluded")):
     value, frames = per_frame_miou(stats[key], stats["occlusion_rate"],
                                    stats["present"], min_rate, max_rate)
@@ -201,6 +307,15 @@ def baseline_predictions(name: str, visible: np.ndarray) -> np.ndarray:
 # Evaluator --------------------------------------------------------------------
 
 
+def ground_truth(batch: dict[str, Any]) -> dict[str, Any]:
+  """The exact 'amodal', 'visible' and 'occluder' masks of an eval batch:
+  'gt_visible' / 'gt_occluder' when the observed ones are perturbed
+  (`crl.data.tracker_noise`), else the batch's own."""
+  return {"amodal": batch["amodal"],
+          "visible": batch.get("gt_visible", batch["visible"]),
+          "occluder": batch.get("gt_occluder", batch["occluder"])}
+
+
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -215,12 +330,14 @@ class AmodalEvaluator:
     splits: eval split names (a sequence or a comma-separated string).
     min_occlusion, max_occlusion: the per-frame protocol's occlusion range.
     threshold: amodal probability threshold.
+    official: also score with this `OfficialProtocol` ('official_*').
   """
 
   def __init__(self, *, pipeline: Any, model: Any,
                splits: Sequence[str] | str = ("test",),
                min_occlusion: float = 0.1, max_occlusion: float = 0.7,
-               threshold: float = 0.5):
+               threshold: float = 0.5,
+               official: OfficialProtocol | None = None):
     self.pipeline = pipeline
     self.model = model
     known = pipeline.dataset.eval_splits()
@@ -237,6 +354,7 @@ class AmodalEvaluator:
     self.descriptions = {s: known[s] for s in self.splits}
     self.min_occlusion, self.max_occlusion = min_occlusion, max_occlusion
     self.threshold = threshold
+    self.official = official
     self._baselines: dict[str, dict[str, dict[str, float]]] = {}
     # One compiled function for scores and pictures: (stats, probabilities).
     self._stats_fn = jax.jit(self._model_stats)
@@ -253,11 +371,13 @@ class AmodalEvaluator:
     prob = self.predict_frames(params, batch)
     pred = composite(batch["visible"], batch["occluder"], prob,
                      self.threshold)
-    return object_frame_stats(pred, batch["amodal"], batch["visible"],
-                              batch["occluder"]), prob
+    truth = ground_truth(batch)
+    return object_frame_stats(pred, truth["amodal"], truth["visible"],
+                              truth["occluder"]), prob
 
   def _summarize(self, parts: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    return summarize(_concat(parts), self.min_occlusion, self.max_occlusion)
+    return summarize(_concat(parts), self.min_occlusion, self.max_occlusion,
+                     self.official)
 
   def model_metrics(self, params: Any, split: str) -> dict[str, float]:
     """`METRICS` of a SaVos model's composite prediction on `split`."""
@@ -276,12 +396,13 @@ class AmodalEvaluator:
         real = gather(batch["mask"]) > 0
         host = {k: gather(batch[k])[real]
                 for k in ("visible", "occluder", "amodal")}
+        truth = {k: gather(v)[real] for k, v in ground_truth(batch).items()}
         for name in BASELINES:
           guess = baseline_predictions(name, host["visible"])
           pred = composite(host["visible"], host["occluder"], guess,
                            self.threshold)
-          stats = object_frame_stats(pred, host["amodal"], host["visible"],
-                                     host["occluder"])
+          stats = object_frame_stats(pred, truth["amodal"], truth["visible"],
+                                     truth["occluder"])
           parts[name].append(jax.tree.map(np.asarray, stats))
       self._baselines[split] = {name: self._summarize(p)
                                 for name, p in parts.items()}
@@ -322,20 +443,25 @@ class AmodalEvaluator:
 
 
 def format_table(results: dict[str, dict[str, dict[str, float]]],
-                 metrics: Sequence[str] = METRICS) -> str:
-  """A fixed-width table: one row per (split, method)."""
+                 metrics: Sequence[str] | None = None) -> str:
+  """A fixed-width table: one row per (split, method); by default the
+  `METRICS` and, where rows have them, the `OFFICIAL_METRICS`."""
   rows = [(split, method, row) for split, methods in results.items()
           for method, row in methods.items()]
+  if metrics is None:
+    official = any(OFFICIAL_METRICS[0] in r for _, _, r in rows)
+    metrics = METRICS + (OFFICIAL_METRICS if official else ())
   w_split = max([len("split")] + [len(r[0]) for r in rows]) + 2
   w_method = max([len("method")] + [len(r[1]) for r in rows]) + 2
   head = ("split".ljust(w_split) + "method".ljust(w_method) +
-          "".join(m.rjust(19) for m in metrics))
+          "".join(m.rjust(max(19, len(m) + 1)) for m in metrics))
   lines = [head, "-" * len(head)]
   for split, method, row in rows:
     cells = []
     for m in metrics:
       v = row.get(m)
-      cells.append(("-" if v is None else f"{v:.4f}").rjust(19))
+      cells.append(("-" if v is None else f"{v:.4f}").rjust(
+          max(19, len(m) + 1)))
     lines.append(split.ljust(w_split) + method.ljust(w_method) +
                  "".join(cells))
   return "\n".join(lines)

@@ -9,11 +9,14 @@ as in the public PyTorch code, on one square crop per track:
    rescaled to patch pixels.
 2. Encoder: a per-frame CNN on `[RGB, visible mask, flow]` (and optionally
    the occluder mask) to a vector, then an LSTM over time
-   (`flax.linen.scan` of `savos_layers.LSTMCell`).
+   (`flax.linen.scan` of `savos_nets.LSTMCell`).
 3. Mask decoder: from the recurrent state, the encoder's skips and the
-   current visible mask to an amodal-mask logit and a fusion logit.
+   current visible mask to an amodal-mask logit and a fusion logit
+   (`mask_decoder='bottleneck'`: the public code's, through one vector).
 4. Flow decoder: a residual added to the base motion (observed flow inside
-   the visible mask, its mean elsewhere): the corrected flow.
+   the visible mask, its mean elsewhere): the corrected flow (bounded at a
+   quarter resolution, or `flow_decoder='full'`: the public code's,
+   unbounded at full patch resolution).
 5. Warping: the amodal probability (and the fusion logit) of frame t is
    warped to frame t + 1 along the corrected forward flow. The same weights
    run on the time-reversed track with the backward flow (frame t -> t - 1).
@@ -60,11 +63,15 @@ import numpy as np
 
 from crl.models import layers
 from crl.models import savos_layers as sl
+from crl.models import savos_nets as nets
 
 Array = jax.Array
 FLOW_INPUT_SCALE = 4.0  # flows (patch pixels) are divided by this on input
+MASK_DECODERS = ("skip", "bottleneck")
+FLOW_DECODERS = ("bounded", "full")
+BOXES = ("track", "frame")
 
-_ScanLSTM = nn.scan(sl.LSTMCell, variable_broadcast="params",
+_ScanLSTM = nn.scan(nets.LSTMCell, variable_broadcast="params",
                     split_rngs={"params": False}, in_axes=1, out_axes=1)
 
 
@@ -85,9 +92,29 @@ class SaVos(nn.Module):
     features: size of the per-frame vector.
     hidden: LSTM state size.
     flow_channels: flow decoder channels.
-    max_flow_residual: bound of the flow residual, patch pixels.
+    max_flow_residual: bound of the flow residual, patch pixels ('bounded'
+      flow decoder).
     flow_residual: False: the corrected flow is the base flow.
     occluder_input: also feed the occluder mask to the encoder.
+    mask_decoder: 'skip' (crl's: encoder skips, the visible mask joins
+      pixel-wise in the last layer) or 'bottleneck' (the public code's: the
+      visible mask and the state through one `bottleneck` vector, no skips;
+      `nets.BottleneckDecoder`). The public code feeds the decoder channel 4
+      of its input stack, a flow channel, where the visible mask is meant
+      (channel 3); crl feeds the visible mask.
+    flow_decoder: 'bounded' (crl's: `+-max_flow_residual` at a quarter of
+      the patch resolution) or 'full' (the public code's: unbounded, full
+      patch resolution, the observed flow and the state through one
+      `bottleneck` vector).
+    boxes: 'track' (crl's: one square box per track around the union of its
+      visible masks) or 'frame' (the public code's: one box per frame
+      around that frame's visible mask, x `box_enlarge`, at the patch's
+      aspect; the outputs go back into the frames, where warping, fusion
+      and the losses happen; outputs are then frame-sized).
+    patch_width: patch width with boxes='frame' (0: `patch_size`, square;
+      the public code: 64 x 128).
+    bottleneck: width of the bottleneck decoders' joint vector.
+    input_features: width of their input map's vector.
   """
 
   patch_size: int = 32
@@ -103,13 +130,34 @@ class SaVos(nn.Module):
   max_flow_residual: float = 2.0
   flow_residual: bool = True
   occluder_input: bool = False
+  mask_decoder: str = "skip"
+  flow_decoder: str = "bounded"
+  boxes: str = "track"
+  patch_width: int = 0
+  bottleneck: int = 512
+  input_features: int = 256
+
+  @property
+  def patch_shape(self) -> tuple[int, int]:
+    """(height, width) of the patches."""
+    return self.patch_size, self.patch_width or self.patch_size
 
   def __post_init__(self):
+    for name, known in (("mask_decoder", MASK_DECODERS),
+                        ("flow_decoder", FLOW_DECODERS), ("boxes", BOXES)):
+      if getattr(self, name) not in known:
+        raise ValueError(f"SaVos: {name}={getattr(self, name)!r} is not one "
+                         f"of {known}.")
     stages = len(self.encoder_channels) - 1
     factor = self.patch_stride * 2 ** stages
-    if stages < 0 or self.patch_stride < 1 or self.patch_size % factor:
+    if self.boxes == "track" and self.patch_width not in (
+        0, self.patch_size):
+      raise ValueError(f"SaVos: patch_width={self.patch_width} needs "
+                       "boxes='frame' (track boxes are square).")
+    if stages < 0 or self.patch_stride < 1 or any(
+        side % factor for side in self.patch_shape):
       raise ValueError(
-          f"SaVos: patch_size={self.patch_size} must be divisible by "
+          f"SaVos: patch sides {self.patch_shape} must be divisible by "
           f"patch_stride * 2 ** {stages} = {factor} (one halving per "
           f"stride-2 encoder stage; encoder_channels="
           f"{self.encoder_channels}).")
@@ -130,13 +178,24 @@ class SaVos(nn.Module):
     b, k, t, height, width = visible.shape
     if t < 3:
       raise ValueError(f"SaVos needs at least 3 frames, got {t}.")
-    boxes = jax.lax.stop_gradient(
-        sl.track_boxes(visible, self.box_enlarge, self.min_box))
-    patches = sl.crop_tracks(
-        video["frames"], {"visible": visible, "occluder": video["occluder"]},
-        {"flow_fwd": video["flow_fwd"], "flow_bwd": video["flow_bwd"]},
-        boxes, self.patch_size)
-    n, p = b * k, self.patch_size
+    ph, pw = self.patch_shape
+    if self.boxes == "track":
+      boxes = jax.lax.stop_gradient(
+          sl.track_boxes(visible, self.box_enlarge, self.min_box))
+      patches = sl.crop_tracks(
+          video["frames"], {"visible": visible,
+                            "occluder": video["occluder"]},
+          {"flow_fwd": video["flow_fwd"], "flow_bwd": video["flow_bwd"]},
+          boxes, self.patch_size)
+    else:
+      boxes = jax.lax.stop_gradient(sl.frame_boxes(
+          visible, self.box_enlarge, self.min_box, pw / ph))
+      patches = sl.crop_frames(
+          video["frames"], {"visible": visible,
+                            "occluder": video["occluder"]},
+          {"flow_fwd": video["flow_fwd"], "flow_bwd": video["flow_bwd"]},
+          boxes, ph, pw)
+    n = b * k
     flat = {name: x.reshape((n,) + x.shape[2:]) for name, x in patches.items()}
 
     # Both directions through the same weights: [2N, T, ...], the backward
@@ -151,32 +210,67 @@ class SaVos(nn.Module):
     image_part = jnp.concatenate(parts, -1)
     x2 = jnp.concatenate(
         [jnp.concatenate([image_part, rev(image_part)]),
-         flow2 / FLOW_INPUT_SCALE], -1)                   # [2N, T, P, P, C]
+         flow2 / FLOW_INPUT_SCALE], -1)                 # [2N, T, ph, pw, C]
 
     m = 2 * n
-    encoder = sl.FrameEncoder(self.encoder_channels, self.features,
+    encoder = nets.FrameEncoder(self.encoder_channels, self.features,
                               self.patch_stride, name="encoder")
     vec, skips = encoder(x2.reshape((m * t,) + x2.shape[2:]))
     zeros = jnp.zeros((m, self.hidden), jnp.float32)
     _, states = _ScanLSTM(self.hidden, name="lstm")(
         (zeros, zeros), vec.reshape(m, t, -1))            # [2N, T, hidden]
     states = states.reshape(m * t, self.hidden)
-    dec = sl.MaskDecoder(self.decoder_channels, self.decoder_output_channels,
-                         self.patch_stride, name="mask_decoder")(
-        states, skips, vis2.reshape(m * t, p, p))
-    dec = dec.reshape(m, t, p, p, 2)
-    if self.flow_residual:
-      residual = sl.FlowDecoder(self.flow_channels, self.max_flow_residual,
-                                name="flow_decoder")(
-                                    states, flow2.reshape(m * t, p, p, 2),
-                                    vis2.reshape(m * t, p, p))
-      residual = residual.reshape(m, t, p, p, 2)
+    flat_vis = vis2.reshape(m * t, ph, pw)
+    flat_flow = flow2.reshape(m * t, ph, pw, 2)
+    if self.mask_decoder == "skip":
+      dec = nets.MaskDecoder(self.decoder_channels,
+                           self.decoder_output_channels, self.patch_stride,
+                           name="mask_decoder")(states, skips, flat_vis)
     else:
-      residual = jnp.zeros((m, t, p, p, 2), jnp.float32)
+      dec = nets.BottleneckDecoder(
+          self.encoder_channels, 2, self.patch_stride, self.input_features,
+          self.bottleneck, name="mask_decoder")(states, flat_vis[..., None])
+    dec = dec.reshape(m, t, ph, pw, 2)
+    if not self.flow_residual:
+      residual = jnp.zeros((m, t, ph, pw, 2), jnp.float32)
+    elif self.flow_decoder == "bounded":
+      residual = nets.FlowDecoder(self.flow_channels, self.max_flow_residual,
+                                name="flow_decoder")(states, flat_flow,
+                                                     flat_vis)
+    else:
+      residual = nets.BottleneckDecoder(
+          self.encoder_channels, 2, self.patch_stride, self.input_features,
+          self.bottleneck, zero_init=True, name="flow_decoder")(
+              states, flat_flow / FLOW_INPUT_SCALE)
+    residual = residual.reshape(m, t, ph, pw, 2)
 
-    # Back to time order.
     prob = jax.nn.sigmoid(dec[..., 0])
     alpha = dec[..., 1]
+    if self.boxes == "frame":
+      # As the public code: each frame's patch outputs go back into the
+      # frame (its own box; zero outside), where warping and the losses
+      # work; the residual flow in frame pixels.
+      box2 = jnp.concatenate([boxes.reshape(n, t, 4),
+                              rev(boxes.reshape(n, t, 4))])
+      out_patch = jnp.concatenate([prob[..., None], alpha[..., None],
+                                   residual * (box2[..., 2] / pw)[
+                                       ..., None, None, None]], -1)
+      out_frame = sl.paste_frames(out_patch, box2, height, width)
+      prob, alpha, residual = (out_frame[..., 0], out_frame[..., 1],
+                               out_frame[..., 2:])
+      frame_obs = {
+          "frames": jnp.broadcast_to(video["frames"][:, None],
+                                     (b, k) + video["frames"].shape[1:]),
+          "visible": visible,
+          "occluder": jnp.asarray(video["occluder"], jnp.float32)}
+      for name in ("flow_fwd", "flow_bwd"):
+        frame_obs[name] = jnp.broadcast_to(video[name][:, None],
+                                           (b, k) + video[name].shape[1:])
+      patches = frame_obs
+      flat = {name: x.reshape((n,) + x.shape[2:])
+              for name, x in frame_obs.items()}
+
+    # Back to time order.
     prob_f, prob_b = prob[:n], rev(prob[n:])
     alpha_f, alpha_b = alpha[:n], rev(alpha[n:])
     flow_f = sl.base_flow(flat["flow_fwd"], flat["visible"]) + residual[:n]
@@ -255,5 +349,17 @@ def init_params(model: SaVos, key: Array, video: dict[str, Array]) -> Any:
 
 
 def to_frames(amodal: Array, boxes: Array, height: int, width: int) -> Array:
-  """Patch-space masks `[B, K, T, P, P]` -> frame masks `[B, K, T, H, W]`."""
+  """Model-space masks -> frame masks `[B, K, T, H, W]`: patches `[B, K,
+  T, P, P]` with track boxes `[B, K, 3]` are pasted; with per-frame boxes
+  `[B, K, T, 4]` the model's outputs are frame-sized already."""
+  if boxes.shape[-1] == 4:
+    return amodal
   return sl.paste_tracks(amodal, boxes, height, width)
+
+
+def to_model_space(masks: Array, boxes: Array, patch_size: int) -> Array:
+  """Frame masks `[B, K, T, H, W]` -> the space of the model's outputs
+  (the inverse of `to_frames`; e.g. the upper bound's targets)."""
+  if boxes.shape[-1] == 4:
+    return masks
+  return sl.crop_masks(masks, boxes, patch_size)

@@ -1,4 +1,4 @@
-"""Geometry and network blocks of SaVos (crl.models.savos).
+"""Geometry of SaVos (crl.models.savos): sampling, warping, crops.
 
 Coordinates: a pixel `(row i, column j)` of an image covers the continuous
 square `[j, j + 1) x [i, i + 1)`; "index coordinates" put the pixel centre at
@@ -12,17 +12,14 @@ square `[j, j + 1) x [i, i + 1)`; "index coordinates" put the pixel centre at
   paste-back are separable bilinear resamplings (two small matrix products).
 * `base_flow`: the observed flow inside the visible mask and the mean visible
   flow elsewhere (what the flow decoder corrects).
-* `LSTMCell`: the recurrent cell (scanned over time by SaVos).
-* `FrameEncoder`, `MaskDecoder`, `FlowDecoder`: the per-frame CNN and the two
-  decoders (patch embedding and pixel shuffle instead of full-resolution
-  convolutions: those dominate the time on a CPU).
+* `frame_boxes`, `crop_frames`, `paste_frames`: one box per frame instead
+  (the public code's), at any patch aspect.
+
+The networks are in `crl.models.savos_nets`.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -192,6 +189,114 @@ def paste(patches: Array, box: Array, height: int, width: int) -> Array:
   return jnp.einsum("hp,tpqc,wq->thwc", my, patches, mx)
 
 
+def frame_boxes(visible: Array, enlarge: float = 1.5, min_size: float = 8.,
+                aspect: float = 1.) -> Array:
+  """One box per frame around that frame's visible mask (the public code's).
+
+  Args:
+    visible: `[..., time, height, width]` visible masks of each track.
+    enlarge: each side is `enlarge` x the visible mask's box side.
+    min_size: smallest box height, pixels.
+    aspect: width / height of every box (the patch's): the enlarged box
+      grows along its short side to this aspect.
+
+  Returns:
+    `[..., time, 4]` boxes `(centre x, centre y, width, height)` in
+    continuous pixel coordinates; a frame where the object is not visible
+    gets the box of the union of the track's visible masks (the central box
+    when the track is never visible).
+  """
+  def box_of(mask):                                       # [..., H, W]
+    height, width = mask.shape[-2:]
+    rows, cols = jnp.any(mask, -1), jnp.any(mask, -2)
+
+    def extent(present, n):
+      first = jnp.argmax(present, -1)
+      last = n - 1 - jnp.argmax(jnp.flip(present, -1), -1)
+      return first.astype(jnp.float32), last.astype(jnp.float32) + 1.
+
+    y0, y1 = extent(rows, height)
+    x0, x1 = extent(cols, width)
+    h = jnp.maximum(enlarge * jnp.maximum(y1 - y0, (x1 - x0) / aspect),
+                    min_size)
+    return jnp.stack([(x0 + x1) / 2., (y0 + y1) / 2., aspect * h, h],
+                     -1), jnp.any(rows, -1)
+
+  masks = visible > 0.5
+  per_frame, seen = box_of(masks)                         # [..., T, 4]
+  track, track_seen = box_of(jnp.any(masks, -3))          # [..., 4]
+  height, width = visible.shape[-2:]
+  centre = jnp.asarray([width / 2., height / 2., aspect * height / 2.,
+                        height / 2.], jnp.float32)
+  track = jnp.where(track_seen[..., None], track, centre)
+  return jnp.where(seen[..., None], per_frame, track[..., None, :])
+
+
+def crop_rect(image: Array, box: Array, height: int, width: int) -> Array:
+  """The box `(cx, cy, w, h)` of `image` `[H, W, C]` resampled to
+  `[height, width, C]` (zero outside the image)."""
+  rows, cols = image.shape[:2]
+  oy = (jnp.arange(height, dtype=jnp.float32) + 0.5 - height / 2.) * (
+      box[3] / height)
+  ox = (jnp.arange(width, dtype=jnp.float32) + 0.5 - width / 2.) * (
+      box[2] / width)
+  my = _interp_matrix(box[1] + oy - 0.5, rows)            # [height, H]
+  mx = _interp_matrix(box[0] + ox - 0.5, cols)            # [width, W]
+  return jnp.einsum("ph,hwc,qw->pqc", my, image, mx)
+
+
+def paste_rect(patch: Array, box: Array, height: int, width: int) -> Array:
+  """Inverse of `crop_rect`: `[ph, pw, C]` into a `[height, width, C]`
+  frame, zero outside the box."""
+  ph, pw = patch.shape[:2]
+
+  def coords(n, centre, side, p):
+    return (jnp.arange(n, dtype=jnp.float32) + 0.5 - centre) * (p / side) + (
+        p / 2. - 0.5)
+
+  my = _interp_matrix(coords(height, box[1], box[3], ph), ph)  # [H, ph]
+  mx = _interp_matrix(coords(width, box[0], box[2], pw), pw)   # [W, pw]
+  return jnp.einsum("hp,pqc,wq->hwc", my, patch, mx)
+
+
+def crop_frames(frames: Array, masks: dict[str, Array],
+                flows: dict[str, Array], boxes: Array, height: int,
+                width: int) -> dict[str, Array]:
+  """Crops every frame of every track with its own box.
+
+  Args:
+    frames: `[B, T, H, W, 3]`.
+    masks: name -> `[B, K, T, H, W]`.
+    flows: name -> `[B, T, H, W, 2]` (pixels).
+    boxes: `[B, K, T, 4]` from `frame_boxes`.
+    height, width: the patch size.
+
+  Returns:
+    'frames' `[B, K, T, height, width, 3]`, masks `[B, K, T, height,
+    width]`, flows `[B, K, T, height, width, 2]` in patch pixels.
+  """
+  one = lambda img, box: crop_rect(img, box, height, width)
+  scene = jax.vmap(jax.vmap(jax.vmap(one, in_axes=(0, 0)),      # T
+                            in_axes=(None, 0)),                 # K
+                   in_axes=(0, 0))                               # B
+  per_object = jax.vmap(jax.vmap(jax.vmap(one)))
+  out = {"frames": scene(frames, boxes)}
+  for name, m in masks.items():
+    out[name] = per_object(m[..., None], boxes)[..., 0]
+  scale = (width / boxes[..., 2])[..., None, None, None]
+  for name, f in flows.items():
+    out[name] = scene(f, boxes) * scale
+  return out
+
+
+def paste_frames(patches: Array, boxes: Array, height: int,
+                 width: int) -> Array:
+  """`[N, T, ph, pw, C]` patches with boxes `[N, T, 4]` -> `[N, T, height,
+  width, C]` frames."""
+  fn = jax.vmap(jax.vmap(lambda p, b: paste_rect(p, b, height, width)))
+  return fn(patches, boxes)
+
+
 def crop_tracks(frames: Array, masks: dict[str, Array], flows: dict[str, Array],
                 boxes: Array, patch: int) -> dict[str, Array]:
   """Crops every track of a batch of videos.
@@ -247,159 +352,3 @@ def base_flow(flow: Array, visible: Array, eps: float = 1e-6) -> Array:
   mean = jnp.sum(v * flow, (-3, -2), keepdims=True) / (
       jnp.sum(v, (-3, -2), keepdims=True) + eps)
   return v * flow + (1. - v) * mean
-
-
-# Networks ---------------------------------------------------------------------
-
-
-def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-  """Bilinear resampling weights `[n_out, n_in]` (half-pixel centres,
-  edges clamped), a constant."""
-  coords = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.,
-                   n_in - 1.)
-  return np.maximum(0., 1. - np.abs(coords[:, None] - np.arange(n_in)[None]))
-
-
-def _upsample(x: Array, size: int) -> Array:
-  """Bilinear resize of `[N, s, s, C]` to `[N, size, size, C]`; two small
-  constant matrix products (cheaper to compile than `jax.image.resize`)."""
-  m = jnp.asarray(_resize_matrix(x.shape[1], size), x.dtype)
-  return jnp.einsum("ph,nhwc,qw->npqc", m, x, m)
-
-
-def _downsample(x: Array, factor: int) -> Array:
-  """Mean over `factor x factor` blocks of `[N, s, s, C]`."""
-  n, h, w, c = x.shape
-  return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(
-      (2, 4))
-
-
-def space_to_depth(x: Array, block: int) -> Array:
-  """`[N, H, W, C]` -> `[N, H / block, W / block, block * block * C]`."""
-  n, h, w, c = x.shape
-  x = x.reshape(n, h // block, block, w // block, block, c)
-  return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h // block, w // block, -1)
-
-
-def depth_to_space(x: Array, block: int) -> Array:
-  """Inverse of `space_to_depth`."""
-  n, h, w, c = x.shape
-  x = x.reshape(n, h, w, block, block, c // (block * block))
-  return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, h * block, w * block, -1)
-
-
-class FrameEncoder(nn.Module):
-  """Per-frame CNN: `[N, P, P, C]` -> vector `[N, features]` and skips.
-
-  A `stride x stride` patch embedding (space-to-depth and a dense layer; a
-  full-resolution stem costs most of the time on a CPU), a 3x3 convolution
-  at `P / stride`, then one stride-2 3x3 convolution per further entry of
-  `channels`.
-
-  Attributes:
-    channels: channels at `P / stride`, `P / (2 stride)`, ...
-    features: size of the output vector.
-    stride: the patch embedding's stride.
-  """
-  channels: Sequence[int] = (32, 64)
-  features: int = 128
-  stride: int = 4
-
-  @nn.compact
-  def __call__(self, x: Array) -> tuple[Array, list[Array]]:
-    """Returns the vector and the feature maps, finest first."""
-    h = nn.relu(nn.Dense(self.channels[0], name="embed")(
-        space_to_depth(x, self.stride)))
-    h = nn.relu(nn.Conv(self.channels[0], (3, 3), name="conv0")(h))
-    skips = [h]
-    for i, c in enumerate(self.channels[1:], start=1):
-      h = nn.relu(nn.Conv(c, (3, 3), strides=2, name=f"down{i}")(h))
-      skips.append(h)
-    vec = nn.Dense(self.features, name="to_vector")(h.reshape(h.shape[0], -1))
-    return nn.LayerNorm(name="norm")(vec), skips
-
-
-class MaskDecoder(nn.Module):
-  """Recurrent state + encoder skips + visible mask -> 2 logits per pixel.
-
-  From the state to the coarsest skip's grid, up through the skips (3x3
-  convolutions), then `depth_to_space` back to the patch resolution, where
-  the current visible mask joins through a 1x1 layer. Channel 0 of the
-  output is the amodal-mask logit, channel 1 the fusion logit.
-
-  Attributes:
-    channels: channels at each skip's resolution, coarse to fine.
-    output_channels: features per pixel at full resolution.
-    stride: the encoder's patch-embedding stride.
-  """
-  channels: Sequence[int] = (64, 32)
-  output_channels: int = 8
-  stride: int = 4
-
-  @nn.compact
-  def __call__(self, state: Array, skips: Sequence[Array],
-               visible: Array) -> Array:
-    """`state` `[N, D]`, skips finest first, `visible` `[N, P, P]`."""
-    if len(skips) != len(self.channels):
-      raise ValueError(f"MaskDecoder: {len(self.channels)} channel entries "
-                       f"for {len(skips)} encoder stages.")
-    coarse = skips[-1]
-    n, s = state.shape[0], coarse.shape[1]
-    x = nn.Dense(s * s * self.channels[0], name="from_state")(state)
-    x = nn.relu(x.reshape(n, s, s, self.channels[0]))
-    for i, (skip, c) in enumerate(zip(reversed(skips), self.channels)):
-      if x.shape[1] != skip.shape[1]:
-        x = _upsample(x, skip.shape[1])
-      x = nn.relu(nn.Conv(c, (3, 3), name=f"up{i}")(
-          jnp.concatenate([x, skip], -1)))
-    x = nn.Dense(self.stride * self.stride * self.output_channels,
-                 name="to_pixels")(x)
-    x = nn.relu(depth_to_space(x, self.stride))
-    x = jnp.concatenate([x, visible[..., None]], -1)
-    return nn.Dense(2, name="out")(x)
-
-
-class LSTMCell(nn.Module):
-  """An LSTM cell with one fused gate projection (2 parameter tensors
-  instead of flax's 12: fewer optimizer ops to compile).
-
-  `(c, h), x -> (c', h'), h'` with gates `[i, f, g, o] = W [x, h] + b`,
-  `c' = sigmoid(f + 1) c + sigmoid(i) tanh(g)`, `h' = sigmoid(o) tanh(c')`.
-  """
-  features: int
-
-  @nn.compact
-  def __call__(self, carry: tuple[Array, Array],
-               x: Array) -> tuple[tuple[Array, Array], Array]:
-    c, h = carry
-    gates = nn.Dense(4 * self.features, name="gates")(
-        jnp.concatenate([x, h], -1))
-    i, f, g, o = jnp.split(gates, 4, -1)
-    c = nn.sigmoid(f + 1.) * c + nn.sigmoid(i) * jnp.tanh(g)
-    h = nn.sigmoid(o) * jnp.tanh(c)
-    return (c, h), h
-
-
-class FlowDecoder(nn.Module):
-  """Recurrent state + observed flow -> a smooth flow residual `[N, P, P, 2]`.
-
-  Predicted at `P / 4` and upsampled bilinearly; the output layer starts at
-  zero (the initial corrected flow is the base flow) and is bounded by
-  `max_residual` pixels.
-  """
-  channels: int = 16
-  max_residual: float = 2.0
-
-  @nn.compact
-  def __call__(self, state: Array, flow: Array, visible: Array) -> Array:
-    n, patch = flow.shape[0], flow.shape[1]
-    low = patch // 4 if patch % 4 == 0 else patch
-    x = nn.Dense(low * low * self.channels, name="from_state")(state)
-    x = x.reshape(n, low, low, self.channels)
-    obs = jnp.concatenate([flow / 4., visible[..., None]], -1)
-    obs = _downsample(obs, patch // low)
-    x = nn.relu(nn.Conv(self.channels, (3, 3), name="conv")(
-        jnp.concatenate([x, obs], -1)))
-    x = nn.Conv(2, (3, 3), kernel_init=nn.initializers.zeros, name="out")(x)
-    x = self.max_residual * jnp.tanh(x)
-    return _upsample(x, patch)

@@ -21,8 +21,8 @@ and the adapted model (`crl.evaluators.amodal`), writes
 "timing_s", ...}`), prints the table, and draws pictures of the first test
 videos into `workdir/pictures/` (`crl.analysis.amodal_pictures`).
 
-One input pipeline (one compiled generator) and one evaluator (one compiled
-scoring function) serve all three runs.
+One input pipeline (`crl.tasks.savos_pipeline`, one compiled generator) and
+one evaluator (one compiled scoring function) serve all the runs.
 """
 
 from __future__ import annotations
@@ -36,107 +36,23 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from crl import config_lib
-from crl import preemption
 from crl import registry
 from crl import train
 from crl.analysis import amodal_pictures
 from crl.data import occluded_video
-from crl.data import pipeline as pipeline_lib
+from crl.data import tracker_noise
 from crl.evaluators import amodal as amodal_eval
 from crl.models import precision
 from crl.models import savos as savos_lib
-from crl.models import savos_layers
+from crl.tasks import savos_adapt
+from crl.tasks import savos_pipeline
 from crl.tasks import savos_losses
 
 MODES = ("self_supervised", "supervised")
 OBSERVED_KEYS = occluded_video.OBSERVED_KEYS
 ALL_KEYS = occluded_video.BATCH_KEYS
-
-
-class VideoPipeline(pipeline_lib.InputPipeline):
-  """`InputPipeline` with one compiled generator for every stream.
-
-  The generator takes the distribution code and the example indices as
-  arguments, so the training stream of any distribution (`intervention`:
-  SaVos, the upper bound, the adaptation stream) and the eval splits share
-  it (one compilation when `batch_size == eval_batch_size`). Training
-  batches keep only the requested keys.
-  """
-
-  def __init__(self, dataset: Any, mesh: jax.sharding.Mesh, global_batch: int,
-               eval_batch: int, data_axis: str = train.DATA_AXIS):
-    super().__init__(dataset, mesh, global_batch, eval_batch, data_axis)
-    self._generate = jax.jit(self._generate_fn, out_shardings=self.sharding)
-
-  def _generate_fn(self, code: jax.Array,
-                   indices: jax.Array) -> dict[str, jax.Array]:
-    out = self.dataset.sample_encoded(code, indices)
-    return {k: out[k] for k in ALL_KEYS}
-
-  def train_batches(self, start_step: int, intervention: str | None = None,
-                    keys: Sequence[str] = ALL_KEYS
-                    ) -> Iterator[dict[str, jax.Array]]:
-    """Batches of steps `start_step + 1, ...` with only `keys`.
-
-    Args:
-      start_step: the last completed step.
-      intervention: None (the training distribution) or a dataset
-        intervention ('shifted', 'gum').
-      keys: the keys kept in every batch.
-    """
-    code = np.asarray(self.dataset.encode("train", intervention))
-    keys = tuple(keys)
-    indices = lambda step: (step * self.global_batch + np.arange(
-        self.global_batch)).astype(np.int32)
-    step = start_step
-    nxt = self._generate(code, indices(step))
-    while True:
-      # Dispatch the next batch's generation before this one is consumed.
-      current, nxt = nxt, self._generate(code, indices(step + 1))
-      step += 1
-      yield {k: current[k] for k in keys}
-
-  def eval_batches(self, name: str) -> Iterator[dict[str, jax.Array]]:
-    """One padded pass over eval split `name` (with 'mask')."""
-    num = self.dataset.num_examples(name)
-    code = np.asarray(self.dataset.eval_code(name))
-    for start in range(0, num, self.eval_batch):
-      idx = start + np.arange(self.eval_batch)
-      batch = self._generate(code, np.minimum(idx, num - 1).astype(np.int32))
-      mask = jax.device_put((idx < num).astype(np.float32), self.sharding)
-      preemption.check(f"while evaluating split {name!r}")
-      yield {**batch, "mask": mask}
-
-
-def check_video_batch(batch: dict[str, Any], dataset: Any, where: str,
-                      keys: Sequence[str]) -> None:
-  """Raises a `DataError` naming `where` for a malformed video batch."""
-  if set(batch) != set(keys):
-    raise pipeline_lib.DataError(
-        f"{where}: a batch needs exactly the keys {sorted(keys)}, got "
-        f"{sorted(batch)}.")
-  b = batch["frames"].shape[0]
-  expected = {"frames": dataset.input_shape,
-              "flow_fwd": dataset.input_shape[:-1] + (2,),
-              "flow_bwd": dataset.input_shape[:-1] + (2,)}
-  for k in ("visible", "occluder", "amodal"):
-    expected[k] = dataset.mask_shape
-  for k in keys:
-    shape = tuple(batch[k].shape)
-    if shape != (b,) + tuple(expected[k]):
-      raise pipeline_lib.DataError(
-          f"{where}: {k!r} has shape {shape}, expected "
-          f"{(b,) + tuple(expected[k])}.")
-    if not jnp.issubdtype(batch[k].dtype, jnp.floating):
-      raise pipeline_lib.DataError(f"{where}: {k!r} has dtype "
-                                   f"{batch[k].dtype}, expected a float dtype.")
-  frames = batch["frames"]
-  if frames.is_fully_addressable and not np.all(
-      np.isfinite(np.asarray(jax.device_get(frames)))):
-    raise pipeline_lib.DataError(f"{where}: frames contain NaN or Inf.")
 
 
 class _Periodic:
@@ -172,7 +88,7 @@ class SavosTask:
                init_from: Any = None,
                final_splits: Sequence[str] | None = None,
                method: str | None = None,
-               pipeline: VideoPipeline | None = None,
+               pipeline: savos_pipeline.VideoPipeline | None = None,
                evaluator: amodal_eval.AmodalEvaluator | None = None,
                mesh: jax.sharding.Mesh | None = None):
     if mode not in MODES:
@@ -189,8 +105,9 @@ class SavosTask:
       config.get("compute_dtype", "float32"))
     if pipeline is None:
       dataset = build_dataset(config)
-      pipeline = VideoPipeline(dataset, mesh or train.make_mesh(),
-                               config.batch_size, config.eval_batch_size)
+      pipeline = savos_pipeline.VideoPipeline(
+          dataset, mesh or train.make_mesh(), config.batch_size,
+          config.eval_batch_size, noise=input_noise(config))
     self.pipeline = pipeline
     self.dataset = pipeline.dataset
     if train_intervention is not None:
@@ -227,9 +144,10 @@ class SavosTask:
     if self.mode == "self_supervised":
       return savos_losses.self_supervised_loss(
           out, consistency_weight=self.config.loss.consistency_weight,
-          photometric_weight=self.config.loss.photometric_weight)
-    target = savos_layers.crop_masks(batch["amodal"], out["boxes"],
-                                     self.model.patch_size)
+          photometric_weight=self.config.loss.photometric_weight,
+          normalization=self.config.loss.get("normalization", "mean"))
+    target = savos_lib.to_model_space(batch["amodal"], out["boxes"],
+                                      self.model.patch_size)
     return savos_losses.supervised_loss(out, target)
 
   def train_batches(self, start_step: int) -> Iterator[dict[str, jax.Array]]:
@@ -237,7 +155,8 @@ class SavosTask:
                                        self.train_keys)
 
   def check_batch(self, batch: dict[str, jax.Array], where: str) -> None:
-    check_video_batch(batch, self.dataset, where, self.train_keys)
+    savos_pipeline.check_video_batch(batch, self.dataset, where,
+                                     self.train_keys)
 
   # Evaluation ----------------------------------------------------------------
 
@@ -272,14 +191,39 @@ def build_dataset(config: ml_collections.ConfigDict) -> Any:
   return dataset
 
 
+def input_noise(config: ml_collections.ConfigDict
+                ) -> tracker_noise.TrackerNoise:
+  """`config.inputs` (tracker and flow noise) as a `TrackerNoise`."""
+  try:
+    return tracker_noise.from_config(config.get("inputs"))
+  except (TypeError, ValueError) as e:
+    raise config_lib.ConfigError(str(e)) from e
+
+
+def official_protocol(config: ml_collections.ConfigDict
+                      ) -> amodal_eval.OfficialProtocol | None:
+  """`config.eval.official` as an `OfficialProtocol` (None when off)."""
+  section = config.eval.get("official")
+  if section is None or not section.get("enabled", False):
+    return None
+  fields = {k: v for k, v in section.items() if k != "enabled"}
+  unknown = set(fields) - set(amodal_eval.OfficialProtocol._fields)
+  if unknown:
+    raise config_lib.ConfigError(
+        f"config.eval.official has unknown key(s) {sorted(unknown)}; known: "
+        f"enabled, {', '.join(amodal_eval.OfficialProtocol._fields)}.")
+  return amodal_eval.OfficialProtocol(**fields)
+
+
 def make_evaluator(config: ml_collections.ConfigDict, pipeline: Any,
                    model: Any) -> amodal_eval.AmodalEvaluator:
+  official = official_protocol(config)
   try:
     return amodal_eval.AmodalEvaluator(
         pipeline=pipeline, model=model, splits=config.eval.splits,
         min_occlusion=config.eval.min_occlusion,
         max_occlusion=config.eval.max_occlusion,
-        threshold=config.eval.threshold)
+        threshold=config.eval.threshold, official=official)
   except ValueError as e:
     raise config_lib.ConfigError(f"config.eval: {e}") from e
 
@@ -309,6 +253,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if section not in config:
       raise config_lib.ConfigError(
           f"config.{section} is missing; see configs/savos.py.")
+  input_noise(config)
+  official_protocol(config)
+  norm = config.loss.get("normalization", "mean")
+  if norm not in savos_losses.NORMALIZATIONS:
+    raise config_lib.ConfigError(
+        f"config.loss.normalization={norm!r} is not one of "
+        f"{savos_losses.NORMALIZATIONS}.")
   for key in ("supervised", "adapt"):
     steps = config[key].num_steps
     if config[key].enabled and (not isinstance(steps, int) or steps <= 0):
@@ -319,6 +270,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         f"config.adapt.split={config.adapt.split!r} must be one of "
         f"config.eval.splits {tuple(config.eval.splits)} (SaVos is scored "
         "there before and after adaptation).")
+  tta = config.get("tta")
+  if tta is not None and tta.enabled:
+    if tta.split not in config.eval.splits:
+      raise config_lib.ConfigError(
+          f"config.tta.split={tta.split!r} must be one of config.eval.splits "
+          f"{tuple(config.eval.splits)}.")
+    steps = tuple(tta.steps)
+    if (not steps or steps[0] != 0 or
+        any(b <= a for a, b in zip(steps, steps[1:]))):
+      raise config_lib.ConfigError(
+          f"config.tta.steps must increase from 0 (no adaptation), got "
+          f"{steps}.")
+    if not tta.learning_rates or min(tta.learning_rates) <= 0:
+      raise config_lib.ConfigError(
+          f"config.tta.learning_rates must be positive, got "
+          f"{tuple(tta.learning_rates)}.")
 
 
 def check_dataset_names(config: ml_collections.ConfigDict,
@@ -338,6 +305,12 @@ def check_dataset_names(config: ml_collections.ConfigDict,
       dataset.parse_intervention(config.adapt.intervention)
     except ValueError as e:
       raise config_lib.ConfigError(f"config.adapt.intervention: {e}") from e
+  tta = config.get("tta")
+  if tta is not None and tta.enabled:
+    try:
+      dataset.parse_intervention(tta.intervention)
+    except ValueError as e:
+      raise config_lib.ConfigError(f"config.tta.intervention: {e}") from e
 
 
 def _timed(timing: dict[str, float], name: str):
@@ -372,8 +345,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = train.make_mesh()
   dataset = build_dataset(config)
   check_dataset_names(config, dataset)
-  pipeline = VideoPipeline(dataset, mesh, config.batch_size,
-                           config.eval_batch_size)
+  pipeline = savos_pipeline.VideoPipeline(
+      dataset, mesh, config.batch_size, config.eval_batch_size,
+      noise=input_noise(config))
   model = precision.with_compute_dtype(
       config_lib.build(registry.MODELS, config.model),
       config.get("compute_dtype", "float32"))
@@ -414,9 +388,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     adapted.pop("params")
     results[adapt_split]["savos_adapted"] = adapted["results"][adapt_split]
 
+  tta = None
+  tta_config = config.get("tta")
+  if tta_config is not None and tta_config.enabled:
+    loss_kwargs = dict(
+        consistency_weight=config.loss.consistency_weight,
+        photometric_weight=config.loss.photometric_weight,
+        normalization=config.loss.get("normalization", "mean"))
+    with _timed(timing, "tta"):
+      tta = savos_adapt.run_tta(
+          model=model, params=savos_params, pipeline=pipeline,
+          evaluator=evaluator, split=tta_config.split,
+          intervention=tta_config.intervention,
+          validation_examples=tta_config.validation_examples,
+          learning_rates=tuple(tta_config.learning_rates),
+          steps=tuple(tta_config.steps), loss_kwargs=loss_kwargs)
+      results[tta_config.split]["savos_tta"] = tta.pop("metrics")
+
   with _timed(timing, "baselines"):
     for s in splits:
       results[s].update(evaluator.baseline_metrics(s))
+    occlusion = {s: savos_adapt.occlusion_stats(pipeline, s) for s in splits}
 
   pictures = []
   with _timed(timing, "pictures"):
@@ -439,9 +431,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                    f", {config.eval.max_occlusion}], first and last frame of "
                    "each track dropped, mean over objects then frames; "
                    "'_all': plain mean over object-frames"),
+      "official_protocol": (evaluator.official.describe()
+                            if evaluator.official else None),
       "adaptation": (f"{config.adapt.num_steps} self-supervised steps on the "
                      f"'{config.adapt.intervention}' training stream, scored "
                      f"on '{adapt_split}'" if config.adapt.enabled else None),
+      "tta": tta,
+      "occlusion": occlusion,
       "results": results,
       "table": table,
       "timing_s": timing,

@@ -17,6 +17,22 @@ only the model output (whose 'patches' hold the cropped observations).
 Supervised (the upper bound): `supervised_loss`, BCE against the amodal
 ground truth everywhere.
 
+Normalisation (`normalization`): 'mean' (crl's: means over weighted pixels,
+frame pairs and both directions) or 'official' (the public code's):
+
+* reconstruction: the weighted BCE *summed* over a frame's pixels, averaged
+  over object-frames, the first and last frame dropped (they have one
+  direction only);
+* consistency: per track and direction, `1 - softIoU` of each frame pair,
+  *cumulatively summed* over time (pair i counts `T - 1 - i` times) and
+  summed, averaged over tracks; the two directions add;
+* photometric: the masked L1 summed over pixels and channels, averaged over
+  frame pairs; the two directions add.
+
+The public code warps the fused prediction stored for frame i + 1 with
+frame i's flow in its consistency term (its predictions are stored one
+frame early); crl warps frame t's prediction with frame t's flow.
+
 Shapes: `[..., T, P, P]` masks (any leading axes), `[..., T, P, P, 2]` flows,
 `[..., T, P, P, 3]` frames.
 """
@@ -32,6 +48,13 @@ from crl.models import savos_layers as sl
 
 Array = jax.Array
 PROB_EPS = 1e-6
+NORMALIZATIONS = ("mean", "official")
+
+
+def _check_normalization(normalization: str) -> None:
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"SaVos loss normalization {normalization!r} is not one "
+                     f"of {NORMALIZATIONS}.")
 
 
 def bce(prob: Array, target: Array, eps: float = PROB_EPS) -> Array:
@@ -46,9 +69,9 @@ def soft_iou(a: Array, b: Array, eps: float = 1e-8) -> Array:
   return inter / (jnp.sum(a + b - a * b, (-2, -1)) + eps)
 
 
-def reconstruction_loss(pred: Array, visible: Array,
-                        occluder: Array) -> Array:
-  """Visible-mask BCE weighted by `1 - occluder` (mean over weighted pixels).
+def reconstruction_loss(pred: Array, visible: Array, occluder: Array,
+                        normalization: str = "mean") -> Array:
+  """Visible-mask BCE weighted by `1 - occluder`.
 
   Args:
     pred: `[..., T, P, P]` predicted (amodal) mask of each frame, made from
@@ -56,27 +79,36 @@ def reconstruction_loss(pred: Array, visible: Array,
     visible: `[..., T, P, P]` the frames' visible masks.
     occluder: `[..., T, P, P]` the frames' occluder masks (other objects).
 
+    normalization: 'mean' or 'official' (see the module docstring).
+
   Returns:
-    Scalar `sum((1 - O) BCE(A, V)) / sum(1 - O)`.
+    Scalar: 'mean' `sum((1 - O) BCE(A, V)) / sum(1 - O)`; 'official' the
+    mean over object-frames 1..T-2 of the per-frame pixel sum.
   """
-  weight = 1. - occluder
-  return jnp.sum(weight * bce(pred, visible)) / jnp.maximum(
-      jnp.sum(weight), 1.)
+  _check_normalization(normalization)
+  loss = (1. - occluder) * bce(pred, visible)
+  if normalization == "official":
+    return jnp.mean(jnp.sum(loss[..., 1:-1, :, :], (-2, -1)))
+  return jnp.sum(loss) / jnp.maximum(jnp.sum(1. - occluder), 1.)
 
 
-def consistency_loss(pred: Array, flow_fwd: Array,
-                     flow_bwd: Array) -> Array:
+def consistency_loss(pred: Array, flow_fwd: Array, flow_bwd: Array,
+                     normalization: str = "mean") -> Array:
   """Temporal soft-IoU consistency along the detached corrected flows.
 
   Args:
     pred: `[..., T, P, P]` predicted (amodal) masks.
     flow_fwd: `[..., T, P, P, 2]` flow of frame t -> t + 1.
     flow_bwd: `[..., T, P, P, 2]` flow of frame t -> t - 1.
+    normalization: 'mean' or 'official' (see the module docstring).
 
   Returns:
-    Scalar: the mean over tracks, frame pairs and both directions of
-    `1 - softIoU(warp(A_t, F_t), A_t')`.
+    Scalar: 'mean' the mean over tracks, frame pairs and both directions of
+    `d = 1 - softIoU(warp(A_t, F_t), A_t')`; 'official' the sum over both
+    directions of the mean over tracks of `sum_t cumsum_t(d)` (pairs in each
+    direction's time order).
   """
+  _check_normalization(normalization)
   f, b = jax.lax.stop_gradient(flow_fwd), jax.lax.stop_gradient(flow_bwd)
   # One warp for both directions: A_t -> t + 1 and A_t -> t - 1.
   moved = sl.warp(jnp.stack([pred[..., :-1, :, :], pred[..., 1:, :, :]]
@@ -85,22 +117,28 @@ def consistency_loss(pred: Array, flow_fwd: Array,
   to_next, to_prev = moved[0, ..., 0], moved[1, ..., 0]
   fwd = 1. - soft_iou(to_next, pred[..., 1:, :, :])
   bwd = 1. - soft_iou(to_prev, pred[..., :-1, :, :])
+  if normalization == "official":
+    cumulative = lambda d: jnp.mean(jnp.sum(jnp.cumsum(d, -1), -1))
+    return cumulative(fwd) + cumulative(jnp.flip(bwd, -1))
   return 0.5 * (jnp.mean(fwd) + jnp.mean(bwd))
 
 
 def photometric_loss(frames: Array, visible: Array, flow_fwd: Array,
-                     flow_bwd: Array) -> Array:
+                     flow_bwd: Array, normalization: str = "mean") -> Array:
   """L1 between warped and next frames where the object is visible in both.
 
   Args:
     frames: `[..., T, P, P, 3]`.
     visible: `[..., T, P, P]`.
     flow_fwd, flow_bwd: `[..., T, P, P, 2]` corrected flows.
+    normalization: 'mean' or 'official' (see the module docstring).
 
   Returns:
-    Scalar mean absolute difference over the (detached) masked pixels and
-    channels of both directions.
+    Scalar: 'mean' the mean absolute difference over the (detached) masked
+    pixels and channels of both directions; 'official' the sum over both
+    directions of the mean over frame pairs of the per-pair sum.
   """
+  _check_normalization(normalization)
   src = jnp.concatenate([frames, visible[..., None]], -1)
   # Frame t -> t + 1 and frame t -> t - 1 in one warp.
   moved = sl.warp(jnp.stack([src[..., :-1, :, :, :], src[..., 1:, :, :, :]]),
@@ -109,12 +147,15 @@ def photometric_loss(frames: Array, visible: Array, flow_fwd: Array,
   dst = jnp.stack([src[..., 1:, :, :, :], src[..., :-1, :, :, :]])
   mask = jax.lax.stop_gradient(moved[..., 3] * dst[..., 3])
   diff = jnp.sum(jnp.abs(moved[..., :3] - dst[..., :3]), -1)
+  if normalization == "official":
+    return 2. * jnp.mean(jnp.sum(mask * diff, (-2, -1)))
   return jnp.sum(mask * diff) / jnp.maximum(3. * jnp.sum(mask), 1.)
 
 
 def self_supervised_loss(outputs: dict[str, Any], *,
                          consistency_weight: float = 1.0,
-                         photometric_weight: float = 0.1
+                         photometric_weight: float = 0.1,
+                         normalization: str = "mean"
                          ) -> tuple[Array, dict[str, Array]]:
   """The SaVos objective from a model output alone (no amodal masks).
 
@@ -123,20 +164,22 @@ def self_supervised_loss(outputs: dict[str, Any], *,
       (the cropped observations 'visible', 'occluder', 'frames').
     consistency_weight: weight of `consistency_loss`.
     photometric_weight: weight of `photometric_loss` (0: off).
+    normalization: 'mean' or 'official' (see the module docstring).
 
   Returns:
     `(loss, {'recon', 'consistency', 'photometric'})`.
   """
   obs = outputs["patches"]
   recon = reconstruction_loss(outputs["amodal"], obs["visible"],
-                              obs["occluder"])
+                              obs["occluder"], normalization)
   consist = consistency_loss(outputs["amodal"], outputs["flow_fwd"],
-                             outputs["flow_bwd"])
+                             outputs["flow_bwd"], normalization)
   loss = recon + consistency_weight * consist
   metrics = {"recon": recon, "consistency": consist}
   if photometric_weight:
     photo = photometric_loss(obs["frames"], obs["visible"],
-                             outputs["flow_fwd"], outputs["flow_bwd"])
+                             outputs["flow_fwd"], outputs["flow_bwd"],
+                             normalization)
     loss = loss + photometric_weight * photo
     metrics["photometric"] = photo
   return loss, metrics

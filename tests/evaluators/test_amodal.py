@@ -154,3 +154,82 @@ def test_format_table():
       "full_miou": 0.9, "occluded_miou": 0.5, "full_miou_all": None,
       "occluded_miou_all": 0.25}}})
   assert "savos" in table and "0.5000" in table and "-" in table
+
+
+def test_box_geometry_by_hand():
+  masks = np.stack([_box((10, 12), 2, 3, 4, 5), np.zeros((10, 12))])
+  geo = {k: np.asarray(v) for k, v in amodal.box_geometry(masks).items()}
+  np.testing.assert_array_equal(geo["height"], [4, 0])
+  np.testing.assert_array_equal(geo["width"], [5, 0])
+  # rows 2..5 of 10, columns 3..7 of 12: 2 from the top edge.
+  np.testing.assert_array_equal(geo["border"], [2, -1])
+
+
+def _official_tracks():
+  """1 video, 4 tracks of 14 frames on 64x64 frames, occlusion 0.5 (an
+  8-px-wide occluder over the left half of a 16x16 amodal box) except
+  where noted; IoU values are set by hand per track."""
+  t, size = 14, 64
+  amodal_m = np.zeros((4, t, size, size), np.float32)
+  occluder = np.zeros_like(amodal_m)
+  amodal_m[:, :, 20:36, 20:36] = 1.
+  occluder[:, :, 20:36, 20:28] = 1.
+  amodal_m[1, :, 2:18, 20:36] = 1.                  # track 1: near the top
+  amodal_m[1, :, 18:36] = 0.
+  occluder[1, :, 2:18, 20:28] = 1.
+  amodal_m[2, 11:] = 0.                             # track 2: 11 frames
+  occluder[3, :7, 20:36, 20:31] = 1.                # track 3: visible 16x5
+  occluder[3, 7:, 20:36, 20:22] = 1.                # then occlusion 0.125
+  visible = amodal_m * (1. - occluder)
+  return amodal_m, visible, occluder
+
+
+def test_official_protocol_filters_hand_built_tracks():
+  amodal_m, visible, occluder = _official_tracks()
+  pred = amodal.composite(visible, occluder, amodal_m)   # perfect
+  stats = {k: np.asarray(v)[None] for k, v in amodal.object_frame_stats(
+      pred, amodal_m, visible, occluder).items()}
+  # Per-track IoUs (constant over time) to see which tracks are kept.
+  stats["iou_full"] = np.broadcast_to(
+      np.asarray([0.9, 0.1, 0.2, 0.3])[None, :, None], (1, 4, 14))
+  # Pixel sizes for these small boxes (amodal 16x16, visible 16x8).
+  protocol = amodal.OfficialProtocol(min_amodal_side=12, min_visible_side=6)
+  assert not amodal.OfficialProtocol().keep(stats).any()   # 20x20, 8x8
+  keep = protocol.keep(stats)
+  # Track 1 is 2 px from the border; track 2 is present in 11 > 10 frames;
+  # track 3's visible box is 16 x 5 in frames 0..6 (occlusion 11/16).
+  assert keep[0, 0].all() and not keep[0, 1].any()
+  assert keep[0, 2, :11].all() and not keep[0, 2, 11:].any()
+  assert not keep[0, 3, :7].any() and keep[0, 3, 7:].all()
+  out = amodal.summarize(stats, official=protocol)
+  # Frames 1..12 without ends; frame f keeps track 0 (0.9), track 2 while
+  # f < 10 (its last present frame 10 is dropped), track 3 for f >= 7
+  # (occlusion 2/16 = 0.125 is inside (0.1, 0.7)).
+  frame_means = []
+  for f in range(1, 13):
+    vals = [0.9] + ([0.2] if f < 10 else []) + ([0.3] if f >= 7 else [])
+    frame_means.append(np.mean(vals))
+  np.testing.assert_allclose(out["official_full_miou"], np.mean(frame_means))
+  assert out["official_num_frames"] == 12
+  np.testing.assert_allclose(out["official_occluded_miou"], 1.)
+  # A track of 10 frames is not "longer than 10 frames".
+  short = dict(stats, present=stats["present"].copy())
+  short["present"][0, 2, 10] = False
+  assert not protocol.keep(short)[0, 2].any()
+
+
+def test_official_protocol_occlusion_bounds_are_exclusive():
+  values = np.full((1, 1, 5), 0.5)
+  present = np.ones((1, 1, 5), bool)
+  rate = np.asarray([[[0.3, 0.1, 0.7, 0.3, 0.3]]])
+  inclusive = amodal.per_frame_miou(values, rate, present)[1]
+  exclusive = amodal.per_frame_miou(values, rate, present, exclusive=True)[1]
+  assert (inclusive, exclusive) == (3, 1)
+
+
+def test_format_table_shows_official_columns_when_present():
+  row = {"full_miou": 0.9, "occluded_miou": 0.5, "full_miou_all": 0.8,
+         "occluded_miou_all": 0.4, "official_full_miou": 0.7,
+         "official_occluded_miou": None}
+  table = amodal.format_table({"test": {"savos": row}})
+  assert "official_full_miou" in table and "0.7000" in table

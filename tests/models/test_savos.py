@@ -238,13 +238,14 @@ def test_self_supervised_losses_take_no_amodal_ground_truth():
   """Structural: the self-supervised objective is a function of the model
   output (whose 'patches' are cropped observations) and of observed masks,
   flows and frames only."""
-  observed = {"pred", "visible", "occluder", "frames", "flow_fwd", "flow_bwd"}
+  observed = {"pred", "visible", "occluder", "frames", "flow_fwd", "flow_bwd",
+              "normalization"}
   for fn in (losses.reconstruction_loss, losses.consistency_loss,
              losses.photometric_loss):
     assert set(inspect.signature(fn).parameters) <= observed, fn
   signature = inspect.signature(losses.self_supervised_loss).parameters
   assert list(signature) == ["outputs", "consistency_weight",
-                             "photometric_weight"]
+                             "photometric_weight", "normalization"]
   assert "amodal" not in inspect.signature(savos.SaVos.__call__).parameters
 
 
