@@ -2,14 +2,17 @@
 
 Command (default, CPU):
   python -m crl.main --config=configs/transfer.py --workdir=runs/transfer
-Runtime: not yet measured (the machine was shared when this was written).
-Estimate for the default (48 members: NAC, Perceiver IO, ViT, ResNet x
-pretrained/scratch x full/head x 2 augmentations x 3 seeds, 200 fine-tuning
-steps, 4 pretraining runs of 300 steps, 3 other domains + 2 corruption
-types x 5 severities + 1 intervention-free ID split, 200 examples each):
-about 60 minutes on 2 CPU cores, from the ood_suite's measured per-step
-costs (NAC 0.35 s, Perceiver IO 0.45 s, ViT 0.55 s per step at batch 128;
-members of one architecture share one vmapped step).
+Runtime: not yet measured (the machine was shared by ~6 jobs when this was
+written). Estimate for the default, from the ood_suite's measured costs on 2
+CPU cores (about 0.45 s per training step of these models at batch 128,
+5-6 s per shift for 13 members at 500 examples): pretraining 4 x 300 steps
+~10 min, fine-tuning 48 members x 100 steps ~36 min, evaluation on the ID
+split, 3 other domains and 10 corruption shifts at 200 examples ~3 min, PGD
+(10 steps, 200 examples) with one compilation per member ~14 min: about 60-65
+minutes. The 3 (photo, other domain) pairs fall short of the issue's 24
+(ID, OOD) pairs: that needs members fine-tuned on every domain (not built).
+Members: NAC, Perceiver IO, ViT, ResNet (GroupNorm) x pretrained/scratch x
+full/head x 3 augmentations (none, flip+crop, hue), seed 0.
 Expected: results.csv (model, shift, kind, metric, value + factor
 columns), results.json with `proxies` (per shift kind and (ID, OOD) pair:
 Pearson/Kendall/Spearman of each ID quantity with OOD accuracy, bootstrap
@@ -18,6 +21,19 @@ measured.
 
 Variants (`configs/transfer.py:<variant>`):
   (none)  as above, target: multi_domain photo.
+  large   for a cluster and real data: a DomainBed folder as the target
+          (`--config.data.root=/data/PACS --config.data.domain=photo`; the
+          other domains of the folder are its `domain/<name>` shifts),
+          real weights per architecture (`--config.init_files.vit=
+          ViT-S_16.npz --config.init_files.resnet=resnet50.safetensors`,
+          with the matching `--config.models.<arch>` layout; architectures
+          without a file are pretrained on the procedural source first),
+          the default grid with 3 seeds (144 members), 1000 fine-tuning
+          steps, every corruption. Train the members as a job array, after
+          one plain run has pretrained (or with every init file given):
+            launch/slurm_population.sh 16 configs/transfer.py:large RUN
+          then the plain command once more evaluates and analyses.
+          Runtime: not measured.
   tiny    ViT and ResNet tiny models, pretrained or scratch x full/head, one
           augmentation and seed: 8 members, 4 fine-tuning steps, 32 examples
           per shift; for tests.
@@ -34,7 +50,7 @@ from crl import registry
 from crl.evaluators import ood_detection
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-VARIANTS = ("default", "tiny")
+VARIANTS = ("default", "tiny", "large")
 ARCHITECTURES = ("nac", "perceiver", "vit", "resnet")
 
 
@@ -94,19 +110,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.models.resnet.model.norm = "group"
     c.pretrain.resnet.model.norm = "group"
   c.fine_tune = ml_collections.ConfigDict(dict(
-      num_steps=4 if tiny else 200,
+      num_steps=4 if tiny else 100,
       lr_scale=ml_collections.ConfigDict(dict(full=1.0, head=10.0))))
   c.augmentations = ml_collections.ConfigDict(dict(
-      none=(), flip_crop=("flip", "crop")))
+      none=(), flip_crop=("flip", "crop"), hue=("hue",)))
   c.grid = ml_collections.ConfigDict(dict(
       architectures=archs, pretrained=(True, False),
       strategies=("full", "head"), regimes=("all",),
-      augmentations=("none",) if tiny else ("none", "flip_crop"),
-      seeds=(0,) if tiny else (0, 1, 2)))
+      augmentations=("none",) if tiny else ("none", "flip_crop", "hue"),
+      seeds=(0,)))
   c.adversarial = ml_collections.ConfigDict(dict(
       attack="pgd", eps=1 / 255, steps=2 if tiny else 10, loss="ce", seed=0,
       max_examples=16 if tiny else 200))
   c.analysis = ml_collections.ConfigDict(dict(
       n_boot=50 if tiny else 1000, seed=0, level=0.95))
+  c.init_files = ml_collections.ConfigDict({a: "" for a in archs})
   c.checkpoint = config_dict.placeholder(str)
+  if variant == "large":
+    c.data = config_lib.component_config(registry.DATASETS, "domain_folder",
+                                         root="", domain="photo")
+    c.eval_batch_size = 256
+    c.shifts = ("domain", "corruption")
+    c.grid.seeds = (0, 1, 2)
+    c.fine_tune.num_steps = 1000
+    c.adversarial.max_examples = 1000
   return c

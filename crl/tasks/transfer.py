@@ -2,8 +2,9 @@
 
 `config.trainer = "transfer"` (configs/transfer.py):
 
-1. Pretraining: for each architecture with pretrained members,
-   `config.pretrain.<arch>` (a classification config on `pretrain_source`)
+1. Pretraining: for each architecture with pretrained members and no
+   `config.init_files.<arch>` (a weight file or run directory to start
+   from instead, see `crl.pretrained`), `config.pretrain.<arch>` (a classification config on `pretrain_source`)
    is trained once into `WORKDIR/pretrain/<arch>`, a normal run directory;
    a finished one (same config) is reused on a rerun.
 2. Fine-tuning: members = architecture x pretrained (`init_from` that run
@@ -93,7 +94,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise _error(f"config.data.domain={config.data.domain!r} is not a domain"
                  f" of multi_domain; known: {', '.join(multi_domain.DOMAINS)}.")
   if any(g.pretrained):
-    missing = [a for a in g.architectures if a not in config.pretrain]
+    files = config.get("init_files") or {}
+    missing = [a for a in g.architectures
+               if a not in config.pretrain and not files.get(a)]
     if missing:
       raise _error(f"config.pretrain has no config for architecture(s) "
                    f"{missing}, needed by pretrained members.")
@@ -126,8 +129,7 @@ def members(config: ml_collections.ConfigDict, workdir: str
               with c.unlocked():
                 c.trainable = STRATEGIES[strategy]
               c.augment = tuple(config.augmentations[aug])
-              c.init_from = (os.path.abspath(os.path.join(
-                  workdir, "pretrain", arch)) if pre else "")
+              c.init_from = _init_from(config, workdir, arch) if pre else ""
               name = (f"{arch}_{'pt' if pre else 'scratch'}_{strategy}_"
                       f"{regime}_{aug}_s{seed}")
               out[name] = (c, {
@@ -137,12 +139,24 @@ def members(config: ml_collections.ConfigDict, workdir: str
   return out
 
 
+def _init_from(config: ml_collections.ConfigDict, workdir: str,
+               arch: str) -> str:
+  """`config.init_files.<arch>` (a weight file or run dir) if set, else the
+  study's own pretraining run `WORKDIR/pretrain/<arch>`."""
+  given = (config.get("init_files") or {}).get(arch)
+  return str(given) if given else os.path.abspath(
+      os.path.join(workdir, "pretrain", arch))
+
+
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or reuses) `WORKDIR/pretrain/<arch>`; `{arch: info}`."""
   info = {}
   if not any(config.grid.pretrained):
     return info
   for arch in config.grid.architectures:
+    if (config.get("init_files") or {}).get(arch):
+      info[arch] = {"init_from": config.init_files[arch]}
+      continue
     c = config.pretrain[arch]
     run_dir = os.path.join(workdir, "pretrain", arch)
     step = suite.finished_step(c, run_dir)
@@ -267,8 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   grid = members(config, workdir)
   pre = pretrain(config, workdir)
   out = suite.train_and_evaluate(suite_config(config, grid), workdir)
-  if out.get("preempted"):
-    return out
+  if out.get("preempted") or (config.population.get("num_tasks") or 0) > 0:
+    return out  # a job array's task trains its share; the plain run reports
   factors = {n: f for n, (_, f) in grid.items()}
   evaluated = [n for n in grid if not out["members"][n].get("failed")]
   rows = list(out["rows"])
