@@ -67,6 +67,7 @@ def test_a_small_study_end_to_end(tmp_path):
   c.data.eval_examples = 16
   c.eval_batch_size = 16
   c.adversarial.max_examples = 8
+  c.plots = True
   workdir = str(tmp_path / "run")
   out = transfer.train_and_evaluate(c, workdir)
   names = {"vit_pt_full_all_none_s0", "vit_pt_head_all_none_s0",
@@ -96,6 +97,10 @@ def test_a_small_study_end_to_end(tmp_path):
   assert "pearson_low" in domain["id_accuracy"]
   fit = res["factors"]["domain"]["ood"]
   assert "architecture=vit" in fit and "strategy=head" in fit
+  assert "plots/transfer/proxies_by_kind.png" in res["plots"]
+  assert os.path.exists(os.path.join(workdir, "plots", "transfer",
+                                     "id_vs_ood_domain_by_architecture.png"))
+  assert set(res["analysed_members"]) == names
   # Robust accuracy never exceeds clean accuracy.
   value = {(r["model"], r["metric"]): float(r["value"]) for r in rows
            if r["shift"] == "test"}

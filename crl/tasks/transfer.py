@@ -49,6 +49,7 @@ import numpy as np
 from crl import config_lib
 from crl import train
 from crl.analysis import ood_report
+from crl.analysis import transfer_plots
 from crl.analysis import runs
 from crl.data import multi_domain
 from crl.evaluators import adversarial
@@ -257,7 +258,8 @@ def analyse(config: ml_collections.ConfigDict, rows: list[dict[str, Any]],
           level=float(config.analysis.level))
     except ValueError as e:  # too few members for the factors: say so
       effects[k] = {"error": str(e)}
-  return {"members": names, "quantities": list(q), "proxies": proxies,
+  return {"analysed_members": names, "pairs": pairs, "quantities": list(q),
+          "proxies": proxies,
           "factors": effects, "bootstrap": boot}
 
 
@@ -301,5 +303,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                "strategies": STRATEGIES})
   out.update(analyse(config, rows, factors, adv[0]["metric"]))
   if jax.process_index() == 0:
+    if config.get("plots", True):
+      names = out["analysed_members"]
+      by_kind: dict[str, list[list[float]]] = {}
+      for pair, kind in out["pairs"].items():
+        by_kind.setdefault(kind, []).append(
+            [_metric(rows, n, pair, "accuracy") for n in names])
+      paths = transfer_plots.write_all(
+          os.path.join(workdir, "plots", "transfer"), out,
+          [_metric(rows, n, "test", "accuracy") for n in names],
+          {k: np.mean(v, axis=0) for k, v in by_kind.items()},
+          {f: [factors[n][f] for n in names] for f in FACTORS})
+      out["plots"] = list(out.get("plots", [])) + [
+          os.path.relpath(p, workdir) for p in paths]
     _write(workdir, rows, factors, out)
   return out

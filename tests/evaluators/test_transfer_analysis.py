@@ -138,3 +138,22 @@ def test_bad_designs_raise_one_clear_error():
   res = ta.factor_effects([0.5, 0.6, 0.7, 0.8, 0.9], [0.4, 0.5, 0.5, 0.7, 0.7],
                           {"seed": ["0"] * 5, "aug": list("aabba")})
   assert res["constant"] == ["seed"] and "aug=b" in res["ood"]
+
+
+def test_plots_are_written(tmp_path):
+  from crl.analysis import transfer_plots  # pylint: disable=g-import-not-at-top
+  rng, id_acc, ood_acc = _population(n=8)
+  factors = {"architecture": ["vit", "resnet"] * 4,
+             "strategy": ["full"] * 4 + ["head"] * 4}
+  analysis = {
+      "proxies": ta.proxy_analysis({"id_accuracy": id_acc},
+                                   {"a": ("domain", ood_acc)}, n_boot=10),
+      "factors": {"domain": ta.factor_effects(id_acc, ood_acc, factors)}}
+  paths = transfer_plots.write_all(str(tmp_path), analysis, id_acc,
+                                   {"domain": ood_acc}, factors)
+  assert len(paths) == 4
+  for p in paths:
+    assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  with pytest.raises(ValueError, match="at least one shift kind"):
+    transfer_plots.proxy_heatmap({}, str(tmp_path / "x.png"))
+  del rng
