@@ -48,10 +48,11 @@ def proxy_heatmap(by_kind: Mapping[str, Mapping[str, Mapping[str, float]]],
 def factor_effects(effects: Mapping[str, Any], path: str | os.PathLike, *,
                    dpi: int = 100) -> str:
   """Coefficients with intervals of `transfer_analysis.factor_effects`."""
-  fits = [f for f in ("ood", "effective_robustness") if f in effects]
+  fits = [f for f in ("ood", "effective_robustness")
+          if f in effects and "error" not in effects[f]]
   if not fits:
     raise ValueError("factor_effects needs the 'ood' or "
-                     "'effective_robustness' fit.")
+                     "'effective_robustness' fit (without an error).")
   fig = Figure(figsize=(5 * len(fits), 3.5))
   for i, fit in enumerate(fits):
     ax = fig.add_subplot(1, len(fits), i + 1)
@@ -81,7 +82,8 @@ def write_all(out_dir: str, analysis: Mapping[str, Any],
   paths = [proxy_heatmap(analysis["proxies"]["by_kind"],
                          os.path.join(out_dir, "proxies_by_kind.png"))]
   for kind, effects in analysis["factors"].items():
-    if "error" not in effects:
+    if any("error" not in effects.get(f, {"error": ""})
+           for f in ("ood", "effective_robustness")):
       paths.append(factor_effects(
           effects, os.path.join(out_dir, f"factors_{kind}.png")))
   ids = np.asarray(id_accuracy, dtype=np.float64)

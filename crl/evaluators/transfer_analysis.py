@@ -26,12 +26,13 @@ one) being the reference, dropped from the design:
 Intervals are classical OLS t-intervals
 `coef +- t_{1-a/2, n-p} * sqrt(s^2 diag((X'X)^-1))`, `s^2 = RSS / (n - p)`.
 A design with `n <= p` or rank-deficient columns (a level that never occurs
-apart from another) raises `ValueError` naming the problem.
+apart from another) makes `ols` raise `ValueError` naming the problem;
+`factor_effects` then gives that fit as `{"error": message}`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -217,6 +218,15 @@ def ols(x: np.ndarray, y, names: Sequence[str], level: float = 0.95
   return out
 
 
+def _ols_or_error(x, y, names, level) -> dict[str, Any]:
+  """`ols(...)`, or `{"error": message}` where the design cannot be fit (so
+  one fit's failure, e.g. too few members, does not hide the other)."""
+  try:
+    return ols(x, y, names, level)
+  except ValueError as e:
+    return {"error": str(e)}
+
+
 def factor_effects(id_accuracy, ood_accuracy,
                    factors: Mapping[str, Sequence[str]], *,
                    reference: Mapping[str, str] | None = None,
@@ -239,6 +249,6 @@ def factor_effects(id_accuracy, ood_accuracy,
   constant = sorted(set(factors) - set(varying))
   x0, names0, refs = design_matrix(varying, reference)
   x1, names1, _ = design_matrix(varying, reference, {"probit_id_accuracy": x_id})
-  return {"ood": ols(x0, y, names0, level),
-          "effective_robustness": ols(x1, y, names1, level),
+  return {"ood": _ols_or_error(x0, y, names0, level),
+          "effective_robustness": _ols_or_error(x1, y, names1, level),
           "references": refs, "constant": constant, "level": level}

@@ -251,13 +251,10 @@ def analyse(config: ml_collections.ConfigDict, rows: list[dict[str, Any]],
   for _, (k, acc) in ood.items():
     by_kind.setdefault(k, []).append(np.asarray(acc))
   for k, accs in sorted(by_kind.items()):
-    try:
-      effects[k] = transfer_analysis.factor_effects(
-          q["id_accuracy"], np.mean(accs, axis=0),
-          {f: [factors[n][f] for n in names] for f in FACTORS if f != "seed"},
-          level=float(config.analysis.level))
-    except ValueError as e:  # too few members for the factors: say so
-      effects[k] = {"error": str(e)}
+    effects[k] = transfer_analysis.factor_effects(
+        q["id_accuracy"], np.mean(accs, axis=0),
+        {f: [factors[n][f] for n in names] for f in FACTORS if f != "seed"},
+        level=float(config.analysis.level))
   return {"analysed_members": names, "pairs": pairs, "quantities": list(q),
           "proxies": proxies,
           "factors": effects, "bootstrap": boot}

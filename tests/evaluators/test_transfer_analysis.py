@@ -138,6 +138,11 @@ def test_bad_designs_raise_one_clear_error():
   res = ta.factor_effects([0.5, 0.6, 0.7, 0.8, 0.9], [0.4, 0.5, 0.5, 0.7, 0.7],
                           {"seed": ["0"] * 5, "aug": list("aabba")})
   assert res["constant"] == ["seed"] and "aug=b" in res["ood"]
+  # 3 members, 3 columns with the ID covariate: that fit alone is an error.
+  res = ta.factor_effects([0.5, 0.6, 0.8], [0.4, 0.5, 0.7],
+                          {"aug": list("aab")})
+  assert "aug=b" in res["ood"]
+  assert "more members than columns" in res["effective_robustness"]["error"]
 
 
 def test_plots_are_written(tmp_path):
