@@ -45,6 +45,7 @@ setup(
             "opencv-python-headless>=4.8",  # cv2 for imagecorruptions
             "scikit-image>=0.22",
             "setuptools<81",                # imagecorruptions uses pkg_resources
+            "statsmodels>=0.14",            # OLS intervals (transfer analysis)
         ],
         "cuda12": [f"jax[cuda12]=={JAX}"],
         "tpu": [f"jax[tpu]=={JAX}"],

@@ -56,6 +56,7 @@ from crl import train
 from crl import workdir as workdir_lib
 
 MEMBER_AXIS = "member"
+INIT_SALT = 0x1417  # fresh members' params: fold_in(PRNGKey(seed), INIT_SALT)
 # Config keys that a population varies per member as data (see
 # `member_hparams`) or that do not change what is trained.
 _DATA_KEYS = ("seed", "num_steps", "augment", "trainable", "checkpoint",
@@ -268,7 +269,7 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
 
   stacked = NamedSharding(mesh, P(MEMBER_AXIS))
   keys = jnp.stack([jax.random.fold_in(
-      jax.random.PRNGKey((m or members[0]).config.seed), 0x1417)
+      jax.random.PRNGKey((m or members[0]).config.seed), INIT_SALT)
                     for m in slots])
   abstract = jax.eval_shape(init_all, keys)
   state_sharding = jax.tree.map(lambda _: stacked, abstract)

@@ -83,4 +83,5 @@ TRAINERS = Registry("trainer", {
     "two_heads": "crl.tasks.two_heads:train_and_evaluate",
     "savos": "crl.tasks.savos:train_and_evaluate",
     "ood_suite": "crl.tasks.ood_suite:train_and_evaluate",
+    "transfer": "crl.tasks.transfer:train_and_evaluate",
 })

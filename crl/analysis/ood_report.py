@@ -231,7 +231,7 @@ def _scatter_plots(evaluator, results, out_dir) -> list[str]:
       by_severity.setdefault(s.family, {}).setdefault(s.severity, []).append(
           name)
     else:
-      singles[s.kind].append(name)
+      singles.setdefault(s.kind, []).append(name)  # e.g. 'domain'
   for kind, names in singles.items():
     for k in range(0, len(names), SCATTER_PER_FIGURE):
       chunk = names[k:k + SCATTER_PER_FIGURE]

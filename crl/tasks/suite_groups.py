@@ -128,6 +128,23 @@ def check_workdir_config(config: ml_collections.ConfigDict,
         f"{', '.join(diffs)}); use a new --workdir.")
 
 
+def _init_params(member: ml_collections.ConfigDict, task: Any) -> Any:
+  """`member.init_from`'s backbone over the member's fresh head (the key the
+  population draws fresh members from), or None (see `crl.pretrained`)."""
+  if not member.get("init_from"):
+    return None
+  from crl import pretrained  # pylint: disable=g-import-not-at-top
+  init = pretrained.load(member, task)
+  if init.model_state:
+    raise pretrained.PretrainedError(
+        f"config.init_from={member.init_from!r} carries model state (batch "
+        "statistics), which a population does not hold; use GroupNorm or "
+        "config.population.group=False.")
+  key = jax.random.fold_in(jax.random.PRNGKey(member.seed),
+                           population.INIT_SALT)
+  return init.apply(task.init_params(key), {})[0]
+
+
 def train_unit(config: ml_collections.ConfigDict, workdir: str,
                unit: tuple[str, list[str]],
                members: dict[str, ml_collections.ConfigDict],
@@ -153,7 +170,9 @@ def train_unit(config: ml_collections.ConfigDict, workdir: str,
                members[group[0]].model.name, ", ".join(group))
   t0 = time.time()
   result = population.train_population(
-      [population.Member(n, members[n], tasks[n], dirs[n]) for n in group],
+      [population.Member(n, members[n], tasks[n], dirs[n],
+                         _init_params(members[n], tasks[n]))
+       for n in group],
       os.path.join(workdir, "population", name),
       mesh=population.make_mesh(settings.get("member_devices") or None),
       checkpoint_every=min(members[n].checkpoint.every_steps for n in group))
