@@ -46,13 +46,18 @@ from typing import Any
 from absl import app
 from absl import flags
 
-_TRIALS = flags.DEFINE_integer("trials", 10, "Number of trials.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the fault choices.")
-_OUT = flags.DEFINE_string("out", "/tmp/crl_fault_campaign",
-                           "Folder for the runs and summary.json.")
-_FAULTS = flags.DEFINE_list(
-    "faults", ["flip", "truncate", "delete", "sigkill", "sigterm"],
-    "Fault kinds to draw from.")
+
+
+def _define_flags():
+  """The command's flags, defined only when it runs as a program (names
+  such as --out and --seed are other modules' flags too)."""
+  return (flags.DEFINE_integer("trials", 10, "Number of trials."),
+          flags.DEFINE_integer("seed", 0, "Seed of the fault choices."),
+          flags.DEFINE_string("out", "/tmp/crl_fault_campaign",
+                              "Folder for the runs and summary.json."),
+          flags.DEFINE_list(
+              "faults", ["flip", "truncate", "delete", "sigkill", "sigterm"],
+              "Fault kinds to draw from."))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ("--config=configs/nac.py:tiny", "--config.final_eval.splits=test")
@@ -287,4 +292,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   os.environ.update(_CPU_ENV)  # before JAX is imported
+  _TRIALS, _SEED, _OUT, _FAULTS = _define_flags()
   app.run(main)

@@ -15,51 +15,21 @@ import jax
 import numpy as np
 
 
-def vit_head(params: Any) -> tuple[str, ...]:
-  """ViT: the Dense 'classifier' on the class token (or mean token)."""
+def classifier_head(params: Any) -> tuple[str, ...]:
+  """The Dense 'classifier' that every registered classifier ends in: on
+  ViT's class (or mean) token, ResNet's and the CNN's pooled features, NAC's
+  pooled read-out (its 'confidence' pooling weights and 'head_norm' stay in
+  the backbone), Perceiver IO's decoded output query, Neural Interpreters'
+  class tokens, the MLP's last hidden layer."""
   del params
   return ("classifier",)
 
 
-def resnet_head(params: Any) -> tuple[str, ...]:
-  """ResNet: the Dense 'classifier' on the pooled features."""
-  del params
-  return ("classifier",)
-
-
-def nac_head(params: Any) -> tuple[str, ...]:
-  """NAC: the Dense 'classifier' on the pooled read-out; the read-out's
-  'confidence' (pooling weights) and 'head_norm' stay in the backbone."""
-  del params
-  return ("classifier",)
-
-
-def perceiver_head(params: Any) -> tuple[str, ...]:
-  """Perceiver IO: the Dense 'classifier' on the decoded output query."""
-  del params
-  return ("classifier",)
-
-
-def interpreters_head(params: Any) -> tuple[str, ...]:
-  """Neural Interpreters: the Dense 'classifier' on the class tokens."""
-  del params
-  return ("classifier",)
-
-
-def mlp_head(params: Any) -> tuple[str, ...]:
-  """MLP: the last Dense 'classifier'."""
-  del params
-  return ("classifier",)
-
-
-# model name (crl.registry.MODELS) -> `params -> top-level head names`.
+# model name (crl.registry.MODELS) -> `params -> top-level head names`. A
+# model whose head is more than one Dense gets its own function here.
 HEADS: dict[str, Callable[[Any], tuple[str, ...]]] = {
-    "vit": vit_head,
-    "resnet": resnet_head,
-    "nac": nac_head,
-    "perceiver_io": perceiver_head,
-    "interpreters": interpreters_head,
-    "mlp": mlp_head,
+    name: classifier_head for name in (
+        "vit", "resnet", "cnn", "nac", "perceiver_io", "interpreters", "mlp")
 }
 
 
