@@ -14,9 +14,10 @@ from crl import config_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config(**overrides: Any) -> ml_collections.ConfigDict:
-  """`configs/nac.py:tiny` with dotted-key overrides (`"data.seed": 1`)."""
-  config = config_lib.load_config(os.path.join(ROOT, "configs/nac.py:tiny"))
+def load_with(spec: str, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """The config `spec` (`configs/<file>.py[:variant]`, from the repository
+  root) with dotted-key overrides (`{"data.seed": 1}`), locked."""
+  config = config_lib.load_config(os.path.join(ROOT, spec))
   config.unlock()
   for key, value in overrides.items():
     section = config
@@ -26,6 +27,11 @@ def tiny_config(**overrides: Any) -> ml_collections.ConfigDict:
     section[leaf] = value
   config.lock()
   return config
+
+
+def tiny_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """`configs/nac.py:tiny` with dotted-key overrides (`"data.seed": 1`)."""
+  return load_with("configs/nac.py:tiny", overrides)
 
 
 def subprocess_env(devices: int = 1) -> dict[str, str]:

@@ -16,28 +16,17 @@ import numpy as np
 import pytest
 
 from crl import checkpointing
-from crl import config_lib
 from crl import train
 from tests import helpers
 
 
 def resnet_tiny(**overrides: Any):
   """`configs/resnet.py:tiny` (BatchNorm) with dotted-key overrides."""
-  config = config_lib.load_config(
-      os.path.join(helpers.ROOT, "configs/resnet.py:tiny"))
-  config.unlock()
   values = {"num_steps": 4, "log_every_steps": 1, "checkpoint.every_steps": 2,
             "checkpoint.async_save": False, "final_eval.splits": "test",
             "evals": {}, "data.eval_examples": 16, "data.resolution": 16}
   values.update(overrides)
-  for key, value in values.items():
-    section = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      section = section[p]
-    section[leaf] = value
-  config.lock()
-  return config
+  return helpers.load_with("configs/resnet.py:tiny", values)
 
 
 def _newest(workdir):

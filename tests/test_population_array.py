@@ -71,17 +71,10 @@ def test_two_array_tasks_one_killed_and_restarted(tmp_path):
   for overrides, error, message in (
       ({"population.task_index": 2}, config_lib.ConfigError, "out of range"),
       ({"severities": (5,)}, checkpointing.CheckpointError, "another config")):
-    config = config_lib.load_config(os.path.join(
-        helpers.ROOT, "configs/ood_suite.py:tiny"))
-    config.population.num_tasks = 2
     same = {f"members.{m}.{k}": v for m in ("vit_s0", "vit_hue")
             for k, v in (("num_steps", STEPS), ("checkpoint.every_steps", 3))}
-    for key, value in {**same, **overrides}.items():
-      *parents, leaf = key.split(".")
-      section = config
-      for part in parents:
-        section = section[part]
-      section[leaf] = value
+    config = helpers.load_with("configs/ood_suite.py:tiny", {
+        "population.num_tasks": 2, **same, **overrides})
     with pytest.raises(error, match=message):
       ood_suite.train_and_evaluate(config, workdir)
     assert open(os.path.join(workdir, "config.json")).read() == before

@@ -52,17 +52,7 @@ def test_parity_penalty_values_and_gradients():
 
 
 def _tiny(**overrides):
-  config = config_lib.load_config(
-      os.path.join(helpers.ROOT, "configs/two_heads.py:tiny"))
-  config.unlock()
-  for key, value in overrides.items():
-    section = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      section = section[p]
-    section[leaf] = value
-  config.lock()
-  return config
+  return helpers.load_with("configs/two_heads.py:tiny", overrides)
 
 
 def test_fair_task_objective_is_ce_plus_lambda_penalty():
