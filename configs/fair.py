@@ -28,7 +28,7 @@ import ml_collections
 
 from crl import config_lib
 from crl import registry
-from crl.tasks import fairness
+from crl.trainers import fairness
 
 
 def nac_model(**overrides) -> ml_collections.ConfigDict:

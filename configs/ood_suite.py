@@ -83,7 +83,7 @@ from crl.evaluators import ood_detection
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = ("default", "tiny")
-# Keys the suite sets for every member (see crl.tasks.ood_suite).
+# Keys the suite sets for every member (see crl.trainers.ood_suite).
 _SUITE_KEYS = ("data", "eval_batch_size", "evals", "final_eval",
                "xla_fast_compile")
 

@@ -27,7 +27,7 @@ crl.data.occluded_video from visible masks only, then the supervised upper
 bound (same model, amodal ground truth, as many steps) in
 runs/savos/supervised, then adapts SaVos to the shifted distribution with
 the self-supervised loss on its training stream in runs/savos/adapt, and
-adapts it on each scored 'shifted' video itself (crl.tasks.savos_adapt; the
+adapts it on each scored 'shifted' video itself (crl.trainers.savos_adapt; the
 learning rate and steps chosen on held-out shifted videos); results.json
 holds full and occluded-region mIoU (crl's per-frame protocol, the plain
 object-frame average and the public code's protocol, 'official_*') of
@@ -121,7 +121,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.inputs = ml_collections.ConfigDict(dict(
       boundary_flip=0.0, missed_frames=0.0, flow_noise=0.0,
       flow_noise_cell=4, seed=0))
-  # Test-time adaptation on each scored video itself (crl.tasks.savos_adapt):
+  # Test-time adaptation on each scored video itself (crl.trainers.savos_adapt):
   # learning rate and steps chosen on held-out shifted videos.
   c.tta = ml_collections.ConfigDict(dict(
       enabled=True, split="shifted", intervention="shifted",
@@ -138,7 +138,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant == "noisy_tiny":
       _tiny(c)
   elif variant in ("official", "official_tiny"):
-    # The public code's choices (crl.models.savos, crl.tasks.savos_losses).
+    # The public code's choices (crl.models.savos, crl.trainers.savos_losses).
     c.model.mask_decoder = "bottleneck"
     c.model.flow_decoder = "full"
     c.loss.normalization = "official"

@@ -89,8 +89,8 @@ import ml_collections
 
 from crl import config_lib
 from crl import registry
-from crl.tasks import fairness
-from crl.tasks import two_heads
+from crl.trainers import fairness
+from crl.trainers import two_heads
 
 
 # Weak proxies: a linear probe on the raw inputs reads the attribute with

@@ -140,7 +140,7 @@ def load_model_config(spec: str, overrides: dict[str, Any]):
 def measure_model(name: str, batch_size: int, steps: int,
                   peak: float) -> dict[str, Any]:
   """The row of one model (see the module docstring)."""
-  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   spec, overrides = MODELS[name]
   config = load_model_config(spec, overrides)
   task = classification.ClassificationTask(config)

@@ -79,7 +79,7 @@ def peak_flops(device_kind: str, dtype: str) -> float:
 def model_input(config: ml_collections.ConfigDict) -> tuple[int, tuple]:
   """`(num_classes, per-example input shape)` of `config`'s data, without
   reading a TFDS dataset."""
-  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   if config.data.name == "tfds":
     if config.data.tfds_name not in TFDS_CLASSES:
       raise config_lib.ConfigError(
@@ -94,7 +94,7 @@ def model_input(config: ml_collections.ConfigDict) -> tuple[int, tuple]:
 def synthetic_task(config: ml_collections.ConfigDict) -> Any:
   """A `ClassificationTask` of `config`'s model with no dataset or pipeline
   (for benchmarks and compile checks on synthetic batches)."""
-  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   num_classes, shape = model_input(config)
   task = classification.ClassificationTask.__new__(
       classification.ClassificationTask)

@@ -115,7 +115,7 @@ def trainable_mask(params: Any, which: str) -> Any:
 
 def member_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The per-member data of the population step (host values)."""
-  from crl.tasks import ood_suite  # pylint: disable=g-import-not-at-top
+  from crl.trainers import ood_suite  # pylint: disable=g-import-not-at-top
   return {**train.optimizer_hparams(config.optimizer, config.batch_size,
                                     config.num_steps),
           "seed": np.int32(config.seed),

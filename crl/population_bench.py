@@ -42,7 +42,7 @@ def measure(name: str, members: int, batch_size: int, steps: int,
   `load_config` and `memory_mib` are `crl.bench`'s (passed in: `crl.bench`
   runs as `__main__`).
   """
-  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   config = load_config(MODELS[name], {})
   task = classification.ClassificationTask(config)
   tx, schedule = train.make_optimizer(config.optimizer, batch_size, 1000)

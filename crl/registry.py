@@ -78,10 +78,10 @@ EVALUATORS = Registry("evaluator", {
 })
 
 TRAINERS = Registry("trainer", {
-    "classification": "crl.tasks.classification:train_and_evaluate",
-    "fair_classification": "crl.tasks.fairness:train_and_evaluate",
-    "two_heads": "crl.tasks.two_heads:train_and_evaluate",
-    "savos": "crl.tasks.savos:train_and_evaluate",
-    "ood_suite": "crl.tasks.ood_suite:train_and_evaluate",
-    "transfer": "crl.tasks.transfer:train_and_evaluate",
+    "classification": "crl.trainers.classification:train_and_evaluate",
+    "fair_classification": "crl.trainers.fairness:train_and_evaluate",
+    "two_heads": "crl.trainers.two_heads:train_and_evaluate",
+    "savos": "crl.trainers.savos:train_and_evaluate",
+    "ood_suite": "crl.trainers.ood_suite:train_and_evaluate",
+    "transfer": "crl.trainers.transfer:train_and_evaluate",
 })

@@ -8,7 +8,7 @@ step)` and the data of step `t` is a pure function of `t`, so a restarted run
 continues exactly where the checkpoint left it.
 
 What is trained, on what, and how it is evaluated comes from a `Task`
-(`crl.tasks.classification.ClassificationTask` for image classifiers; the
+(`crl.trainers.classification.ClassificationTask` for image classifiers; the
 amodal-segmentation and fairness trainers bring their own); `run` does the
 rest: optimizer, checkpoints and resume, preemption, non-finite checks,
 metrics, periodic and final evaluation.
@@ -661,9 +661,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """The classification trainer (`config.trainer = "classification"`).
 
   Trains `config.model` on `config.data`; see
-  `crl.tasks.classification.ClassificationTask` and `run`.
+  `crl.trainers.classification.ClassificationTask` and `run`.
   """
-  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   return classification.train_and_evaluate(config, workdir, stop_at)
 
 

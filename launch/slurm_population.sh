@@ -10,7 +10,7 @@
 #     --config.population.num_tasks=N --config.population.task_index=i
 # which trains units i, i+N, i+2N, ... of the population (a unit: a group of
 # members that share an architecture, trained in one program by
-# crl.population, or a member trained alone; see crl/tasks/suite_groups.py)
+# crl.population, or a member trained alone; see crl/trainers/suite_groups.py)
 # into the shared WORKDIR and evaluates nothing. Tasks may start, fail and be
 # requeued in any order:
 #   * each unit trains under its directory's lock (run.lock): a second live

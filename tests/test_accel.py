@@ -13,7 +13,7 @@ from crl import bench_device
 from crl import config_lib
 from crl import runtime
 from crl import train
-from crl.tasks import classification
+from crl.trainers import classification
 from tests import helpers
 
 

@@ -163,7 +163,7 @@ _DRIVER = textwrap.dedent("""
     import json, os, sys, tempfile, traceback
     from crl import main as m
     from crl import train
-    from crl.tasks import classification, ood_suite
+    from crl.trainers import classification, ood_suite
     import tensorflow_datasets
     out = []
     for args in json.loads(CASES_JSON):

@@ -7,7 +7,7 @@ import pytest
 
 from crl import config_lib
 from crl import train
-from crl.tasks import classification
+from crl.trainers import classification
 from tests import helpers
 
 VARIANTS = ["", "tiny", "bench", "official_s32", "tfds", "tiny_imagenet",

@@ -77,7 +77,7 @@ def test_corrupted_data_is_detected_moved_aside_and_retrained(tmp_path,
     f.seek(10)
     f.write(b"\xff" * 64)
   caplog.clear()
-  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   _, step = train.restore_trained(config, workdir,
                                   classification.ClassificationTask(config))
   assert step == 8 and "checkpoints/12 is broken" in caplog.text
@@ -278,7 +278,7 @@ def _sigterm_self():
 
 def test_sigterm_during_final_evaluation_stops_then_rerun_finishes(
     tmp_path, monkeypatch):
-  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   config = helpers.tiny_config(num_steps=6, log_every_steps=2,
                                **{"checkpoint.every_steps": 3}, **FAST)
   workdir = str(tmp_path / "run")

@@ -67,7 +67,7 @@ def test_batch_norm_statistics_are_trained_checkpointed_and_resumed(
                _newest(resumed))
 
   # Evaluation uses the running statistics: restore_trained gives them back.
-  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   task = classification.ClassificationTask(config)
   restored, step = train.restore_trained(config, straight, task)
   assert step == 4

@@ -15,7 +15,7 @@ import pytest
 
 from crl import checkpointing
 from crl import config_lib
-from crl.tasks import ood_suite
+from crl.trainers import ood_suite
 from tests import helpers
 
 SPEC = os.path.join(helpers.ROOT, "configs/ood_suite.py:tiny")

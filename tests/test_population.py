@@ -15,7 +15,7 @@ import pytest
 from crl import config_lib
 from crl import population
 from crl import train
-from crl.tasks import ood_suite
+from crl.trainers import ood_suite
 from tests import helpers
 
 ATOL = 1e-6

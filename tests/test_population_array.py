@@ -14,8 +14,8 @@ import pytest
 
 from crl import checkpointing
 from crl import config_lib
-from crl.tasks import ood_suite
-from crl.tasks import suite_groups
+from crl.trainers import ood_suite
+from crl.trainers import suite_groups
 from tests import helpers
 
 STEPS = 30

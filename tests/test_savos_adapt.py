@@ -1,4 +1,4 @@
-"""Per-video test-time adaptation of SaVos (crl.tasks.savos_adapt)."""
+"""Per-video test-time adaptation of SaVos (crl.trainers.savos_adapt)."""
 
 import os
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from crl import config_lib
-from crl.tasks import savos as savos_task
-from crl.tasks import savos_adapt
+from crl.trainers import savos as savos_task
+from crl.trainers import savos_adapt
 from tests import helpers
 
 

@@ -10,7 +10,7 @@ import pytest
 from crl import config_lib
 from crl import train
 from crl.data import occluded_video
-from crl.tasks import savos as savos_task
+from crl.trainers import savos as savos_task
 from tests import helpers
 
 TINY = "configs/savos.py:tiny"

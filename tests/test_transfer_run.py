@@ -7,7 +7,7 @@ import os
 import pytest
 
 from crl import config_lib
-from crl.tasks import transfer
+from crl.trainers import transfer
 from tests import helpers
 
 SPEC = os.path.join(helpers.ROOT, "configs/transfer.py:tiny")

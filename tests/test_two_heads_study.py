@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from crl import config_lib
-from crl.tasks import classification
-from crl.tasks import fairness
-from crl.tasks import two_heads
+from crl.trainers import classification
+from crl.trainers import fairness
+from crl.trainers import two_heads
 from tests import helpers
 
 
@@ -182,7 +182,7 @@ def test_celeba_study_selects_by_validation_ap_and_resumes(tmp_path):
 
 
 def test_interval_is_the_student_t_interval_of_the_mean():
-  from crl.tasks import two_heads_summary  # pylint: disable=g-import-not-at-top
+  from crl.trainers import two_heads_summary  # pylint: disable=g-import-not-at-top
   out = two_heads_summary.interval([0.70, 0.72, 0.74])
   # sd 0.02, t(0.975, 2 dof) = 4.302653: half width 4.302653 * .02 / sqrt(3).
   assert out["mean"] == pytest.approx(0.72)

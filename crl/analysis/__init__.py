@@ -1,2 +1,2 @@
-"""Analysis of trained models and evaluation results: circuit graphs, module
-dropping, plots (`crl.analysis.plots`) and reports."""
+"""Post-hoc analyses of finished runs: circuit graphs, module dropping, few-shot
+adaptation (`python -m crl.analysis`)."""

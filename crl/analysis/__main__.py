@@ -26,7 +26,7 @@ from absl import logging
 from crl.analysis import circuits
 from crl.analysis import few_shot
 from crl.analysis import module_dropping
-from crl.analysis import runs
+from crl.trainers import runs
 from crl.models import nac as nac_lib
 
 ANALYSES = ("circuits", "dropping", "few_shot")

@@ -133,7 +133,7 @@ def analyse(run: Any, *, splits: Sequence[str] | None = None,
   """The circuit report of a trained NAC run (see the module docstring).
 
   Args:
-    run: a `crl.analysis.runs.Run` of a trained NAC.
+    run: a `crl.trainers.runs.Run` of a trained NAC.
     splits: eval splits compared with 'test' (default: all but novel ones).
     examples: examples per split for the per-example graphs.
     seed: seed of graph sampling.

@@ -163,7 +163,7 @@ def dropping_curve(run: Any, *, rankings: Sequence[str] = RANKINGS,
   """Accuracy and latency for each ranking and dropped fraction.
 
   Args:
-    run: a `crl.analysis.runs.Run` of a trained NAC.
+    run: a `crl.trainers.runs.Run` of a trained NAC.
     rankings: names from `RANKINGS`.
     fractions: fractions of mediators to drop, each in [0, 1).
     split: the evaluation split of the run's dataset.

@@ -10,7 +10,7 @@ as `configs/ood_suite.py` writes them to results.csv/json::
                                shifts=("domain", "corruption/*/3"))
 
 The evaluation is `crl.evaluators.ood_suite.OODSuiteEvaluator` (metrics,
-shift data, protocols) driven by `crl.analysis.ood_report.evaluate_models`,
+shift data, protocols) driven by `crl.reports.ood_report.evaluate_models`,
 the suite trainer's own per-shift loop, so numbers agree with the suite's
 for the same model. `evaluate_classifiers` does several models from one pass
 over each shift's data.
@@ -70,7 +70,7 @@ def evaluate_classifiers(models: Mapping[str, tuple[ApplyFn, Any]], *,
     `[{model, shift, kind, metric, value, protocol}]`, model by model.
   """
   # Imported here: the analysis package builds on the evaluators.
-  from crl.analysis import ood_report  # pylint: disable=g-import-not-at-top
+  from crl.reports import ood_report  # pylint: disable=g-import-not-at-top
   if not models:
     raise ValueError("evaluate_classifiers needs at least one model.")
   pipeline = make_pipeline(dataset, eval_batch_size)

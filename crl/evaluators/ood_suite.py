@@ -1,7 +1,7 @@
 """OOD-suite evaluator: one model on many shifts, each number with its protocol.
 
 `OODSuiteEvaluator` follows the evaluator convention of
-`crl.tasks.classification` (built from a `config.evals.<name>` section with
+`crl.trainers.classification` (built from a `config.evals.<name>` section with
 `pipeline`, `predict_fn` and `num_classes`), so any training config can
 track shifts during training::
 

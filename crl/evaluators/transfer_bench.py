@@ -47,7 +47,7 @@ def measure(model_config: Any, batch_size: int = 64, steps: int = 5
             ) -> list[dict[str, Any]]:
   """Rows `{name, batch_size, images_per_s}`; `model_config` is a run
   config whose model classifies 32x32 images (e.g. configs/vit.py:bench)."""
-  from crl.tasks import classification  # pylint: disable=g-import-not-at-top
+  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   key = jax.random.key(0)
   images = jax.random.uniform(key, (batch_size, RESOLUTION, RESOLUTION, 3))
   rows = []

@@ -16,7 +16,7 @@ What stays float32 by construction: normalisation statistics (flax's
 LayerNorm/GroupNorm/BatchNorm reduce in float32 and keep float32 running
 stats), every softmax (`crl.models.layers.softmax`), NAC's signature kernel
 and graph sampling (`crl.models.kernel` computes in float32), the loss
-(`crl.tasks.classification.cross_entropy` upcasts the logits).
+(`crl.trainers.classification.cross_entropy` upcasts the logits).
 
 `float32` returns the model object unchanged: the default path is untouched.
 """

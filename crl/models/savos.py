@@ -27,7 +27,7 @@ as in the public PyTorch code, on one square crop per track:
 
 So the amodal prediction for frame t never sees frame t's visible mask; it
 is what the model carried over from the neighbouring frames. The training
-signals (crl.tasks.savos_losses) compare it with frame t's visible mask
+signals (crl.trainers.savos_losses) compare it with frame t's visible mask
 where nothing occludes.
 
 Call: `out = model.apply({'params': p}, video, train=bool)`, `video` a dict

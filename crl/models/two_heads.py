@@ -5,7 +5,7 @@
   g_logits = group_classifier(h)           [batch, num_groups]    attribute head
 
 Trained with `(1 - w) CE(logits, y) + w * loss(g_logits, s)`
-(`crl.tasks.fairness.TwoHeadsTask`). For a binary target and a binary
+(`crl.trainers.fairness.TwoHeadsTask`). For a binary target and a binary
 attribute the margins `z1 = logits[:, 1] - logits[:, 0]` and
 `z2 = g_logits[:, 1] - g_logits[:, 0]` are both linear in `h`, so the merged
 rule `yhat = 1[z1 + b z2 + c > 0]` is itself one linear head on `h`:

@@ -10,9 +10,9 @@ import pytest
 from crl.analysis import circuits
 from crl.analysis import few_shot
 from crl.analysis import module_dropping
-from crl.analysis import runs
+from crl.trainers import runs
 from crl.checkpointing import CheckpointError
-from crl.tasks import classification
+from crl.trainers import classification
 from tests import helpers
 
 

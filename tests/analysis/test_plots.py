@@ -6,7 +6,7 @@ from matplotlib import image as mpimg
 import numpy as np
 import pytest
 
-from crl.analysis import plots
+from crl.reports import plots
 from crl.evaluators import metrics
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

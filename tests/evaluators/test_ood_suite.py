@@ -30,7 +30,7 @@ from crl.evaluators import metrics as metrics_lib
 from crl.evaluators import ood_suite
 from crl.shifts import corruptions
 from crl.shifts import natural
-from crl.tasks import classification
+from crl.trainers import classification
 from tests import helpers
 
 N = 20  # examples per causal-shapes split; eval batches of 8 pad the last

@@ -146,7 +146,7 @@ def test_bad_designs_raise_one_clear_error():
 
 
 def test_plots_are_written(tmp_path):
-  from crl.analysis import transfer_plots  # pylint: disable=g-import-not-at-top
+  from crl.reports import transfer_plots  # pylint: disable=g-import-not-at-top
   rng, id_acc, ood_acc = _population(n=8)
   factors = {"architecture": ["vit", "resnet"] * 4,
              "strategy": ["full"] * 4 + ["head"] * 4}

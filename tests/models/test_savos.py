@@ -9,7 +9,7 @@ import pytest
 
 from crl.models import savos
 from crl.models import savos_layers as sl
-from crl.tasks import savos_losses as losses
+from crl.trainers import savos_losses as losses
 
 P = 16
 

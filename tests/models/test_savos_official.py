@@ -9,7 +9,7 @@ import pytest
 from crl.models import savos
 from crl.models import savos_layers as sl
 from crl.models import savos_nets as nets
-from crl.tasks import savos_losses as losses
+from crl.trainers import savos_losses as losses
 from tests.models import test_savos as base
 
 P = base.P

@@ -5,7 +5,7 @@ dataset with a binary target and a binary protected attribute:
 
 1. Penalty sweep. For every lambda in `config.study.lambdas` and every seed
    in `config.study.seeds`, `config.model` is trained under the parity
-   penalty (`crl.tasks.fairness.FairClassificationTask`) in its own workdir
+   penalty (`crl.trainers.fairness.FairClassificationTask`) in its own workdir
    `WORKDIR/lambda_<v>/` (`.../seed_<s>/` with several seeds), through
    `crl.train.run`: a killed study run again resumes the unfinished run and
    only re-evaluates the finished ones. lambda = 0 is the unconstrained
@@ -20,14 +20,14 @@ dataset with a binary target and a binary protected attribute:
    (effective rank, total variance: do features collapse at high lambda?).
 3. Explicit two heads. `crl.models.two_heads.TwoHeads` around the same
    backbone, trained with `(1 - w) CE(y) + w CE(s)`
-   (`crl.tasks.fairness.TwoHeadsTask`, `WORKDIR/two_heads/`); for every
+   (`crl.trainers.fairness.TwoHeadsTask`, `WORKDIR/two_heads/`); for every
    `eps` in `config.study.eps` the merge `1[z1 + b z2 + c > 0]` of best
    validation accuracy with validation |DDP| <= eps
    (`crl.models.two_heads.merge_search`), reported on test and exported as a
    single linear head (checked against the merged rule).
    With `config.study.select_every_steps > 0` every training (penalised or
    two-headed) keeps the parameters of its best validation average
-   precision, checked every that many steps (`crl.tasks.model_selection`;
+   precision, checked every that many steps (`crl.trainers.model_selection`;
    the public code checks every epoch).
 4. Baselines: the unconstrained model; group-specific thresholds on its
    margins (needs the attribute at prediction time), searched on validation
@@ -36,7 +36,7 @@ dataset with a binary target and a binary protected attribute:
 Writes `WORKDIR/results.json` (`results` holds the test row of every
 method; `penalty_sweep`, `two_heads`, `group_thresholds` all details;
 `summary` the numbers to quote) and two plots, `probe_vs_ddp.png` and
-`frontier.png` (`crl.analysis.fairness_plots`).
+`frontier.png` (`crl.reports.fairness_plots`).
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ from crl.data import fair_tabular
 from crl.evaluators import fairness as fm
 from crl.evaluators import probes
 from crl.models import two_heads as two_heads_lib
-from crl.tasks import classification
-from crl.tasks import fairness
-from crl.tasks import model_selection
-from crl.tasks import two_heads_summary as summary_lib
+from crl.trainers import classification
+from crl.trainers import fairness
+from crl.trainers import model_selection
+from crl.trainers import two_heads_summary as summary_lib
 
 _ROW_KEYS = ("accuracy", "average_precision", "ddp", "abs_ddp",
              "dp_difference", "dp_ratio", "eo_difference",
@@ -116,7 +116,7 @@ def _row(margin, label, group) -> dict[str, float]:
 
 def _train(config, workdir, stop_at, select_every_steps: int = 0):
   """One training; with `select_every_steps`, its parameters are those of
-  the best validation average precision (`crl.tasks.model_selection`)."""
+  the best validation average precision (`crl.trainers.model_selection`)."""
   task = fairness.make_task(config)
   if select_every_steps:
     return task, model_selection.train_and_select(
@@ -237,7 +237,7 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   study = config.get("study")
   if study is None:
     raise config_lib.ConfigError("The two-heads trainer needs config.study "
-                                 "(see crl.tasks.two_heads.study_config).")
+                                 "(see crl.trainers.two_heads.study_config).")
   if not study.lambdas or any(v < 0 for v in study.lambdas):
     raise config_lib.ConfigError(f"config.study.lambdas must be non-negative "
                                  f"values, got {study.lambdas!r}.")
@@ -337,7 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   }
   if jax.process_index() == 0:
     if study.plots:
-      from crl.analysis import fairness_plots  # pylint: disable=g-import-not-at-top
+      from crl.reports import fairness_plots  # pylint: disable=g-import-not-at-top
       out["plots"] = fairness_plots.write_plots(out, workdir)
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(out, f, indent=2)

@@ -10,7 +10,7 @@
 2. Fine-tuning: members = architecture x pretrained (`init_from` that run
    directory, head re-created) or scratch x strategy x regime x
    augmentation x seed, all on `config.data` (one target domain), trained
-   and evaluated by the OOD suite (`crl.tasks.ood_suite`: the population
+   and evaluated by the OOD suite (`crl.trainers.ood_suite`: the population
    engine for members sharing an architecture, then the ID test split and
    every selected shift). Strategies (`STRATEGIES`): `full` (every
    parameter trained) and `head` (linear probe: only the classifier head,
@@ -48,14 +48,14 @@ import numpy as np
 
 from crl import config_lib
 from crl import train
-from crl.analysis import ood_report
-from crl.analysis import transfer_plots
-from crl.analysis import runs
+from crl.reports import ood_report
+from crl.reports import transfer_plots
+from crl.trainers import runs
 from crl.data import multi_domain
 from crl.evaluators import adversarial
 from crl.evaluators import transfer_analysis
-from crl.tasks import classification
-from crl.tasks import ood_suite as suite
+from crl.trainers import classification
+from crl.trainers import ood_suite as suite
 
 STRATEGIES = {"full": "all", "head": "head"}   # strategy -> config.trainable
 REGIMES = ("all",)

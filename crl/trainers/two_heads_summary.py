@@ -1,7 +1,7 @@
 """The two-heads study's summary: per-lambda means with t-intervals over
 seeds, the probe's rank correlations, and the two heads (and the group
 thresholds) against the penalty sweep at the same |DDP|
-(`crl.tasks.two_heads` writes it into results.json and prints
+(`crl.trainers.two_heads` writes it into results.json and prints
 `format_summary`)."""
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def train_and_select(config: ml_collections.ConfigDict, workdir: str,
   Args:
     config: the training's config.
     workdir: its run directory.
-    task: a `crl.tasks.fairness.FairClassificationTask` (or subclass).
+    task: a `crl.trainers.fairness.FairClassificationTask` (or subclass).
     every_steps: steps between checks (> 0); the final step is checked.
     stop_at: stop after the chunk that reaches this step (as preempted).
 

@@ -37,7 +37,7 @@ from crl.data import pipeline as pipeline_lib
 from crl.evaluators import classification as classification_eval
 from crl.evaluators import fairness as fairness_eval
 from crl.models import precision
-from crl.tasks import classification
+from crl.trainers import classification
 
 PENALTIES = ("squared", "absolute")
 GROUP_LOSSES = ("bce", "mse")
@@ -123,7 +123,7 @@ def check_fairness_config(config: ml_collections.ConfigDict,
   f = config.get("fairness")
   if f is None:
     raise config_lib.ConfigError("A fairness trainer needs config.fairness "
-                                 "(see crl.tasks.fairness.fairness_config).")
+                                 "(see crl.trainers.fairness.fairness_config).")
   if f.penalty not in PENALTIES:
     raise config_lib.ConfigError(f"config.fairness.penalty must be one of "
                                  f"{PENALTIES}, got {f.penalty!r}.")

@@ -1,6 +1,6 @@
 """SaVos's input pipeline: one compiled video generator for every stream.
 
-`VideoPipeline` serves the SaVos trainer (crl.tasks.savos): training
+`VideoPipeline` serves the SaVos trainer (crl.trainers.savos): training
 streams of any distribution, eval splits and held-out streams, optionally
 with tracker-like observation noise (crl.data.tracker_noise);
 `check_video_batch` validates a batch before anything is compiled.

@@ -18,7 +18,7 @@ import ml_collections
 from crl import checkpointing
 from crl import config_lib
 from crl import train
-from crl.tasks import classification
+from crl.trainers import classification
 
 
 @dataclasses.dataclass

@@ -14,7 +14,7 @@ specs/ood.md with `crl.evaluators.population`; `write` produces
 * `plots/`: ID-vs-OOD scatter with a fitted line per shift
   (`id_vs_ood_<group>.png`), reliability diagrams (`reliability/<model>.png`)
   and accuracy against corruption severity
-  (`accuracy_vs_severity_<family>.png`), from `crl.analysis.plots`;
+  (`accuracy_vs_severity_<family>.png`), from `crl.reports.plots`;
 
 and prints a short table. Non-finite statistics (a correlation over models
 of constant accuracy) are written as null in JSON and nan in CSV.
@@ -34,7 +34,7 @@ import jax
 import numpy as np
 
 from crl import config_lib
-from crl.analysis import plots
+from crl.reports import plots
 from crl.evaluators import population
 from crl.shifts import corruptions
 

@@ -1,4 +1,4 @@
-"""The transfer study's figures (PNG, Agg canvas, as `crl.analysis.plots`).
+"""The transfer study's figures (PNG, Agg canvas, as `crl.reports.plots`).
 
 - `proxy_heatmap`: one cell per (ID quantity, shift kind), the chosen
   correlation of `transfer_analysis.proxy_analysis`'s `by_kind`.
@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 from matplotlib.figure import Figure
 import numpy as np
 
-from crl.analysis import plots
+from crl.reports import plots
 
 
 def proxy_heatmap(by_kind: Mapping[str, Mapping[str, Mapping[str, float]]],

@@ -19,9 +19,9 @@ then scores SaVos, the upper bound, the baselines (visible mask, convex hull)
 and the adapted model (`crl.evaluators.amodal`), writes
 `workdir/results.json` (`{"results": {split: {method: metrics}}, "table",
 "timing_s", ...}`), prints the table, and draws pictures of the first test
-videos into `workdir/pictures/` (`crl.analysis.amodal_pictures`).
+videos into `workdir/pictures/` (`crl.reports.amodal_pictures`).
 
-One input pipeline (`crl.tasks.savos_pipeline`, one compiled generator) and
+One input pipeline (`crl.trainers.savos_pipeline`, one compiled generator) and
 one evaluator (one compiled scoring function) serve all the runs.
 """
 
@@ -40,15 +40,15 @@ import ml_collections
 from crl import config_lib
 from crl import registry
 from crl import train
-from crl.analysis import amodal_pictures
+from crl.reports import amodal_pictures
 from crl.data import occluded_video
 from crl.data import tracker_noise
 from crl.evaluators import amodal as amodal_eval
 from crl.models import precision
 from crl.models import savos as savos_lib
-from crl.tasks import savos_adapt
-from crl.tasks import savos_pipeline
-from crl.tasks import savos_losses
+from crl.trainers import savos_adapt
+from crl.trainers import savos_pipeline
+from crl.trainers import savos_losses
 
 MODES = ("self_supervised", "supervised")
 OBSERVED_KEYS = occluded_video.OBSERVED_KEYS

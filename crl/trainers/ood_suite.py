@@ -17,7 +17,7 @@
   run): that run on every selected shift that applies to its data;
   population statistics are omitted (noted in results.json).
 
-Outputs (`crl.analysis.ood_report`): `WORKDIR/results.csv` (model, shift,
+Outputs (`crl.reports.ood_report`): `WORKDIR/results.csv` (model, shift,
 kind, metric, value), `WORKDIR/results.json` (the same rows with each
 number's protocol, population statistics, skipped shifts, members) and
 `WORKDIR/plots/`; a short table is printed at the end.
@@ -47,10 +47,10 @@ from crl import config_lib
 from crl import registry
 from crl import train
 from crl import workdir as workdir_lib
-from crl.analysis import ood_report
+from crl.reports import ood_report
 from crl.evaluators import ood_suite
-from crl.tasks import classification
-from crl.tasks import suite_groups
+from crl.trainers import classification
+from crl.trainers import suite_groups
 
 AUGMENTATIONS = ("flip", "crop", "hue")
 AUG_SALT = 0xA06
@@ -289,7 +289,7 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def _one_checkpoint(config, workdir):
-  from crl.analysis import runs  # pylint: disable=g-import-not-at-top
+  from crl.trainers import runs  # pylint: disable=g-import-not-at-top
   path = config.checkpoint
   if not os.path.isdir(path):
     raise checkpointing.CheckpointError(

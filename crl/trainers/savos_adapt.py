@@ -36,7 +36,7 @@ from crl.evaluators import amodal as amodal_eval
 from crl.evaluators.classification import gather
 from crl.data import occluded_video
 from crl.models import savos as savos_lib
-from crl.tasks import savos_losses
+from crl.trainers import savos_losses
 
 OBSERVED_KEYS = occluded_video.OBSERVED_KEYS
 

@@ -1,1 +1,0 @@
-"""Tasks: what the generic loop in `crl.train` trains and evaluates."""

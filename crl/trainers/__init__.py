@@ -1,0 +1,1 @@
+"""Trainers: one module per `config.trainer` name, each with the Task it trains."""
