@@ -1,0 +1,175 @@
+"""The README's result tables, rendered from the committed results files.
+
+Every number the README quotes from a documented run sits between two markers,
+
+    <!-- results: NAME -->
+    ...rendered text...
+    <!-- /results -->
+
+and is rendered by `TABLES[NAME]` from the files of that run committed under
+`docs/results/<run>/`: the run's own `results.json` (or `circuits.json`, ...)
+and `run.json` (`command`, `date`, `machine`, `load`, `wall`), written when the
+documented command was run.
+
+    python -m crl.reports.readme            # rewrite README.md's blocks
+    python -m crl.reports.readme --check    # exit 1 if README.md is stale
+
+When code changes a number: rerun the documented command, copy its small
+result files into `docs/results/<run>/` with `collect(...)`, and rerun the
+renderer; `tests/test_readme.py` fails until README and files agree.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import shutil
+import sys
+from typing import Any, Callable
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+RESULTS = REPO / "docs" / "results"
+BLOCK = re.compile(r"(<!-- results: (?P<name>[\w-]+) -->\n)(?P<body>.*?)"
+                   r"(<!-- /results -->)", re.S)
+# The small files of a run that are committed (no checkpoints, no events).
+COLLECTED = ("results.json", "results.csv", "circuits.json", "sweep.json",
+             "config.json")
+
+NAC_DISTRIBUTIONS = ("test", "hue_independent", "unseen_hue", "scale_out",
+                     "border_position", "unseen_background", "unseen_rotation",
+                     "unseen_combination")
+COMPARISON = (("nac", "NAC"), ("perceiver_io", "Perceiver IO"),
+              ("nac_as_perceiver", "NAC as Perceiver"), ("vit", "ViT"),
+              ("interpreters", "Neural Interpreters"))
+
+
+def load(run: str, name: str = "results.json",
+         root: pathlib.Path = RESULTS) -> Any:
+  """The parsed JSON file `name` of committed run `run`, or None."""
+  path = root / run / name
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def provenance(run: str, root: pathlib.Path = RESULTS) -> str:
+  """One line: the command of `run`, when and where it ran, and its wall time."""
+  meta = load(run, "run.json", root)
+  if meta is None:
+    raise FileNotFoundError(f"{root / run / 'run.json'} is missing: every "
+                            "committed run needs its command and date")
+  return (f"`{meta['command']}`: {meta['wall']} wall, {meta['date']}, "
+          f"{meta['machine']}, {meta['load']}.")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def nac_default(root: pathlib.Path) -> str:
+  """Accuracy, NLL and ECE of the default NAC run per test distribution."""
+  res = load("nac", root=root)["results"]
+  rows = [[("test (in distribution)" if d == "test" else d),
+           f"{res[d]['accuracy']:.4f}", f"{res[d]['nll']:.3f}",
+           f"{res[d]['ece']:.3f}"] for d in NAC_DISTRIBUTIONS]
+  rows.append(["novel_classes",
+               f"MSP AUROC vs test: {res['novel_classes']['ood_auroc_msp']:.3f}",
+               "", ""])
+  return (provenance("nac", root) + "\n\n"
+          + _table(["distribution", "accuracy", "NLL", "ECE"], rows))
+
+
+def comparison(root: pathlib.Path) -> str:
+  """Accuracy of NAC and each comparison model that has committed results."""
+  runs = [(run, label, load(run, root=root)) for run, label in COMPARISON]
+  runs = [(run, label, r["results"]) for run, label, r in runs if r]
+  rows = [[("test (ID)" if d == "test" else d)]
+          + [f"{res[d]['accuracy']:.4f}" for _, _, res in runs]
+          for d in NAC_DISTRIBUTIONS]
+  rows.append(["novel_classes (MSP AUROC)"]
+              + [f"{res['novel_classes']['ood_auroc_msp']:.3f}"
+                 for _, _, res in runs])
+  lines = [f"- {label}: {provenance(run, root)}" for run, label, _ in runs]
+  return ("\n".join(lines) + "\n\n"
+          + _table(["distribution"] + [label for _, label, _ in runs], rows))
+
+
+def circuits(root: pathlib.Path) -> str:
+  """The circuit statistics of the default NAC run (`circuits.json`)."""
+  c = load("nac_circuits", "circuits.json", root)
+  k, s = c["averaged"], c["per_example"]
+  rows = [
+      ["directed links among mediators in the averaged graph K (K > 0.5)",
+       f"{k['num_edges_directed']} among {k['num_modules']}"],
+      ["density / max degree", f"{k['density']:.3f} / {k['degree_max']}"],
+      ["modularity (communities)",
+       f"{k['modularity']:.3f} ({k['num_communities']})"],
+      ["mean shortest path (diameter; pairs reachable)",
+       f"{k['mean_shortest_path']:.2f} ({k['diameter_reachable']}; "
+       f"{100 * k['reachable_pair_fraction']:.1f}%)"],
+      ["links per sampled per-example graph (mean)",
+       f"{s['edges_per_example']:.1f}"],
+      ["mean Jaccard distance between sampled graphs",
+       f"{s['mean_jaccard_distance']:.3f}"],
+      ["L1 between the sampled graphs' mean and K",
+       f"{s['sampled_mean_vs_kernel_l1']:.3f}"],
+  ]
+  shifts = [[name, f"{v['graph_mean_l1_vs_test']:.4f}",
+             f"{v['read_in_attention_l1_vs_test']:.3f}"]
+            for name, v in c["across_interventions"].items() if name != "test"]
+  return (f"{provenance('nac_circuits', root)}\n\n"
+          + _table(["circuit of the default NAC", "value"], rows) + "\n\n"
+          + _table(["intervention", "L1 change of the sampled graphs' mean",
+                    "L1 change of the read-in attention"], shifts))
+
+
+TABLES: dict[str, Callable[[pathlib.Path], str]] = {
+    "nac_default": nac_default,
+    "comparison": comparison,
+    "circuits": circuits,
+}
+
+
+def render(text: str, root: pathlib.Path = RESULTS) -> str:
+  """`text` with every results block re-rendered from the files under `root`."""
+  def one(match: re.Match) -> str:
+    name = match["name"]
+    if name not in TABLES:
+      raise KeyError(f"README block {name!r} has no renderer; known: "
+                     f"{', '.join(sorted(TABLES))}")
+    return f"{match[1]}{TABLES[name](root).rstrip()}\n{match[4]}"
+  return BLOCK.sub(one, text)
+
+
+def collect(run: str, workdir: str, command: str, wall: str, load_: str,
+            date: str, machine: str, root: pathlib.Path = RESULTS) -> None:
+  """Copies a finished run's small result files into `root/run/`."""
+  out = root / run
+  out.mkdir(parents=True, exist_ok=True)
+  src = pathlib.Path(workdir)
+  for name in COLLECTED:
+    if (src / name).exists():
+      shutil.copyfile(src / name, out / name)
+  (out / "run.json").write_text(json.dumps(
+      dict(command=command, date=date, machine=machine, load=load_, wall=wall),
+      indent=1) + "\n")
+
+
+def main(argv: list[str]) -> int:
+  """`--check` compares; otherwise rewrites README.md in place."""
+  readme = REPO / "README.md"
+  text = readme.read_text()
+  rendered = render(text)
+  if "--check" in argv:
+    if rendered != text:
+      print("README.md is stale: run `python -m crl.reports.readme`")
+      return 1
+    return 0
+  readme.write_text(rendered)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
