@@ -8,7 +8,7 @@ inside `jax.jit`, like `crl.data.causal_shapes`).
 Generative model (per video; every object has its own independent draws)::
 
     shape      ~ U(shapes)                       signed-distance shapes of
-                                                 crl.data.causal_shapes
+                                                 crl.data.shapes
     radius s   ~ U(scale)                        fraction of the frame width
     depth      := object index                   object k is drawn over j < k
     centre     c(t) = c_mid + v tau + a tau^2/2  tau = t - (T - 1) / 2, with
@@ -72,7 +72,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl import config_lib
-from crl.data import causal_shapes
+from crl.data import procedural
+from crl.data import shapes as shape_lib
 
 Array = jax.Array
 
@@ -86,7 +87,6 @@ BACKGROUNDS = ("grey_stripes", "colour_gradient")
 OBSERVED_KEYS = ("frames", "visible", "occluder", "flow_fwd", "flow_bwd")
 BATCH_KEYS = OBSERVED_KEYS + ("amodal",)
 
-_SDFS = causal_shapes._SDFS  # pylint: disable=protected-access
 _GUM_RGB = (0.82, 0.82, 0.78)
 _NUM_DRAWS = 26
 
@@ -99,7 +99,7 @@ def _range(name: str, r: Any) -> tuple[float, float]:
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class OccludedVideo(causal_shapes.InterventionSplits):
+class OccludedVideo(procedural.InterventionSplits):
   """Procedural occluded-object video (see the module docstring).
 
   Frozen and hashable (a static `jax.jit` argument).
@@ -110,7 +110,7 @@ class OccludedVideo(causal_shapes.InterventionSplits):
     num_objects: tracked objects per video, K (depth order = index).
     seed: the dataset's own seed.
     eval_examples: videos per eval split.
-    shapes, shifted_shapes: shape names (`crl.data.causal_shapes`) of the
+    shapes, shifted_shapes: shape names (`crl.data.shapes`) of the
       training and of the shifted distribution.
     scale, shifted_scale: object radius range, fraction of the frame width.
     speed, shifted_speed: speed range, frame widths per frame.
@@ -173,10 +173,10 @@ class OccludedVideo(causal_shapes.InterventionSplits):
       raise bad(f"eval_examples must be >= 1, got {self.eval_examples}")
     for name in ("shapes", "shifted_shapes"):
       names = getattr(self, name)
-      unknown = [s for s in names if s not in _SDFS]
+      unknown = [s for s in names if s not in shape_lib.SDFS]
       if not names or unknown:
         raise bad(f"{name} must be a non-empty tuple of shape names from "
-                  f"{', '.join(_SDFS)}; unknown: {unknown}")
+                  f"{', '.join(shape_lib.SDFS)}; unknown: {unknown}")
     for name in ("textures", "shifted_textures"):
       names = getattr(self, name)
       unknown = [s for s in names if s not in OBJECT_TEXTURES]
@@ -243,9 +243,9 @@ class OccludedVideo(causal_shapes.InterventionSplits):
 
   def parse_intervention(self, intervention: str) -> tuple[str, ...]:
     """'a+b' -> ('a', 'b') in table order; raises on unknown names."""
-    return causal_shapes.split_interventions(intervention, INTERVENTIONS)
+    return procedural.split_interventions(intervention, INTERVENTIONS)
 
-  def encode(self, split: str, intervention: str | None) -> np.ndarray:
+  def encode(self, split: str, intervention: str | None = None) -> np.ndarray:
     """`(split id, intervention bits)` as int32 `[2]` (data, not static)."""
     if split not in SPLIT_IDS:
       raise ValueError(f"Unknown split {split!r}; known splits: "
@@ -257,16 +257,6 @@ class OccludedVideo(causal_shapes.InterventionSplits):
 
   def eval_code(self, name: str) -> np.ndarray:
     return self.encode("test", self._eval_intervention(name))
-
-  def sample(self, split: str, intervention: str | None,
-             indices: Array) -> dict[str, Array]:
-    """Videos `indices` of `split` under `intervention` (jitted)."""
-    indices = jnp.asarray(indices)
-    if indices.ndim != 1 or not jnp.issubdtype(indices.dtype, jnp.integer):
-      raise ValueError(f"indices must be an integer [batch] array, got "
-                       f"{indices.dtype}{list(indices.shape)}.")
-    return _sample_jit(self, jnp.asarray(self.encode(split, intervention)),
-                       indices.astype(jnp.int32))
 
   def sample_encoded(self, code: Array, indices: Array) -> dict[str, Array]:
     """Videos `indices` of the distribution `code` (pure, jit-friendly).
@@ -377,7 +367,7 @@ class OccludedVideo(causal_shapes.InterventionSplits):
     (`shape` `[K]`)."""
     sdf = None
     for i, name in enumerate(names):
-      d = _SDFS[name](u[..., 0], u[..., 1])
+      d = shape_lib.SDFS[name](u[..., 0], u[..., 1])
       sdf = d if sdf is None else jnp.where(
           shape[:, None, None, None] == i, d, sdf)
     return sdf
@@ -415,12 +405,12 @@ class OccludedVideo(causal_shapes.InterventionSplits):
     stripes = 0.5 + 0.5 * jnp.sin(2. * jnp.pi * (3. + 3. * b[0]) *
                                   (x * jnp.cos(3. * b[1]) + y * jnp.sin(3. * b[1])))
     if not shifted:
-      return causal_shapes._hsv_to_rgb(b[2], 0.1 * b[3], 0.22 + 0.1 * stripes)  # pylint: disable=protected-access
+      return shape_lib.hsv_to_rgb(b[2], 0.1 * b[3], 0.22 + 0.1 * stripes)
     angle = 2. * jnp.pi * b[1]
     ramp = jnp.clip(0.5 + 0.8 * (jnp.cos(angle) * (x - 0.5) +
                                  jnp.sin(angle) * (y - 0.5)), 0., 1.)
-    return causal_shapes._hsv_to_rgb(jnp.mod(b[2] + 0.3 * ramp, 1.),  # pylint: disable=protected-access
-                                     0.5 + 0.3 * b[3], 0.2 + 0.2 * ramp)
+    return shape_lib.hsv_to_rgb(jnp.mod(b[2] + 0.3 * ramp, 1.),
+                                0.5 + 0.3 * b[3], 0.2 + 0.2 * ramp)
 
   def _video(self, bits: Array, key: Array, shifted: bool
              ) -> dict[str, Array]:
@@ -460,7 +450,7 @@ class OccludedVideo(causal_shapes.InterventionSplits):
 
     # Colours: distinct hues (HSV is linear in the value, so the texture
     # scales the full-value colour), textured in object coordinates.
-    base = causal_shapes._hsv_to_rgb(f["hue"], 0.75, 1.)  # pylint: disable=protected-access
+    base = shape_lib.hsv_to_rgb(f["hue"], 0.75, 1.)
     value = 0.72 + 0.28 * self._texture(f, u, textures)  # [K, T, R, R]
     colour = value[..., None] * base[:, None, None, None]
     background = self._background(f, grid, shifted)
@@ -474,8 +464,6 @@ class OccludedVideo(causal_shapes.InterventionSplits):
             "shape": (f["shape"] + (len(self.shapes) if shifted else 0)
                       ).astype(jnp.int32)}
 
-
-_sample_jit = jax.jit(OccludedVideo.sample_encoded, static_argnums=(0,))
 
 
 def occlusion_rate(visible: Array, amodal: Array) -> Array:
