@@ -73,6 +73,7 @@ import numpy as np
 
 from crl import config_lib
 from crl.data import procedural
+from crl.data import occluded_render as render
 from crl.data import shapes as shape_lib
 
 Array = jax.Array
@@ -335,82 +336,6 @@ class OccludedVideo(procedural.InterventionSplits):
     f["bg"] = per_video[3:7]
     return f
 
-  def _affine(self, f: dict[str, Array], t: Array
-              ) -> tuple[Array, Array, Array]:
-    """Centres `[K, N, 2]`, maps `A` and `A^-1` `[K, N, 2, 2]` at times `t`
-    `[N]`."""
-    tau = t - (self.num_frames - 1) / 2.
-    centre = (f["centre"][:, None] + f["velocity"][:, None] * tau[:, None] +
-              0.5 * f["acceleration"][:, None] * (tau ** 2)[:, None])
-    theta = f["theta"][:, None] + f["omega"][:, None] * tau
-    stretch = f["deform"][:, None] * jnp.sin(
-        f["deform_phase"][:, None] + f["deform_freq"][:, None] * t)
-    sx = f["scale"][:, None] * (1. + stretch)
-    sy = f["scale"][:, None] * (1. - stretch)
-    cos, sin = jnp.cos(theta), jnp.sin(theta)
-    # A = R(theta) diag(sx, sy): object units -> frame widths.
-    a = jnp.stack([jnp.stack([cos * sx, -sin * sy], -1),
-                   jnp.stack([sin * sx, cos * sy], -1)], -2)
-    # A^-1 = diag(1 / sx, 1 / sy) R(-theta).
-    a_inv = jnp.stack([jnp.stack([cos / sx, sin / sx], -1),
-                       jnp.stack([-sin / sy, cos / sy], -1)], -2)
-    return centre, a, a_inv
-
-  def _grid(self) -> Array:
-    """Pixel centres `[R, R, 2]` as (x, y) in frame widths."""
-    c = (jnp.arange(self.resolution, dtype=jnp.float32) + 0.5) / self.resolution
-    x, y = jnp.meshgrid(c, c)
-    return jnp.stack([x, y], -1)
-
-  def _sdf(self, shape: Array, u: Array, names: tuple[str, ...]) -> Array:
-    """Signed distance `[K, T, R, R]` of objects with shapes `names[shape]`
-    (`shape` `[K]`)."""
-    sdf = None
-    for i, name in enumerate(names):
-      d = shape_lib.SDFS[name](u[..., 0], u[..., 1])
-      sdf = d if sdf is None else jnp.where(
-          shape[:, None, None, None] == i, d, sdf)
-    return sdf
-
-  def _texture(self, f: dict[str, Array], u: Array,
-               names: tuple[str, ...]) -> Array:
-    """Object texture in [0, 1], `[K, T, R, R]`, in object coordinates;
-    object k has texture `names[f['texture'][k]]`."""
-    e = lambda a: a[:, None, None, None]
-    freq = e(f["tex_freq"])
-    px = freq * u[..., 0] + e(f["tex_phase"][:, 0])
-    py = freq * u[..., 1] + e(f["tex_phase"][:, 1])
-    two_pi = 2. * jnp.pi
-    options = {
-        "flat": lambda: jnp.full_like(px, 0.5),
-        "stripes": lambda: 0.5 + 0.5 * jnp.sin(two_pi * px),
-        "checker": lambda: 0.5 + 0.5 * jnp.tanh(
-            4. * jnp.sin(two_pi * px) * jnp.sin(two_pi * py)),
-        "dots": lambda: jnp.clip(0.5 - 6. * (jnp.hypot(
-            jnp.mod(px, 1.) - 0.5, jnp.mod(py, 1.) - 0.5) - 0.25), 0., 1.),
-    }
-    out = None
-    for i, name in enumerate(names):
-      option = options[name]()
-      out = option if out is None else jnp.where(e(f["texture"]) == i, option,
-                                                 out)
-    return out
-
-  def _background(self, f: dict[str, Array], grid: Array,
-                  shifted: bool) -> Array:
-    """Static background `[R, R, 3]`: grey stripes, or (shifted) a coloured
-    gradient."""
-    x, y = grid[..., 0], grid[..., 1]
-    b = f["bg"]
-    stripes = 0.5 + 0.5 * jnp.sin(2. * jnp.pi * (3. + 3. * b[0]) *
-                                  (x * jnp.cos(3. * b[1]) + y * jnp.sin(3. * b[1])))
-    if not shifted:
-      return shape_lib.hsv_to_rgb(b[2], 0.1 * b[3], 0.22 + 0.1 * stripes)
-    angle = 2. * jnp.pi * b[1]
-    ramp = jnp.clip(0.5 + 0.8 * (jnp.cos(angle) * (x - 0.5) +
-                                 jnp.sin(angle) * (y - 0.5)), 0., 1.)
-    return shape_lib.hsv_to_rgb(jnp.mod(b[2] + 0.3 * ramp, 1.),
-                                0.5 + 0.3 * b[3], 0.2 + 0.2 * ramp)
 
   def _video(self, bits: Array, key: Array, shifted: bool
              ) -> dict[str, Array]:
@@ -420,12 +345,12 @@ class OccludedVideo(procedural.InterventionSplits):
     textures = self.shifted_textures if shifted else self.textures
     num_t, res = self.num_frames, self.resolution
     t = jnp.arange(-1, num_t + 1, dtype=jnp.float32)  # one extra each side
-    centre, a, a_inv = self._affine(f, t)              # [K, T+2, 2(, 2)]
-    grid = self._grid()                                # [R, R, 2]
+    centre, a, a_inv = render.affine(f, t, self.num_frames)  # [K, T+2, 2(, 2)]
+    grid = render.grid(self.resolution)                      # [R, R, 2]
     frames_c, frames_a_inv = centre[:, 1:-1], a_inv[:, 1:-1]
     rel = grid[None, None] - frames_c[:, :, None, None]  # [K, T, R, R, 2]
     u = jnp.einsum("ktab,ktijb->ktija", frames_a_inv, rel)
-    amodal = (self._sdf(f["shape"], u, shapes) < 0.).astype(jnp.float32)
+    amodal = (render.sdf(f["shape"], u, shapes) < 0.).astype(jnp.float32)
 
     # The gum: a square fixed in the coordinates of object g, in front.
     u_gum = u[f["gum_object"]] - f["gum_centre"]       # [T, R, R, 2]
@@ -451,9 +376,9 @@ class OccludedVideo(procedural.InterventionSplits):
     # Colours: distinct hues (HSV is linear in the value, so the texture
     # scales the full-value colour), textured in object coordinates.
     base = shape_lib.hsv_to_rgb(f["hue"], 0.75, 1.)
-    value = 0.72 + 0.28 * self._texture(f, u, textures)  # [K, T, R, R]
+    value = 0.72 + 0.28 * render.texture(f, u, textures)  # [K, T, R, R]
     colour = value[..., None] * base[:, None, None, None]
-    background = self._background(f, grid, shifted)
+    background = render.background(f, grid, shifted)
     gum_rgb = jnp.asarray(_GUM_RGB, jnp.float32)
     frames = (background[None] * (1. - jnp.sum(visible, 0) - gum)[..., None] +
               jnp.einsum("ktij,ktijc->tijc", visible, colour) +
