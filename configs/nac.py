@@ -2,43 +2,33 @@
 
 Command (default, CPU):
   python -m crl.main --config=configs/nac.py --workdir=runs/nac
-Runtime: 11 minutes on 2 CPU cores (measured 10m58s, 2026-11-22; see README).
-Expected: 96.95% in-distribution test accuracy (>= 95%; measured 2026-12-01;
-the code of 2026-11-22 gave 96.85%), the same table for the same seed.
-The final table shows lower accuracy under the interventions that break
-the spurious hue cue (hue_independent, unseen_hue, unseen_combination) and
-under unseen factor values (scale, rotation, border positions).
+Runtime: 11 minutes on 2 CPU cores (measured 10m58s, 2026-11-22).
+Expected: 96.95% in-distribution test accuracy (>= 95%; measured
+2026-12-01), lower accuracy under the interventions that break the spurious
+hue cue and under unseen factor values.
 
 Variants (`configs/nac.py:<variant>`):
-  (none)        NAC sized to train well on a CPU. Same tokenizer as NAC-S/32
-                (ConvNeXt stem + 1 block; a 4 px patch embedding learned shape
-                too slowly: 92.9% after 2000 steps), but d_state = d_code = 64,
-                32 modules (input = mediator), 2 propagator layers of 2 heads,
-                4 pooled output modules, 1 read-in head with the shared
-                key/value projection (the code-conditioned read-in is the
-                costly step), GEGLU hidden 128, mediator signatures fitted to
-                a Barabasi-Albert graph (m 2); batch 128, 2000 steps.
-  tiny          a few steps of a very small NAC; for tests (< 1 minute).
+  (none)        NAC sized to train well on a CPU (d_state = d_code = 64, 32
+                modules, 2 propagator layers, Barabasi-Albert signatures);
+                batch 128, 2000 steps.
+  tiny          a few steps of a very small NAC; for tests.
   bench         NAC-S/32 exactly as in specs/nac.md (about 1.71M parameters).
-  official_s32  NAC-S/32 with the official PyTorch code's behaviour everywhere
-                (separate input codes, shared propagator LayerNorm, no
-                read-out residual, no head LayerNorm, a fresh graph per
-                attention call, clamped truncation, official init, LayerNorm
-                eps 1e-5; see crl/models/nac.py); official weights port with
-                crl/models/nac_official.py. Batch 64; accelerators.
+  official_s32  NAC-S/32 with the official PyTorch code's behaviour
+                everywhere (official weights port with
+                crl/models/nac_official_weights.py); batch 64; accelerators.
   tfds          the default model on a locally prepared TFDS dataset
-                (`--config.data.tfds_name=cifar10`, the default); nothing is
-                downloaded.
-  tiny_imagenet paper scale on Tiny-ImageNet (TFDS `tiny_imagenet`, must be
-                prepared locally); accelerators.
+                (`--config.data.tfds_name=cifar10`, the default).
+  tiny_imagenet paper scale on Tiny-ImageNet (TFDS, prepared locally);
+                accelerators.
   imagenet      paper scale on ImageNet (TFDS `imagenet2012`); accelerators.
 """
+
 
 import ml_collections
 
 from crl import config_lib
 from crl import registry
-from crl.config_base import base_config
+from crl.config_base import base_config, tiny_schedule
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -68,15 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         read_in_heads=1, read_out_heads=1, shared_read_in_projection=True,
         ffn_hidden=64, pos_grid_channels=16, prior_fit_steps=50,
         graph_prior="barabasi_albert", graph_prior_kwargs={"m": 2})
-    c.data.eval_examples = 64
-    c.xla_fast_compile = True
-    c.batch_size = 32
-    c.eval_batch_size = 32
-    c.num_steps = 20
-    c.log_every_steps = 5
-    c.optimizer.warmup_steps = 5
-    c.checkpoint.every_steps = 5
-    c.evals.test.every_steps = 10
+    c = tiny_schedule(c)
   elif variant == "bench":
     c.model = config_lib.component_config(registry.MODELS, "nac")
     c.batch_size = 64

@@ -2,72 +2,27 @@
 
 Command (default, CPU):
   python -m crl.main --config=configs/perceiver.py --workdir=runs/perceiver
-Runtime: 24m55s wall on the 2-core CPU with two to four other jobs on the
-machine (measured 2026-12-01; a train step takes about 0.9-1.3x the time of
-configs/nac.py's default side by side, which trains in 11 minutes on a quiet
-machine). nac_ablation (`--config=configs/perceiver.py:nac_ablation`):
-23m37s wall, 13m54s CPU time, with two other jobs on the 2 cores (measured
+Runtime: 24m55s wall on the 2-core CPU with two to four other jobs (measured
+2026-12-01); nac_ablation 23m37s wall with two other jobs (measured
 2026-12-01).
 Expected (default, measured 2026-12-01, 2000 steps): 98.35% in-distribution
-test accuracy; hue_independent 86.25%, unseen_hue 79.15%, scale_out 38.50%,
-border_position 70.45%, unseen_background 97.80%, unseen_rotation 65.75%,
-unseen_combination 70.00%, novel-class MSP AUROC 0.789. Against NAC's
-default (96.95% ID; hue_independent 71.40%, unseen_combination 35.85%) this
-Perceiver IO relies much less on the spurious hue.
-Expected (nac_ablation, measured 2026-12-01, 2000 steps): 97.05% ID;
-hue_independent 72.50%, unseen_hue 62.90%, scale_out 33.55%,
-border_position 71.80%, unseen_background 95.20%, unseen_rotation 68.95%,
-unseen_combination 38.80%, novel-class MSP AUROC 0.785. Against NAC:
-within 3 points on six of the eight splits, scale_out 8.2 points lower and
-border_position 4.5 points higher (one seed each, so differences of a few
-points are within seed noise; see the OOD suite's seeds).
-
-Two comparison models, both with the NAC tokenizer (ConvNeXt stem + 1 block
-+ learned 8x8 positional grid: 64 tokens of 96 channels) and the same data,
-batch size 128, 2000 steps and schedule as configs/nac.py:
-
-* Perceiver IO (`crl.models.perceiver.PerceiverIO`): learned latents read the
-  tokens through one shared cross-attention, then latent self-attention,
-  then a learned output query reads the latents.
-* The NAC-as-Perceiver ablation: NAC itself with a complete graph, frozen
-  signatures, no graph prior, no stochastic kernel and plain Dense layers
-  instead of ModFC (`complete_graph=True, modfc_mode='dense',
-  graph_prior=None, freeze_signatures=True, stochastic_kernel=False`); every
-  other field and the whole training recipe are those of the matching
-  configs/nac.py variant (its learning rate included).
+test accuracy, hue_independent 86.25%. nac_ablation (measured 2026-12-01):
+97.05% in-distribution, hue_independent 72.50%.
 
 Variants (`configs/perceiver.py:<variant>`):
-  (none)              Perceiver IO matched to the default NAC (276,288
-                      parameters): the NAC default's latent sizes (32 latents
-                      of 64 channels, 2 heads x 32, 1 read-in head), 4 latent
-                      self-attention layers, GELU MLPs of hidden 224 (3.5x),
-                      1 output query: 279,146 parameters (+1.0%). Base
-                      learning rate 1.2e-2 (peak 3e-3 at batch 128), the best
-                      of the sweep below.
-  tiny                a few steps of a very small Perceiver IO; for tests
-                      (36 s end to end on the shared 2-core CPU).
-  bench               Perceiver IO matched to NAC-S/32 (1,695,246): NAC-S/32's
-                      tokenizer and latent sizes (64 latents of 128 channels,
-                      4 heads x 32), 7 layers, GELU MLPs of hidden 512:
-                      1,708,522 parameters (+0.8%); batch 64 as NAC's bench.
-  nac_ablation        NAC-as-Perceiver at the size of configs/nac.py default
-                      (173,866 parameters: without ModFC, the code
-                      projections and gains are gone; codes remain as the
-                      initial module states).
-  nac_ablation_tiny   ... of configs/nac.py:tiny; for tests (48 s end to end).
-  nac_ablation_bench  ... of configs/nac.py:bench (NAC-S/32; 1,015,274
-                      parameters).
-
-Learning-rate sweep (Perceiver IO default, 300-step runs of
-`--config.num_steps=300 --config.optimizer.warmup_steps=30`; accuracy on the
-2000-image test and hue_independent splits; wall time on a shared 2-core CPU
-with several other jobs running, so only roughly comparable):
-  base lr 1e-3:   test 87.75%, hue_independent 15.55%, 855 s
-  base lr 4e-3:   test 89.90%, hue_independent 16.60%, 417 s
-  base lr 1.2e-2: test 90.95%, hue_independent 20.80%, 795 s
-A 300-step horizon favours large rates; the trend is monotonic up to 1.2e-2.
-The NAC ablation keeps NAC's own rate (4e-3): only the model changes.
+  (none)              Perceiver IO matched to the default NAC: 279,146
+                      parameters (+1.0%); base learning rate 1.2e-2.
+  tiny                a few steps of a very small Perceiver IO; for tests.
+  bench               Perceiver IO matched to NAC-S/32: 1,708,522 parameters
+                      (+0.8%); batch 64 as NAC's bench.
+  nac_ablation        NAC with a complete graph, frozen signatures, no graph
+                      prior, no stochastic kernel and Dense instead of ModFC,
+                      at the size of configs/nac.py's default (173,866
+                      parameters) and with its recipe.
+  nac_ablation_tiny   ... of configs/nac.py:tiny; for tests.
+  nac_ablation_bench  ... of configs/nac.py:bench (1,015,274 parameters).
 """
+
 
 import importlib.util
 import os
@@ -76,7 +31,7 @@ import ml_collections
 
 from crl import config_lib
 from crl import registry
-from crl.config_base import base_config
+from crl.config_base import base_config, tiny_schedule
 
 # The NAC-as-Perceiver ablation: these fields of NAC, nothing else, change.
 NAC_ABLATION = dict(complete_graph=True, modfc_mode="dense", graph_prior=None,
@@ -103,15 +58,7 @@ def schedule(c: ml_collections.ConfigDict,
     c.num_steps = 2000
     c.evals.test.every_steps = 500
   elif variant == "tiny":
-    c.data.eval_examples = 64
-    c.xla_fast_compile = True
-    c.batch_size = 32
-    c.eval_batch_size = 32
-    c.num_steps = 20
-    c.log_every_steps = 5
-    c.optimizer.warmup_steps = 5
-    c.checkpoint.every_steps = 5
-    c.evals.test.every_steps = 10
+    c = tiny_schedule(c)
   elif variant == "bench":
     c.batch_size = 64
   else:

@@ -51,3 +51,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.final_eval = ml_collections.ConfigDict(dict(type="classification",
                                                 splits="all"))
   return c
+
+
+def tiny_schedule(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`c` shrunk to a few fast steps (the `:tiny` variants that tests run):
+  small batches and eval splits, frequent logs, checkpoints and evals."""
+  c.data.eval_examples = 64
+  c.xla_fast_compile = True
+  c.batch_size = 32
+  c.eval_batch_size = 32
+  c.num_steps = 20
+  c.log_every_steps = 5
+  c.optimizer.warmup_steps = 5
+  c.checkpoint.every_steps = 5
+  c.evals.test.every_steps = 10
+  return c

@@ -63,13 +63,15 @@ names them and lists the valid keys; bad values raise a `ValueError`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from crl import config_lib
+from crl.data import procedural
+from crl.data import shapes as shape_lib
 
 Array = jax.Array
 
@@ -98,208 +100,11 @@ INTERVENTION_BITS = {
     "novel_classes": (7, frozenset({"label", "shape"})),
 }
 INTERVENTIONS = tuple(INTERVENTION_BITS)
-
-
-# Signed distance functions, object units (bounding radius about 1, y up).
-def _len(x: Array, y: Array) -> Array:
-  return jnp.sqrt(x * x + y * y)
-
-
-def _box(x, y, bx, by):
-  dx, dy = jnp.abs(x) - bx, jnp.abs(y) - by
-  return (_len(jnp.maximum(dx, 0.), jnp.maximum(dy, 0.)) +
-          jnp.minimum(jnp.maximum(dx, dy), 0.))
-
-
-def _tri(x, y, p0, p1, p2):
-  """Exact distance to the triangle p0 p1 p2 (any orientation)."""
-  pts = (p0, p1, p2)
-  s = jnp.sign((p1[0] - p0[0]) * (p0[1] - p2[1]) -
-               (p1[1] - p0[1]) * (p0[0] - p2[0]))
-  d2, side = None, None
-  for i in range(3):
-    (ax, ay), (bx, by) = pts[i], pts[(i + 1) % 3]
-    ex, ey = bx - ax, by - ay
-    vx, vy = x - ax, y - ay
-    h = jnp.clip((vx * ex + vy * ey) / (ex * ex + ey * ey), 0., 1.)
-    qx, qy = vx - ex * h, vy - ey * h
-    dd, ss = qx * qx + qy * qy, s * (vx * ey - vy * ex)
-    d2 = dd if d2 is None else jnp.minimum(d2, dd)
-    side = ss if side is None else jnp.minimum(side, ss)
-  return -jnp.sqrt(d2) * jnp.sign(side)
-
-
-def _circle(x, y):
-  return _len(x, y) - 0.88
-
-
-def _square(x, y):
-  return _box(x, y, 0.68, 0.68)
-
-
-def _triangle(x, y, r=0.84):
-  k = 3. ** 0.5
-  px, py = jnp.abs(x) - r, y + r / k
-  flip = px + k * py > 0.
-  px, py = (jnp.where(flip, (px - k * py) / 2., px),
-            jnp.where(flip, (-k * px - py) / 2., py))
-  px = px - jnp.clip(px, -2. * r, 0.)
-  return -_len(px, py) * jnp.sign(py)
-
-
-def _star(x, y, r=0.95, rf=0.45):
-  k1x, k1y = 0.809016994375, -0.587785252292
-  px, py = jnp.abs(x), y
-  for kx, ky in ((k1x, k1y), (-k1x, k1y)):
-    d = 2. * jnp.maximum(kx * px + ky * py, 0.)
-    px, py = px - d * kx, py - d * ky
-  px, py = jnp.abs(px), py - r
-  bax, bay = -rf * k1y, rf * k1x - 1.
-  h = jnp.clip((px * bax + py * bay) / (bax * bax + bay * bay), 0., r)
-  return _len(px - bax * h, py - bay * h) * jnp.sign(py * bax - px * bay)
-
-
-def _cross(x, y, bx=0.88, by=0.28):
-  px, py = jnp.abs(x), jnp.abs(y)
-  px, py = jnp.maximum(px, py), jnp.minimum(px, py)
-  qx, qy = px - bx, py - by
-  k = jnp.maximum(qx, qy)
-  wx, wy = jnp.where(k > 0., qx, by - px), jnp.where(k > 0., qy, -k)
-  return jnp.sign(k) * _len(jnp.maximum(wx, 0.), jnp.maximum(wy, 0.))
-
-
-def _ring(x, y):
-  return jnp.abs(_len(x, y) - 0.64) - 0.25
-
-
-def _heart(x, y, k=1.5):
-  px, py = jnp.abs(x / k), y / k + 0.55
-  lobe = _len(px - 0.25, py - 0.75) - 2. ** 0.5 / 4.
-  m = 0.5 * jnp.maximum(px + py, 0.)
-  body = jnp.sqrt(jnp.minimum(px * px + (py - 1.) ** 2,
-                              (px - m) ** 2 + (py - m) ** 2)) * jnp.sign(px - py)
-  return jnp.where(px + py > 1., lobe, body) * k
-
-
-def _crescent(x, y):
-  return jnp.maximum(_len(x, y) - 0.9, -(_len(x - 0.45, y) - 0.72))
-
-
-def _arrow(x, y):
-  return jnp.minimum(_box(x + 0.3, y, 0.55, 0.17),
-                     _tri(x, y, (0.95, 0.), (0.1, 0.62), (0.1, -0.62)))
-
-
-def _capsule(x, y):
-  return _len(x - jnp.clip(x, -0.55, 0.55), y) - 0.38
-
-
-def _hexagon(x, y, r=0.8):
-  kx, ky, kz = -0.866025404, 0.5, 0.577350269
-  px, py = jnp.abs(x), jnp.abs(y)
-  d = 2. * jnp.minimum(kx * px + ky * py, 0.)
-  px, py = px - d * kx, py - d * ky
-  px, py = px - jnp.clip(px, -kz * r, kz * r), py - r
-  return _len(px, py) * jnp.sign(py)
-
-
-def _semicircle(x, y):
-  return jnp.maximum(_len(x, y + 0.35) - 0.9, -(y + 0.35))
-
-
-def _hourglass(x, y):
-  return jnp.minimum(_tri(x, y, (-0.68, 0.72), (0.68, 0.72), (0., 0.)),
-                     _tri(x, y, (-0.68, -0.72), (0., 0.), (0.68, -0.72)))
-
-
-def _l_shape(x, y):
-  return jnp.minimum(_box(x + 0.35, y, 0.22, 0.75),
-                     _box(x, y + 0.53, 0.57, 0.22))
-
-
-_SDFS: dict[str, Callable[[Array, Array], Array]] = {
-    "circle": _circle, "square": _square, "triangle": _triangle,
-    "star": _star, "cross": _cross, "ring": _ring, "heart": _heart,
-    "crescent": _crescent, "arrow": _arrow, "capsule": _capsule,
-    "hexagon": _hexagon, "semicircle": _semicircle, "hourglass": _hourglass,
-    "l_shape": _l_shape,
-}
 ALL_SHAPES = SHAPES + NOVEL_SHAPES
 
 
-def _hsv_to_rgb(h: Array, s: Array, v: Array) -> Array:
-  """HSV in [0, 1] -> RGB; `[...]` inputs broadcast, output `[..., 3]`."""
-  out = []
-  for n in (5., 3., 1.):
-    k = jnp.mod(n + h * 6., 6.)
-    out.append(v - v * s * jnp.clip(jnp.minimum(k, 4. - k), 0., 1.))
-  return jnp.stack(out, axis=-1)
-
-
-def _hash_uniform(a: Array, b: Array) -> Array:
-  """Integer hash (lowbias32) of two uint32 arrays -> uniform floats [0, 1)."""
-  x = a * jnp.uint32(0x9E3779B1) ^ b
-  x = x ^ (x >> 16)
-  x = x * jnp.uint32(0x7FEB352D)
-  x = x ^ (x >> 15)
-  x = x * jnp.uint32(0x846CA68B)
-  x = x ^ (x >> 16)
-  return (x >> 8).astype(jnp.float32) / float(1 << 24)
-
-
-# The shape library and colour helpers, public for the other generators.
-SDFS = _SDFS
-hsv_to_rgb = _hsv_to_rgb
-hash_uniform = _hash_uniform
-
-
-def split_interventions(intervention: str,
-                        known: tuple[str, ...]) -> tuple[str, ...]:
-  """'a+b' -> ('a', 'b') in the order of `known`; raises on unknown names."""
-  if not isinstance(intervention, str) or not intervention.strip():
-    raise ValueError(f"An intervention is a non-empty string, got "
-                     f"{intervention!r}; known: {', '.join(known)}.")
-  names = [n.strip() for n in intervention.split("+")]
-  unknown = [n for n in names if n not in known]
-  if unknown:
-    raise ValueError(f"Unknown intervention(s) {unknown} in "
-                     f"{intervention!r}; known interventions: "
-                     f"{', '.join(known)} (combine with '+').")
-  return tuple(n for n in known if n in names)
-
-
-class InterventionSplits:
-  """Eval splits named by interventions, for the procedural datasets.
-
-  Needs `eval_examples`, `eval_splits()` and `parse_intervention(name)`.
-  """
-
-  # Appended to the unknown-split error (e.g. how to combine names).
-  split_hint = ""
-
-  def num_examples(self, split_name: str) -> int | None:
-    """`eval_examples` for eval splits and 'validation'; None for 'train'."""
-    if split_name == "train":
-      return None
-    if split_name != "validation":
-      self._eval_intervention(split_name)
-    return self.eval_examples
-
-  def _eval_intervention(self, name: str) -> str | None:
-    """None for 'test', else `name` once it parses as an intervention."""
-    if name == "test":
-      return None
-    try:
-      self.parse_intervention(name)
-    except ValueError:
-      raise ValueError(f"Unknown eval split {name!r}; known eval splits: "
-                       f"{', '.join(self.eval_splits())}"
-                       f"{self.split_hint}.") from None
-    return name
-
-
 @dataclasses.dataclass(frozen=True, init=False)
-class CausalShapes(InterventionSplits):
+class CausalShapes(procedural.InterventionSplits):
   """Procedural shapes dataset with named interventions.
 
   Frozen and hashable, so it can be a static argument of `jax.jit`. Built with
@@ -431,7 +236,7 @@ class CausalShapes(InterventionSplits):
 
   def parse_intervention(self, intervention: str) -> tuple[str, ...]:
     """'a+b' -> ('a', 'b') in table order; raises on unknown or conflicting."""
-    names = split_interventions(intervention, INTERVENTIONS)
+    names = procedural.split_interventions(intervention, INTERVENTIONS)
     seen: dict[str, str] = {}
     for n in names:
       for mechanism in INTERVENTION_BITS[n][1]:
@@ -443,34 +248,7 @@ class CausalShapes(InterventionSplits):
         seen[mechanism] = n
     return names
 
-  def sample(self, split: str, intervention: str | None,
-             indices: Array) -> dict[str, Any]:
-    """Examples `indices` of `split` under `intervention`.
-
-    Pure and jit-compatible (`self`, `split` and `intervention` are static).
-
-    Args:
-      split: 'train', 'validation' or 'test' (disjoint streams).
-      intervention: None (the training distribution) or an intervention name
-        or a '+' combination.
-      indices: int32 `[batch]` example indices.
-
-    Returns:
-      `{'image': f32[batch, height, width, 3] in [0, 1], 'label': i32[batch],
-      'factors': {name: [batch]}}`.
-    """
-    indices = jnp.asarray(indices)
-    if indices.ndim != 1 or not jnp.issubdtype(indices.dtype, jnp.integer):
-      raise ValueError(f"indices must be an integer [batch] array, got "
-                       f"{indices.dtype}{list(indices.shape)}.")
-    return _sample_jit(self, self.encode(split, intervention),
-                       indices.astype(jnp.int32))
-
-  def eval_batch(self, name: str, indices: Array) -> dict[str, Any]:
-    """Examples `indices` of eval split `name` (see `eval_splits()`)."""
-    return self.sample("test", self._eval_intervention(name), indices)
-
-  def encode(self, split: str, intervention: str | None) -> np.ndarray:
+  def encode(self, split: str, intervention: str | None = None) -> np.ndarray:
     """`(split id, intervention bit mask)` as int32 `[2]`.
 
     The distribution is *data* to the generator, not a static argument: one
@@ -489,16 +267,25 @@ class CausalShapes(InterventionSplits):
     return self.encode("test", self._eval_intervention(name))
 
   def sample_encoded(self, code: Array, indices: Array) -> dict[str, Any]:
-    """`sample` with the distribution given as `encode(...)`; jit-friendly.
+    """Examples `indices` of the distribution `code`; pure, jit-friendly.
 
     Args:
-      code: int32 `[2]` from `encode` or `eval_code` (may be traced).
+      code: int32 `[2]` `(split id, intervention bit mask)` from `encode` or
+        `eval_code` (may be traced).
       indices: int32 `[batch]` example indices.
 
     Returns:
-      As `sample`.
+      `{'image': f32[batch, height, width, 3] in [0, 1], 'label': i32[batch],
+      'factors': {name: [batch]}}`.
     """
-    return _sample_impl(self, code, indices)
+    code = jnp.asarray(code, jnp.int32)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed),
+                                                code[0]), code[1])
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
+    factors, aux = jax.vmap(self._factors, in_axes=(None, 0))(code[1], keys)
+    image = self._render(factors, aux)
+    return {"image": image.astype(jnp.float32), "label": factors["label"],
+            "factors": factors}
 
   # Mechanisms ----------------------------------------------------------------
 
@@ -586,14 +373,15 @@ class CausalShapes(InterventionSplits):
       if (i < len(SHAPES) and i >= self.num_classes) or (
           i >= len(SHAPES) + self.num_novel_classes):
         continue  # never drawn by this dataset
-      d = _SDFS[shape](x, y)
+      d = shape_lib.SDFS[shape](x, y)
       sdf = d if sdf is None else jnp.where(e(f["shape"]) == i, d, sdf)
     # Coverage of each pixel from the distance in pixels: anti-aliased edges.
     alpha = jnp.clip(0.5 - sdf * e(f["scale"]) * res, 0., 1.)[..., None]
-    fg = _hsv_to_rgb(f["hue"], f["saturation"], f["value"])[:, None, None]
+    fg = shape_lib.hsv_to_rgb(f["hue"], f["saturation"],
+                              f["value"])[:, None, None]
     texture = self._texture(f, aux, u, v)
-    bg = _hsv_to_rgb(e(f["bg_hue"]), e(f["bg_saturation"]),
-                     e(f["bg_value"]) * (0.5 + texture))
+    bg = shape_lib.hsv_to_rgb(e(f["bg_hue"]), e(f["bg_saturation"]),
+                              e(f["bg_value"]) * (0.5 + texture))
     return jnp.clip(alpha * fg + (1. - alpha) * bg, 0., 1.)
 
   def _texture(self, f, aux, u, v) -> Array:
@@ -607,15 +395,16 @@ class CausalShapes(InterventionSplits):
                                      jnp.sin(angle) * (v - 0.5)), 0., 1.)
     rows = jnp.arange(res, dtype=jnp.uint32)[None, :, None]
     cols = jnp.arange(res, dtype=jnp.uint32)[None, None, :]
-    noise = _hash_uniform(rows * jnp.uint32(res) + cols, e(aux["noise"]))
-    rings = 0.5 + 0.5 * jnp.sin(two_pi * freq * _len(u - ph[:, 1],
-                                                     v - ph[:, 2]))
+    noise = shape_lib.hash_uniform(rows * jnp.uint32(res) + cols,
+                                   e(aux["noise"]))
+    rings = 0.5 + 0.5 * jnp.sin(
+        two_pi * freq * shape_lib.length(u - ph[:, 1], v - ph[:, 2]))
     flat = jnp.full_like(u * v, 0.5)
     stripes = 0.5 + 0.5 * jnp.sin(two_pi * (freq * u + ph[:, 0]))
     checker = 0.5 + 0.5 * jnp.tanh(4. * jnp.sin(two_pi * (freq * u + ph[:, 0]))
                                    * jnp.sin(two_pi * (freq * v + ph[:, 1])))
     cu, cv = jnp.mod(freq * u + ph[:, 0], 1.), jnp.mod(freq * v + ph[:, 1], 1.)
-    dist_px = (_len(cu - 0.5, cv - 0.5) - 0.28) * res / freq
+    dist_px = (shape_lib.length(cu - 0.5, cv - 0.5) - 0.28) * res / freq
     dots = jnp.clip(0.5 - dist_px, 0., 1.)
     # Indexed as TEXTURES: the training textures, then the unseen ones.
     options = (flat, stripes, checker, dots, gradient, noise, rings)
@@ -626,19 +415,3 @@ class CausalShapes(InterventionSplits):
       t = option if t is None else jnp.where(e(f["background"]) == first + i,
                                              option, t)
     return t
-
-
-def _sample_impl(ds: CausalShapes, code: Array,
-                 indices: Array) -> dict[str, Any]:
-  """Examples `indices` of the distribution `code = (split id, mask)`."""
-  code = jnp.asarray(code, jnp.int32)
-  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(ds.seed),
-                                              code[0]), code[1])
-  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
-  factors, aux = jax.vmap(ds._factors, in_axes=(None, 0))(code[1], keys)  # pylint: disable=protected-access
-  image = ds._render(factors, aux)  # pylint: disable=protected-access
-  return {"image": image.astype(jnp.float32), "label": factors["label"],
-          "factors": factors}
-
-
-_sample_jit = jax.jit(_sample_impl, static_argnums=(0,))

@@ -43,12 +43,13 @@ import numpy as np
 from crl import config_lib
 from crl.data import causal_shapes
 from crl.data import fair_tabular
+from crl.data import procedural
 
 Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class FairShapes:
+class FairShapes(procedural.ProceduralDataset):
   """Procedural shape images with a protected attribute (module docstring).
 
   Frozen and hashable; built with `FairShapes(**kwargs)`.
@@ -177,11 +178,6 @@ class FairShapes:
                        f"{', '.join(fair_tabular.EVAL_SPLITS)}.")
     return self.encode(name)
 
-  def sample(self, split: str, indices: Any) -> dict[str, Any]:
-    """Examples `indices` of `split` (jitted; see `sample_encoded`)."""
-    return _sample_jit(self, jnp.asarray(self.encode(split)),
-                       jnp.asarray(indices, jnp.int32))
-
   def sample_encoded(self, code: Array, indices: Array) -> dict[str, Any]:
     """Examples `indices` of the split `code`; pure JAX.
 
@@ -237,6 +233,3 @@ class FairShapes:
            "noise": jax.random.bits(k[18], (), jnp.uint32)}
     return f, aux
 
-
-_sample_jit = jax.jit(lambda ds, code, idx: ds.sample_encoded(code, idx),
-                      static_argnums=(0,))

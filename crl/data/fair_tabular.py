@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl import config_lib
+from crl.data import procedural
 
 Array = jax.Array
 
@@ -121,7 +122,7 @@ def split_key(seed: int, split_id: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class FairTabular:
+class FairTabular(procedural.ProceduralDataset):
   """Procedural tabular data with a protected attribute (module docstring).
 
   Frozen and hashable; built with `FairTabular(**kwargs)` (an unknown key
@@ -236,11 +237,6 @@ class FairTabular:
                        f"{', '.join(EVAL_SPLITS)}.")
     return self.encode(name)
 
-  def sample(self, split: str, indices: Any) -> dict[str, Array]:
-    """Examples `indices` of `split` (jitted; see `sample_encoded`)."""
-    return _sample_jit(self, jnp.asarray(self.encode(split)),
-                       jnp.asarray(indices, jnp.int32))
-
   def sample_encoded(self, code: Array, indices: Array) -> dict[str, Array]:
     """Examples `indices` of the split `code = encode(split)`; pure JAX.
 
@@ -284,6 +280,3 @@ class FairTabular:
             f" e; {self.num_proxies} proxies = +-{self.proxy_strength:g} "
             f"(a - abar) + e; {self.num_noise} noise")
 
-
-_sample_jit = jax.jit(lambda ds, code, idx: ds.sample_encoded(code, idx),
-                      static_argnums=(0,))

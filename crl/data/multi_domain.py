@@ -47,6 +47,8 @@ import numpy as np
 
 from crl import config_lib
 from crl.data import causal_shapes as cs
+from crl.data import procedural
+from crl.data import shapes as shape_lib
 
 Array = jax.Array
 
@@ -61,7 +63,7 @@ def _len(x, y):
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class MultiDomainShapes(cs.InterventionSplits):
+class MultiDomainShapes(procedural.InterventionSplits):
   """Shapes in one of `DOMAINS`; the other domains are its OOD splits.
 
   Attributes:
@@ -141,7 +143,7 @@ class MultiDomainShapes(cs.InterventionSplits):
     domain = self.domain if domain is None else domain
     return MIXED if domain == "mixed" else DOMAINS.index(domain)
 
-  def encode(self, split: str, intervention: str | None) -> np.ndarray:
+  def encode(self, split: str, intervention: str | None = None) -> np.ndarray:
     """`(split id, domain index)` as int32 `[2]` (domain -1: mixed)."""
     if split not in SPLIT_IDS:
       raise ValueError(f"Unknown split {split!r}; known splits: "
@@ -153,12 +155,6 @@ class MultiDomainShapes(cs.InterventionSplits):
 
   def eval_code(self, name: str) -> np.ndarray:
     return self.encode("test", self._eval_intervention(name))
-
-  def sample(self, split: str, domain: str | None,
-             indices: Array) -> dict[str, Any]:
-    """Examples `indices` of `split` in `domain` (None: the dataset's)."""
-    return _sample_jit(self, self.encode(split, domain),
-                       jnp.asarray(indices, jnp.int32))
 
   def sample_encoded(self, code: Array, indices: Array) -> dict[str, Any]:
     """Pure JAX: `{'image': f32[B, H, W, 3], 'label': i32[B], 'factors'}`."""
@@ -207,11 +203,11 @@ class MultiDomainShapes(cs.InterventionSplits):
     y = (-sin * dx + cos * dy) / z
     sdf = None
     for i, name in enumerate(cs.ALL_SHAPES[:self.num_shapes]):
-      d = cs.SDFS[name](x, y)
+      d = shape_lib.SDFS[name](x, y)
       sdf = d if sdf is None else jnp.where(e(f["shape"]) == i, d, sdf)
     d_px = sdf * z * res                               # signed pixels
     pattern = _pattern(f, x, y)
-    grain = cs.hash_uniform(
+    grain = shape_lib.hash_uniform(
         jnp.arange(res * res, dtype=jnp.uint32).reshape(1, res, res),
         e(f["noise"]))
     styles = (_photo(f, d_px, pattern, grain, u, v, x, y, res),
@@ -254,7 +250,7 @@ def _photo(f, d_px, pattern, grain, u, v, x, y, res):
   shade = 0.5 + 0.5 * jnp.clip(-(jnp.cos(light) * x + jnp.sin(light) * y) /
                                1.2, -1., 1.)
   value = (0.55 + 0.4 * shade) * (1. - 0.6 * pattern) + 0.06 * (grain - 0.5)
-  fg = cs.hsv_to_rgb(e(f["hue"]), 0.7, jnp.clip(value, 0., 1.))
+  fg = shape_lib.hsv_to_rgb(e(f["hue"]), 0.7, jnp.clip(value, 0., 1.))
   two_pi = 2. * jnp.pi
   texture = jnp.where(
       e(f["bg_texture"]) % 3 == 0, grain,
@@ -262,8 +258,8 @@ def _photo(f, d_px, pattern, grain, u, v, x, y, res):
                 0.5 + 0.5 * jnp.sin(two_pi * e(f["freq"]) * (u + 0.3 * v)),
                 0.5 + 0.5 * jnp.sin(two_pi * e(f["freq"]) * _len(u - .3,
                                                                  v - .6))))
-  bg = cs.hsv_to_rgb(e(f["bg_hue"]), 0.2, 0.25 + 0.25 * texture +
-                     0.08 * (grain - 0.5))
+  bg = shape_lib.hsv_to_rgb(e(f["bg_hue"]), 0.2, 0.25 + 0.25 * texture +
+                            0.08 * (grain - 0.5))
   del res
   a = _coverage(d_px)
   return a * fg + (1. - a) * bg
@@ -286,8 +282,8 @@ def _sketch(f, d_px, pattern, grain, x, y):
 def _cartoon(f, d_px, pattern):
   e = lambda a: a[:, None, None]
   value = jnp.where(pattern > 0.5, 1.0, 0.55)
-  fg = cs.hsv_to_rgb(e(f["hue"]), 0.9, value)
-  bg = cs.hsv_to_rgb(e(f["bg_hue"]), 0.22, jnp.full_like(value, 0.97))
+  fg = shape_lib.hsv_to_rgb(e(f["hue"]), 0.9, value)
+  bg = shape_lib.hsv_to_rgb(e(f["bg_hue"]), 0.22, jnp.full_like(value, 0.97))
   a = _coverage(d_px)
   outline = jnp.clip(2. - jnp.abs(d_px + 0.5), 0., 1.)[..., None]
   return (a * fg + (1. - a) * bg) * (1. - outline)
@@ -301,10 +297,11 @@ def _painting(f, d_px, pattern, grain, u, v):
   strokes = 0.5 + 0.5 * jnp.sin(2. * jnp.pi * (9. * across + 1.2 * jnp.sin(
       2. * jnp.pi * 2. * along + 6.28 * e(f["phase"]))))
   hue = e(f["hue"]) + 0.05 * (strokes - 0.5) + 0.02 * (grain - 0.5)
-  fg = cs.hsv_to_rgb(jnp.mod(hue, 1.), 0.6, 0.7 + 0.2 * strokes -
-                     0.4 * pattern)
-  bg = cs.hsv_to_rgb(jnp.mod(0.08 + 0.1 * e(f["bg_hue"]) + 0.04 * strokes,
-                             1.), 0.45, 0.5 + 0.3 * strokes)
+  fg = shape_lib.hsv_to_rgb(jnp.mod(hue, 1.), 0.6, 0.7 + 0.2 * strokes -
+                            0.4 * pattern)
+  bg = shape_lib.hsv_to_rgb(
+      jnp.mod(0.08 + 0.1 * e(f["bg_hue"]) + 0.04 * strokes, 1.), 0.45,
+      0.5 + 0.3 * strokes)
   ragged = _coverage(d_px + 1.5 * (strokes - 0.5), softness=2.5)
   return ragged * fg + (1. - ragged) * bg
 
@@ -365,5 +362,3 @@ def _sample_impl(ds: MultiDomainShapes, code: Array,
   return {"image": image.astype(jnp.float32), "label": factors["label"],
           "factors": factors}
 
-
-_sample_jit = jax.jit(_sample_impl, static_argnums=(0,))

@@ -8,7 +8,7 @@ inside `jax.jit`, like `crl.data.causal_shapes`).
 Generative model (per video; every object has its own independent draws)::
 
     shape      ~ U(shapes)                       signed-distance shapes of
-                                                 crl.data.causal_shapes
+                                                 crl.data.shapes
     radius s   ~ U(scale)                        fraction of the frame width
     depth      := object index                   object k is drawn over j < k
     centre     c(t) = c_mid + v tau + a tau^2/2  tau = t - (T - 1) / 2, with
@@ -72,7 +72,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl import config_lib
-from crl.data import causal_shapes
+from crl.data import procedural
+from crl.data import occluded_render as render
+from crl.data import shapes as shape_lib
 
 Array = jax.Array
 
@@ -86,7 +88,6 @@ BACKGROUNDS = ("grey_stripes", "colour_gradient")
 OBSERVED_KEYS = ("frames", "visible", "occluder", "flow_fwd", "flow_bwd")
 BATCH_KEYS = OBSERVED_KEYS + ("amodal",)
 
-_SDFS = causal_shapes._SDFS  # pylint: disable=protected-access
 _GUM_RGB = (0.82, 0.82, 0.78)
 _NUM_DRAWS = 26
 
@@ -99,7 +100,7 @@ def _range(name: str, r: Any) -> tuple[float, float]:
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class OccludedVideo(causal_shapes.InterventionSplits):
+class OccludedVideo(procedural.InterventionSplits):
   """Procedural occluded-object video (see the module docstring).
 
   Frozen and hashable (a static `jax.jit` argument).
@@ -110,7 +111,7 @@ class OccludedVideo(causal_shapes.InterventionSplits):
     num_objects: tracked objects per video, K (depth order = index).
     seed: the dataset's own seed.
     eval_examples: videos per eval split.
-    shapes, shifted_shapes: shape names (`crl.data.causal_shapes`) of the
+    shapes, shifted_shapes: shape names (`crl.data.shapes`) of the
       training and of the shifted distribution.
     scale, shifted_scale: object radius range, fraction of the frame width.
     speed, shifted_speed: speed range, frame widths per frame.
@@ -173,10 +174,10 @@ class OccludedVideo(causal_shapes.InterventionSplits):
       raise bad(f"eval_examples must be >= 1, got {self.eval_examples}")
     for name in ("shapes", "shifted_shapes"):
       names = getattr(self, name)
-      unknown = [s for s in names if s not in _SDFS]
+      unknown = [s for s in names if s not in shape_lib.SDFS]
       if not names or unknown:
         raise bad(f"{name} must be a non-empty tuple of shape names from "
-                  f"{', '.join(_SDFS)}; unknown: {unknown}")
+                  f"{', '.join(shape_lib.SDFS)}; unknown: {unknown}")
     for name in ("textures", "shifted_textures"):
       names = getattr(self, name)
       unknown = [s for s in names if s not in OBJECT_TEXTURES]
@@ -243,9 +244,9 @@ class OccludedVideo(causal_shapes.InterventionSplits):
 
   def parse_intervention(self, intervention: str) -> tuple[str, ...]:
     """'a+b' -> ('a', 'b') in table order; raises on unknown names."""
-    return causal_shapes.split_interventions(intervention, INTERVENTIONS)
+    return procedural.split_interventions(intervention, INTERVENTIONS)
 
-  def encode(self, split: str, intervention: str | None) -> np.ndarray:
+  def encode(self, split: str, intervention: str | None = None) -> np.ndarray:
     """`(split id, intervention bits)` as int32 `[2]` (data, not static)."""
     if split not in SPLIT_IDS:
       raise ValueError(f"Unknown split {split!r}; known splits: "
@@ -257,16 +258,6 @@ class OccludedVideo(causal_shapes.InterventionSplits):
 
   def eval_code(self, name: str) -> np.ndarray:
     return self.encode("test", self._eval_intervention(name))
-
-  def sample(self, split: str, intervention: str | None,
-             indices: Array) -> dict[str, Array]:
-    """Videos `indices` of `split` under `intervention` (jitted)."""
-    indices = jnp.asarray(indices)
-    if indices.ndim != 1 or not jnp.issubdtype(indices.dtype, jnp.integer):
-      raise ValueError(f"indices must be an integer [batch] array, got "
-                       f"{indices.dtype}{list(indices.shape)}.")
-    return _sample_jit(self, jnp.asarray(self.encode(split, intervention)),
-                       indices.astype(jnp.int32))
 
   def sample_encoded(self, code: Array, indices: Array) -> dict[str, Array]:
     """Videos `indices` of the distribution `code` (pure, jit-friendly).
@@ -345,82 +336,6 @@ class OccludedVideo(causal_shapes.InterventionSplits):
     f["bg"] = per_video[3:7]
     return f
 
-  def _affine(self, f: dict[str, Array], t: Array
-              ) -> tuple[Array, Array, Array]:
-    """Centres `[K, N, 2]`, maps `A` and `A^-1` `[K, N, 2, 2]` at times `t`
-    `[N]`."""
-    tau = t - (self.num_frames - 1) / 2.
-    centre = (f["centre"][:, None] + f["velocity"][:, None] * tau[:, None] +
-              0.5 * f["acceleration"][:, None] * (tau ** 2)[:, None])
-    theta = f["theta"][:, None] + f["omega"][:, None] * tau
-    stretch = f["deform"][:, None] * jnp.sin(
-        f["deform_phase"][:, None] + f["deform_freq"][:, None] * t)
-    sx = f["scale"][:, None] * (1. + stretch)
-    sy = f["scale"][:, None] * (1. - stretch)
-    cos, sin = jnp.cos(theta), jnp.sin(theta)
-    # A = R(theta) diag(sx, sy): object units -> frame widths.
-    a = jnp.stack([jnp.stack([cos * sx, -sin * sy], -1),
-                   jnp.stack([sin * sx, cos * sy], -1)], -2)
-    # A^-1 = diag(1 / sx, 1 / sy) R(-theta).
-    a_inv = jnp.stack([jnp.stack([cos / sx, sin / sx], -1),
-                       jnp.stack([-sin / sy, cos / sy], -1)], -2)
-    return centre, a, a_inv
-
-  def _grid(self) -> Array:
-    """Pixel centres `[R, R, 2]` as (x, y) in frame widths."""
-    c = (jnp.arange(self.resolution, dtype=jnp.float32) + 0.5) / self.resolution
-    x, y = jnp.meshgrid(c, c)
-    return jnp.stack([x, y], -1)
-
-  def _sdf(self, shape: Array, u: Array, names: tuple[str, ...]) -> Array:
-    """Signed distance `[K, T, R, R]` of objects with shapes `names[shape]`
-    (`shape` `[K]`)."""
-    sdf = None
-    for i, name in enumerate(names):
-      d = _SDFS[name](u[..., 0], u[..., 1])
-      sdf = d if sdf is None else jnp.where(
-          shape[:, None, None, None] == i, d, sdf)
-    return sdf
-
-  def _texture(self, f: dict[str, Array], u: Array,
-               names: tuple[str, ...]) -> Array:
-    """Object texture in [0, 1], `[K, T, R, R]`, in object coordinates;
-    object k has texture `names[f['texture'][k]]`."""
-    e = lambda a: a[:, None, None, None]
-    freq = e(f["tex_freq"])
-    px = freq * u[..., 0] + e(f["tex_phase"][:, 0])
-    py = freq * u[..., 1] + e(f["tex_phase"][:, 1])
-    two_pi = 2. * jnp.pi
-    options = {
-        "flat": lambda: jnp.full_like(px, 0.5),
-        "stripes": lambda: 0.5 + 0.5 * jnp.sin(two_pi * px),
-        "checker": lambda: 0.5 + 0.5 * jnp.tanh(
-            4. * jnp.sin(two_pi * px) * jnp.sin(two_pi * py)),
-        "dots": lambda: jnp.clip(0.5 - 6. * (jnp.hypot(
-            jnp.mod(px, 1.) - 0.5, jnp.mod(py, 1.) - 0.5) - 0.25), 0., 1.),
-    }
-    out = None
-    for i, name in enumerate(names):
-      option = options[name]()
-      out = option if out is None else jnp.where(e(f["texture"]) == i, option,
-                                                 out)
-    return out
-
-  def _background(self, f: dict[str, Array], grid: Array,
-                  shifted: bool) -> Array:
-    """Static background `[R, R, 3]`: grey stripes, or (shifted) a coloured
-    gradient."""
-    x, y = grid[..., 0], grid[..., 1]
-    b = f["bg"]
-    stripes = 0.5 + 0.5 * jnp.sin(2. * jnp.pi * (3. + 3. * b[0]) *
-                                  (x * jnp.cos(3. * b[1]) + y * jnp.sin(3. * b[1])))
-    if not shifted:
-      return causal_shapes._hsv_to_rgb(b[2], 0.1 * b[3], 0.22 + 0.1 * stripes)  # pylint: disable=protected-access
-    angle = 2. * jnp.pi * b[1]
-    ramp = jnp.clip(0.5 + 0.8 * (jnp.cos(angle) * (x - 0.5) +
-                                 jnp.sin(angle) * (y - 0.5)), 0., 1.)
-    return causal_shapes._hsv_to_rgb(jnp.mod(b[2] + 0.3 * ramp, 1.),  # pylint: disable=protected-access
-                                     0.5 + 0.3 * b[3], 0.2 + 0.2 * ramp)
 
   def _video(self, bits: Array, key: Array, shifted: bool
              ) -> dict[str, Array]:
@@ -430,12 +345,12 @@ class OccludedVideo(causal_shapes.InterventionSplits):
     textures = self.shifted_textures if shifted else self.textures
     num_t, res = self.num_frames, self.resolution
     t = jnp.arange(-1, num_t + 1, dtype=jnp.float32)  # one extra each side
-    centre, a, a_inv = self._affine(f, t)              # [K, T+2, 2(, 2)]
-    grid = self._grid()                                # [R, R, 2]
+    centre, a, a_inv = render.affine(f, t, self.num_frames)  # [K, T+2, 2(, 2)]
+    grid = render.grid(self.resolution)                      # [R, R, 2]
     frames_c, frames_a_inv = centre[:, 1:-1], a_inv[:, 1:-1]
     rel = grid[None, None] - frames_c[:, :, None, None]  # [K, T, R, R, 2]
     u = jnp.einsum("ktab,ktijb->ktija", frames_a_inv, rel)
-    amodal = (self._sdf(f["shape"], u, shapes) < 0.).astype(jnp.float32)
+    amodal = (render.sdf(f["shape"], u, shapes) < 0.).astype(jnp.float32)
 
     # The gum: a square fixed in the coordinates of object g, in front.
     u_gum = u[f["gum_object"]] - f["gum_centre"]       # [T, R, R, 2]
@@ -460,10 +375,10 @@ class OccludedVideo(causal_shapes.InterventionSplits):
 
     # Colours: distinct hues (HSV is linear in the value, so the texture
     # scales the full-value colour), textured in object coordinates.
-    base = causal_shapes._hsv_to_rgb(f["hue"], 0.75, 1.)  # pylint: disable=protected-access
-    value = 0.72 + 0.28 * self._texture(f, u, textures)  # [K, T, R, R]
+    base = shape_lib.hsv_to_rgb(f["hue"], 0.75, 1.)
+    value = 0.72 + 0.28 * render.texture(f, u, textures)  # [K, T, R, R]
     colour = value[..., None] * base[:, None, None, None]
-    background = self._background(f, grid, shifted)
+    background = render.background(f, grid, shifted)
     gum_rgb = jnp.asarray(_GUM_RGB, jnp.float32)
     frames = (background[None] * (1. - jnp.sum(visible, 0) - gum)[..., None] +
               jnp.einsum("ktij,ktijc->tijc", visible, colour) +
@@ -474,8 +389,6 @@ class OccludedVideo(causal_shapes.InterventionSplits):
             "shape": (f["shape"] + (len(self.shapes) if shifted else 0)
                       ).astype(jnp.int32)}
 
-
-_sample_jit = jax.jit(OccludedVideo.sample_encoded, static_argnums=(0,))
 
 
 def occlusion_rate(visible: Array, amodal: Array) -> Array:

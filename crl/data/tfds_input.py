@@ -55,7 +55,6 @@ Construction: `TFDSImageClassification(**config)`. Unknown keys raise a
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import threading
 from typing import Any, Iterator
@@ -66,6 +65,10 @@ import tensorflow_datasets as tfds
 
 from crl import config_lib
 from crl.data import pipeline
+from crl.data import tfds_builder
+from crl.data import tfds_images
+from crl.data.tfds_builder import DatasetNotPreparedError  # pylint: disable=unused-import
+from crl.data.tfds_builder import UnknownDatasetError  # pylint: disable=unused-import
 
 # TensorFlow serves only as a host-side input library: it must never take
 # GPU/TPU memory that JAX needs. Fails (RuntimeError) once TF has initialised
@@ -76,20 +79,8 @@ for _kind in ("GPU", "TPU"):
   except (RuntimeError, ValueError):
     pass
 
-EVAL_CROP_FRACTION = 0.875  # eval: shorter side -> resolution / 0.875.
-CIFAR_PAD = 4               # native-size train: pad, then random crop.
-CROP_AREA_RANGE = (0.08, 1.0)
-CROP_ASPECT_RANGE = (3. / 4., 4. / 3.)
 EPOCH_SEED_STRIDE = 1_000_003
 AUG_SALT = 0x5EED
-
-
-class DatasetNotPreparedError(pipeline.DataError, FileNotFoundError):
-  """The TFDS dataset has no prepared data in `data_dir`."""
-
-
-class UnknownDatasetError(pipeline.DataError):
-  """No TFDS builder has this name."""
 
 
 class UnknownSplitError(pipeline.DataError):
@@ -185,46 +176,12 @@ class TFDSImageClassification:
     """The TFDS builder (created once; checks that the data is prepared)."""
     with self._lock:
       if "builder" not in self._cache:
-        builder = self._make_builder()
-        self._check_prepared(builder)
+        builder = tfds_builder.open_builder(self.tfds_name, self.data_dir)
+        tfds_builder.check_prepared(builder, self.tfds_name, self.data_dir,
+                                    self.train_split)
         self._check_features(builder)
         self._cache["builder"] = builder
       return self._cache["builder"]
-
-  def _make_builder(self) -> tfds.core.DatasetBuilder:
-    try:
-      return tfds.builder(self.tfds_name, data_dir=self.data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-      base = self.tfds_name.split(":")[0].split("/")[0]
-      close = difflib.get_close_matches(base, tfds.list_builders(), n=5,
-                                        cutoff=0.6)
-      hint = (f"close names: {', '.join(close)}" if close else
-              "see `tfds.list_builders()` or "
-              "https://www.tensorflow.org/datasets/catalog")
-      raise UnknownDatasetError(
-          f"No TFDS dataset named {self.tfds_name!r}; {hint}.") from None
-
-  def _check_prepared(self, builder: tfds.core.DatasetBuilder) -> None:
-    if builder.is_prepared():
-      return
-    try:
-      # Without prepared files this raises, unless TFDS is mocked
-      # (`tfds.testing.mock_data`), which generates examples from the code.
-      builder.as_dataset(split=self.train_split)
-      return
-    except Exception as e:  # pylint: disable=broad-except
-      cause = e
-    root = str(getattr(builder, "data_dir_root", None) or self.data_dir)
-    name = self.tfds_name
-    raise DatasetNotPreparedError(
-        f"TFDS dataset {name!r} is not prepared in data_dir {root} (looked "
-        f"for {str(builder.data_dir)}); data is never downloaded at run time. "
-        f"Prepare it on a machine with internet: `tfds build {name} "
-        f"--data_dir={root}` or `tfds.builder({name!r}, data_dir={root!r})"
-        ".download_and_prepare()` (datasets with manual downloads, e.g. "
-        "imagenet2012, need their archives in DATA_DIR/downloads/manual), "
-        "then copy the data directory here and set config.data.data_dir."
-    ) from cause
 
   def _check_features(self, builder: tfds.core.DatasetBuilder) -> None:
     features = builder.info.features
@@ -431,32 +388,8 @@ class TFDSImageClassification:
     seed = tf.random.experimental.stateless_fold_in(
         tf.constant([self.seed, AUG_SALT], tf.int64), t)
     seeds = tf.random.experimental.stateless_split(seed, num=2)
-    if self.resolution is None:
-      height, width = self.image_shape[:2]
-      image = tf.pad(image, [[CIFAR_PAD, CIFAR_PAD], [CIFAR_PAD, CIFAR_PAD],
-                             [0, 0]])
-      image = tf.image.stateless_random_crop(image, (height, width, 3),
-                                             seed=seeds[0])
-      image = tf.image.convert_image_dtype(image, tf.float32)
-    else:
-      image = self._random_resized_crop(image, seeds[0])
-    image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
-    image = tf.clip_by_value(image, 0., 1.)
-    image.set_shape(self.image_shape)
-    return image, label
-
-  def _random_resized_crop(self, image: tf.Tensor,
-                           seed: tf.Tensor) -> tf.Tensor:
-    """Inception crop of uint8 [h, w, 3], resized to f32 [r, r, 3]."""
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([[[0., 0., 1., 1.]]]),
-        seed=seed, min_object_covered=CROP_AREA_RANGE[0],
-        aspect_ratio_range=CROP_ASPECT_RANGE, area_range=CROP_AREA_RANGE,
-        max_attempts=10, use_image_if_no_bounding_boxes=True)
-    crop = tf.slice(image, begin, size)
-    crop = tf.image.convert_image_dtype(crop, tf.float32)
-    r = int(self.resolution)
-    return tf.image.resize(crop, (r, r), method="bilinear", antialias=True)
+    return tfds_images.train_image(image, seeds, self.resolution,
+                                   self.image_shape), label
 
   def _eval_example(self, ex: dict[str, tf.Tensor]
                     ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -464,20 +397,8 @@ class TFDSImageClassification:
     return self._eval_image(image), label
 
   def _eval_image(self, image: tf.Tensor) -> tf.Tensor:
-    """uint8 [h, w, 3] -> f32 `image_shape` (resize + centre crop or as is)."""
-    image = tf.image.convert_image_dtype(image, tf.float32)
-    if self.resolution is not None:
-      r = int(self.resolution)
-      short = int(round(r / EVAL_CROP_FRACTION))
-      shape = tf.cast(tf.shape(image)[:2], tf.float32)
-      scale = short / tf.reduce_min(shape)
-      new = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), r)
-      image = tf.image.resize(image, new, method="bilinear", antialias=True)
-      top, left = (new[0] - r) // 2, (new[1] - r) // 2
-      image = tf.slice(image, [top, left, 0], [r, r, 3])
-      image = tf.clip_by_value(image, 0., 1.)
-    image.set_shape(self.image_shape)
-    return image
+    """uint8 [h, w, 3] -> f32 `image_shape` (`tfds_images.eval_image`)."""
+    return tfds_images.eval_image(image, self.resolution, self.image_shape)
 
 
 def _options() -> tf.data.Options:

@@ -20,9 +20,9 @@ samples clamped likewise), so truncated pairs get the clamped sample
 `z >= eps` (log z >= -15.9) rather than an exact zero, and no gradient.
 
 NaN safety: log(0) never appears. Non-links carry the finite
-`layers.MASK_VALUE` in every log-graph, relaxed samples are computed in log
+`attention.MASK_VALUE` in every log-graph, relaxed samples are computed in log
 space with `log_sigmoid`, and `log(1 - K)` is clipped at `K = 1` (the
-self-link). Rows without any link are handled by `layers.masked_softmax`
+self-link). Rows without any link are handled by `attention.masked_softmax`
 (uniform fallback).
 """
 
@@ -33,7 +33,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from crl.models.layers import MASK_VALUE
+from crl.models.attention import MASK_VALUE
 
 GRAPH_MODES = ("soft", "threshold", "sample")
 TRUNCATIONS = ("straight_through", "clamp")

@@ -37,6 +37,10 @@ With `mutable=['intermediates']`, `apply` also returns the sown states
 FFN), 'mediator_states' (after the last propagator) and 'output_states'
 (after the read-out and its FFN, before 'head_norm'), each `[batch, modules,
 d_state]` and wrapped in a 1-tuple.
+
+The module is one idea that reads best whole (its fields and its forward
+pass); its hyperparameter checks are in `crl.models.nac_checks`, its
+initial-state seeder in `crl.models.nac_seeder`.
 """
 
 from __future__ import annotations
@@ -47,65 +51,15 @@ from typing import Any, Optional, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import networkx as nx
 import numpy as np
 
+from crl.models import attention
 from crl.models import graph_priors
 from crl.models import kernel as kernel_lib
 from crl.models import layers
-
-READOUTS = ("pooled", "single")
-GRAPH_SAMPLING = ("per_forward", "per_attention")
-INITIAL_STATES = ("code", "dense")
-GRAPH_REGULARIZERS = (None, "hinge", "graphon")
-
-
-class StateSeeder(nn.Module):
-  """Initial module states from codes.
-
-  'code': `h_u = c_u`; 'dense': `h_u = Dense(LN(c_u))`. With `noise`, adds
-  `eps * exp(0.5 * Dense'(LN(c_u)))` in training (eps ~ N(0, I) from the
-  'sample' stream; log-variance bias initialised at -5).
-
-  Attributes:
-    features: state channels.
-    mode: 'code' or 'dense'.
-    noise: whether to add the learned state noise in training.
-  """
-  features: int
-  mode: str = "code"
-  noise: bool = False
-
-  @nn.compact
-  def __call__(self, codes: jax.Array, batch_size: int, *,
-               train: bool) -> jax.Array:
-    """Seeds states.
-
-    Args:
-      codes: `[modules, code]`.
-      batch_size: B.
-      train: adds the noise when True (and `noise`).
-
-    Returns:
-      `[batch, modules, features]`.
-    """
-    normed = None
-    if self.mode == "dense" or self.noise:
-      normed = nn.LayerNorm(name="code_norm")(codes)
-    if self.mode == "dense":
-      states = nn.Dense(self.features, name="seed")(normed)
-    else:
-      states = codes
-    states = jnp.broadcast_to(states, (batch_size,) + states.shape)
-    if self.noise:
-      log_var = nn.Dense(self.features,
-                         bias_init=nn.initializers.constant(-5.0),
-                         name="noise_log_var")(normed)
-      if train:
-        eps = jax.random.normal(self.make_rng("sample"), states.shape,
-                                states.dtype)
-        states = states + eps * jnp.exp(0.5 * log_var)
-    return states
+from crl.models import nac_checks
+from crl.models import tokenizer as tokenizer_lib
+from crl.models.nac_seeder import StateSeeder
 
 
 class NAC(nn.Module):
@@ -142,7 +96,7 @@ class NAC(nn.Module):
     shared_read_in_projection: one Dense key/value projection of the tokens
       for all input modules (fast) instead of code-conditioned ones.
     fold_read_in: compute the code-conditioned read-in in the folded form
-      (mathematically equal, much cheaper; see `layers.ReadInAttention`).
+      (mathematically equal, much cheaper; see `attention.ReadInAttention`).
     modfc_mode: 'one_plus' (scale 1 + g LN(W_c c)), 'plain_scale'
       (g LN(W_c c)) or 'dense' (no modulation; Perceiver-like ablation).
     modfc_gain_init: initial ModFC gain g.
@@ -286,106 +240,9 @@ class NAC(nn.Module):
                        tuple(sorted(kwargs.items())))
     self._validate()
     super().__post_init__()
-
   def _validate(self) -> None:
     """Raises ValueError naming the offending field."""
-    def choice(field, options):
-      value = getattr(self, field)
-      if value not in options:
-        raise ValueError(f"NAC.{field} must be one of {options}, got "
-                         f"{value!r}.")
-
-    def positive(field, allow_zero=False):
-      value = getattr(self, field)
-      if not isinstance(value, (int, np.integer)) or value < (
-          0 if allow_zero else 1):
-        raise ValueError(f"NAC.{field} must be an integer >= "
-                         f"{0 if allow_zero else 1}, got {value!r}.")
-
-    choice("tokenizer", layers.TOKENIZERS)
-    choice("modfc_mode", layers.MODFC_MODES)
-    choice("ffn", layers.FFN_KINDS)
-    choice("readout", READOUTS)
-    choice("initial_state", INITIAL_STATES)
-    choice("eval_graph", kernel_lib.GRAPH_MODES)
-    choice("graph_regularizer", GRAPH_REGULARIZERS)
-    choice("graph_sampling", GRAPH_SAMPLING)
-    choice("truncation", kernel_lib.TRUNCATIONS)
-    choice("init_scheme", layers.INIT_SCHEMES)
-    if not (isinstance(self.layer_norm_eps, (float, int))
-            and self.layer_norm_eps > 0):
-      raise ValueError(f"NAC.layer_norm_eps must be a number > 0, got "
-                       f"{self.layer_norm_eps!r}.")
-    if self.separate_input_codes and not self.inputs_are_mediators:
-      raise ValueError("NAC.separate_input_codes=True needs "
-                       "inputs_are_mediators=True (the input modules' states "
-                       "seed the mediators), got inputs_are_mediators=False.")
-    for field in ("num_classes", "patch_size", "stem_channels", "d_state",
-                  "d_code", "d_sig", "num_input_modules",
-                  "num_mediator_modules", "num_output_modules", "num_layers",
-                  "num_heads", "read_in_heads", "read_out_heads", "ffn_hidden",
-                  "prior_fit_steps"):
-      positive(field)
-    positive("pos_grid_channels", allow_zero=True)
-    blocks = self._tokenizer_blocks()
-    if self.tokenizer == "convnext" and (
-        len(blocks) < 1 or any(d < 0 for d in blocks)):
-      raise ValueError("NAC.tokenizer_blocks must list >= 0 blocks for each of "
-                       f"at least one stage, got {self.tokenizer_blocks!r}.")
-    if self.head_dim is None:
-      for field in ("num_heads", "read_in_heads", "read_out_heads"):
-        if self.d_state % getattr(self, field):
-          raise ValueError(
-              f"NAC.d_state={self.d_state} must be divisible by NAC.{field}="
-              f"{getattr(self, field)} when head_dim is None.")
-    else:
-      positive("head_dim")
-    if self.initial_state == "code" and self.d_code != self.d_state:
-      raise ValueError(f"NAC.d_code must equal d_state={self.d_state} when "
-                       f"initial_state='code', got {self.d_code}.")
-    if (self.inputs_are_mediators
-        and self.num_input_modules != self.num_mediator_modules):
-      raise ValueError(
-          f"NAC.num_input_modules must equal num_mediator_modules="
-          f"{self.num_mediator_modules} when inputs_are_mediators=True, got "
-          f"{self.num_input_modules}.")
-    if not 0.0 <= self.drop_path < 1.0:
-      raise ValueError(f"NAC.drop_path must be in [0, 1), got "
-                       f"{self.drop_path}.")
-    if self.kernel_sigma <= 0.0:
-      raise ValueError(f"NAC.kernel_sigma must be > 0, got "
-                       f"{self.kernel_sigma}.")
-    if self.kernel_temperature <= 0.0:
-      raise ValueError(f"NAC.kernel_temperature must be > 0, got "
-                       f"{self.kernel_temperature}.")
-    if self.kernel_tau is not None and not 0.0 < self.kernel_tau <= 2.0:
-      raise ValueError(f"NAC.kernel_tau must be None or in (0, 2], got "
-                       f"{self.kernel_tau}.")
-    if self.graph_prior is not None:
-      if self.kernel_tau is None:
-        raise ValueError("NAC.kernel_tau must be set (e.g. 0.9) when "
-                         f"graph_prior={self.graph_prior!r}.")
-      try:
-        graph_priors.target_adjacency(self.graph_prior,
-                                      self.num_mediator_modules,
-                                      self.graph_prior_kwargs)
-      except (ValueError, TypeError, nx.NetworkXError) as e:
-        raise ValueError(f"NAC.graph_prior / graph_prior_kwargs: {e}") from e
-    if self.graph_regularizer == "graphon" and self.graph_prior is None:
-      raise ValueError("NAC.graph_prior must name the target graph when "
-                       "graph_regularizer='graphon', got None.")
-
-  def _tokenizer_blocks(self) -> tuple[int, ...]:
-    """Blocks per stage; an integer n means n stages of one block each."""
-    blocks = self.tokenizer_blocks
-    if isinstance(blocks, (int, np.integer)):
-      return (1,) * int(blocks)
-    try:
-      return tuple(int(d) for d in blocks)
-    except (TypeError, ValueError) as e:
-      raise ValueError("NAC.tokenizer_blocks must be a tuple of block counts "
-                       f"per stage or a number of stages, got {blocks!r}."
-                       ) from e
+    nac_checks.validate(self)
 
   def _sow(self, name: str, value: jax.Array) -> None:
     """Records a state for `apply(..., mutable=['intermediates'])` (not in
@@ -428,17 +285,14 @@ class NAC(nn.Module):
     Returns:
       `logits` `[batch, num_classes]` and the `aux` dict (module docstring).
     """
-    if isinstance(train, jax.core.Tracer):
-      raise ValueError(
-          "NAC: `train` must be a Python bool, not a traced value; jit with "
-          "functools.partial(model.init, train=False) or "
-          "jax.jit(..., static_argnames='train').")
+    layers.check_train_flag("NAC", train)
     deterministic = not train
     x = layers.standardize_images(images)
     batch = x.shape[0]
-    tokens = layers.ImageTokenizer(
+    tokens = tokenizer_lib.ImageTokenizer(
         self.tokenizer, self.patch_size, self.stem_channels,
-        self._tokenizer_blocks(), self.pos_grid_channels,
+        tokenizer_lib.tokenizer_blocks("NAC", self.tokenizer_blocks),
+        self.pos_grid_channels,
         init_scheme=self.init_scheme,
         name="tokenizer")(x)
     self._sow("tokens", tokens)
@@ -514,7 +368,7 @@ class NAC(nn.Module):
     read_in_codes = (mediator_codes(0) if self.inputs_are_mediators
                      and not self.separate_input_codes else in_codes)
     h_in = seeder(read_in_codes, batch, train=train)
-    h_in, read_in_attention = layers.ReadInAttention(
+    h_in, read_in_attention = attention.ReadInAttention(
         self.d_state, self.d_code, self.read_in_heads,
         self._head_dim(self.read_in_heads), qkv_bias=self.qkv_bias,
         shared_projection=self.shared_read_in_projection,
@@ -535,7 +389,7 @@ class NAC(nn.Module):
         sender_codes = jnp.concatenate([in_codes, codes], axis=0)
       layer_graph = (self._graph(kern, mode, batch)
                      if fresh_graphs and layer > 0 else graph)
-      h_med, _ = layers.ModAttention(
+      h_med, _ = attention.ModAttention(
           self.d_state, self.d_code, self.num_heads,
           self._head_dim(self.num_heads), qkv_bias=self.qkv_bias,
           drop_path=self.drop_path, shared_norm=self.shared_propagator_norm,
@@ -548,7 +402,7 @@ class NAC(nn.Module):
 
     # ---- Read-out: output modules attend to the mediators.
     h_out = seeder(out_codes, batch, train=train)
-    h_out, _ = layers.ModAttention(
+    h_out, _ = attention.ModAttention(
         self.d_state, self.d_code, self.read_out_heads,
         self._head_dim(self.read_out_heads), qkv_bias=self.qkv_bias,
         drop_path=self.drop_path, residual=self.read_out_residual,

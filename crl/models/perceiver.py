@@ -43,28 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crl.models import attention
 from crl.models import layers
-
-
-def check_train_flag(model_name: str, train) -> None:
-  """Raises a clear ValueError when `train` is traced rather than a bool."""
-  if isinstance(train, jax.core.Tracer):
-    raise ValueError(
-        f"{model_name}: `train` must be a Python bool, not a traced value; "
-        "jit with functools.partial(model.init, train=False) or "
-        "jax.jit(..., static_argnames='train').")
-
-
-def tokenizer_blocks(model_name: str, blocks) -> tuple[int, ...]:
-  """ConvNeXt blocks per stage; an integer n means n stages of one block."""
-  if isinstance(blocks, (int, np.integer)):
-    return (1,) * int(blocks)
-  try:
-    return tuple(int(d) for d in blocks)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{model_name}.tokenizer_blocks must be a tuple of block "
-                     "counts per stage or a number of stages, got "
-                     f"{blocks!r}.") from e
+from crl.models import tokenizer as tokenizer_lib
 
 
 class PerceiverIO(nn.Module):
@@ -124,7 +105,7 @@ class PerceiverIO(nn.Module):
   def _validate(self) -> None:
     """Raises ValueError naming the offending field."""
     name = type(self).__name__
-    for field, options in (("tokenizer", layers.TOKENIZERS),
+    for field, options in (("tokenizer", tokenizer_lib.TOKENIZERS),
                            ("ffn", layers.FFN_KINDS)):
       if getattr(self, field) not in options:
         raise ValueError(f"{name}.{field} must be one of {options}, got "
@@ -138,7 +119,7 @@ class PerceiverIO(nn.Module):
       if not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name}.{field} must be an integer >= {minimum}, "
                          f"got {value!r}.")
-    blocks = tokenizer_blocks(name, self.tokenizer_blocks)
+    blocks = tokenizer_lib.tokenizer_blocks(name, self.tokenizer_blocks)
     if self.tokenizer == "convnext" and (
         len(blocks) < 1 or any(d < 0 for d in blocks)):
       raise ValueError(f"{name}.tokenizer_blocks must list >= 0 blocks for "
@@ -162,9 +143,9 @@ class PerceiverIO(nn.Module):
         self.d_latent // heads)
 
   def _attention(self, heads: int, drop_path: float,
-                 name: str) -> layers.ModAttention:
+                 name: str) -> attention.ModAttention:
     """Pre-LN multi-head attention with plain Dense projections + residual."""
-    return layers.ModAttention(
+    return attention.ModAttention(
         self.d_latent, 1, heads, self._head_dim(heads), modfc_mode="dense",
         qkv_bias=self.qkv_bias, layer_scale_init=self.layer_scale_init,
         drop_path=drop_path, name=name)
@@ -188,13 +169,14 @@ class PerceiverIO(nn.Module):
     Returns:
       `logits` `[batch, num_classes]` and the `aux` dict (module docstring).
     """
-    check_train_flag(type(self).__name__, train)
+    layers.check_train_flag(type(self).__name__, train)
     deterministic = not train
     x = layers.standardize_images(images)
     batch = x.shape[0]
-    tokens = layers.ImageTokenizer(
+    tokens = tokenizer_lib.ImageTokenizer(
         self.tokenizer, self.patch_size, self.stem_channels,
-        tokenizer_blocks(type(self).__name__, self.tokenizer_blocks),
+        tokenizer_lib.tokenizer_blocks(type(self).__name__,
+                                       self.tokenizer_blocks),
         self.pos_grid_channels, name="tokenizer")(x)  # [B, V, C_tok]
 
     init = nn.initializers.truncated_normal(0.02)
@@ -203,7 +185,7 @@ class PerceiverIO(nn.Module):
 
     # ---- Encoder: one cross-attention read-in, shared by all latents. In
     # 'dense' mode the layers ignore codes, so none are passed.
-    h, read_in_attention = layers.ReadInAttention(
+    h, read_in_attention = attention.ReadInAttention(
         self.d_latent, 1, self.cross_heads, self._head_dim(self.cross_heads),
         modfc_mode="dense", qkv_bias=self.qkv_bias,
         layer_scale_init=self.layer_scale_init, shared_projection=True,

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crl.models.perceiver import check_train_flag
+from crl.models.layers import check_train_flag
 
 # depth -> (block kind, blocks per stage)
 DEPTHS = {

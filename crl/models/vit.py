@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crl.models import attention
 from crl.models import layers
-from crl.models.perceiver import check_train_flag
 
 POOLINGS = ("cls", "gap")
 
@@ -117,7 +117,7 @@ class ViT(nn.Module):
     Returns:
       `logits` `[batch, num_classes]` and the `aux` dict (module docstring).
     """
-    check_train_flag("ViT", train)
+    layers.check_train_flag("ViT", train)
     deterministic = not train
     height, width = images.shape[1:3]
     p = self.patch_size
@@ -139,7 +139,7 @@ class ViT(nn.Module):
 
     head_dim = self.head_dim or self.d_model // self.num_heads
     for layer in range(self.num_layers):
-      x, _ = layers.ModAttention(
+      x, _ = attention.ModAttention(
           self.d_model, 1, self.num_heads, head_dim, modfc_mode="dense",
           qkv_bias=self.qkv_bias, layer_scale_init=self.layer_scale_init,
           drop_path=self.drop_path, name=f"block{layer}_attention")(

@@ -81,7 +81,7 @@ def bench_images(resolution: int, batch_size: int) -> np.ndarray:
   """`[batch, resolution, resolution, 3]` float32 causal-shapes images."""
   from crl.data.causal_shapes import CausalShapes  # pylint: disable=g-import-not-at-top
   ds = CausalShapes(resolution=resolution)
-  images = ds.sample("test", None, jnp.arange(batch_size))["image"]
+  images = ds.sample("test", jnp.arange(batch_size))["image"]
   return np.asarray(images, np.float32)
 
 

@@ -45,7 +45,7 @@ def test_images_are_pure_functions_of_the_index(ds, sample):
   shifted = sample("train", n=32, start=16)
   np.testing.assert_array_equal(shifted["image"], a["image"][16:48])
   # The public `sample` API gives the same pixels.
-  direct = ds.sample("train", None, jnp.arange(64))
+  direct = ds.sample("train", jnp.arange(64))
   np.testing.assert_array_equal(np.asarray(direct["image"]), a["image"])
   assert not np.array_equal(a["image"][0], a["image"][1])
 
@@ -60,7 +60,7 @@ def test_splits_are_disjoint_streams(sample):
 @pytest.mark.parametrize("resolution", [16, 32, 64])
 def test_shapes_range_dtype_and_antialiasing(resolution):
   ds = cs.CausalShapes(resolution=resolution)
-  out = ds.sample("train", None, jnp.arange(16))
+  out = ds.sample("train", jnp.arange(16))
   image = np.asarray(out["image"])
   assert image.shape == (16, resolution, resolution, 3)
   assert image.dtype == np.float32 and out["label"].dtype == jnp.int32

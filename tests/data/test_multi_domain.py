@@ -18,7 +18,8 @@ def photo():
 
 def test_domains_share_labels_differ_in_pixels(photo):
   idx = jnp.arange(8)
-  out = {d: photo.sample("test", None if d == "photo" else d, idx)
+  out = {d: photo.sample("test", idx,
+                        intervention=None if d == "photo" else d)
          for d in md.DOMAINS}
   for d, o in out.items():
     chex.assert_shape(o["image"], (8, 16, 16, 3))
@@ -38,14 +39,14 @@ def test_domains_share_labels_differ_in_pixels(photo):
 
 def test_deterministic_and_split_streams_disjoint(photo):
   # One index shape throughout: one compile per dataset.
-  a = photo.sample("train", None, jnp.array([0, 5, 9]))
-  b = photo.sample("train", None, jnp.array([9, 0, 5]))
+  a = photo.sample("train", jnp.array([0, 5, 9]))
+  b = photo.sample("train", jnp.array([9, 0, 5]))
   np.testing.assert_array_equal(np.asarray(a["image"]),
                                 np.asarray(b["image"])[[1, 2, 0]])
-  t = photo.sample("test", None, jnp.array([0, 5, 9]))
+  t = photo.sample("test", jnp.array([0, 5, 9]))
   assert not np.allclose(np.asarray(t["image"][0]), np.asarray(a["image"][0]))
   other_seed = md.MultiDomainShapes(domain="photo", resolution=16, seed=1)
-  c = other_seed.sample("train", None, jnp.array([0, 5, 9]))
+  c = other_seed.sample("train", jnp.array([0, 5, 9]))
   assert not np.allclose(np.asarray(c["image"][0]), np.asarray(a["image"][0]))
 
 
@@ -63,7 +64,7 @@ def test_eval_splits_are_the_other_domains(photo):
 def test_pretrain_source_classes_and_mixture():
   src = md.PretrainSource(resolution=16)
   assert src.num_classes == 70 == len(md.PATTERNS) * 14
-  out = src.sample("train", None, jnp.arange(256))
+  out = src.sample("train", jnp.arange(256))
   f = {k: np.asarray(v) for k, v in out["factors"].items()}
   np.testing.assert_array_equal(np.asarray(out["label"]),
                                 f["shape"] * len(md.PATTERNS) + f["pattern"])

@@ -22,7 +22,8 @@ def ds():
 def videos(ds):
   """One compiled generator, three distributions (the code is data)."""
   return {name: {k: np.asarray(v) for k, v in ds.sample(
-      "test", None if name == "test" else name, INDICES).items()}
+      "test", INDICES,
+      intervention=None if name == "test" else name).items()}
           for name in ("test", "gum", "shifted")}
 
 
@@ -147,14 +148,14 @@ def test_shifted_distribution_uses_other_shapes(ds, videos):
 
 
 def test_pure_function_of_seed_split_and_index(ds, videos):
-  again = ds.sample("test", None, INDICES)
+  again = ds.sample("test", INDICES)
   np.testing.assert_array_equal(np.asarray(again["frames"]),
                                 videos["test"]["frames"])
-  train = ds.sample("train", None, INDICES)
+  train = ds.sample("train", INDICES)
   assert not np.array_equal(np.asarray(train["frames"]),
                             videos["test"]["frames"])
   # Example i does not depend on the other indices of the batch.
-  one = ds.sample("test", None, INDICES[::-1])
+  one = ds.sample("test", INDICES[::-1])
   np.testing.assert_array_equal(np.asarray(one["amodal"])[::-1],
                                 videos["test"]["amodal"])
 

@@ -22,7 +22,8 @@ import pytest
 
 from crl import config_lib
 from crl import registry
-from crl.models import interpreters
+from crl.models import interpreter_blocks
+from crl.models import interpreter_capacity
 from crl.models.interpreters import NeuralInterpreter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -77,7 +78,7 @@ def _init(**overrides):
   params = jax.tree_util.tree_map_with_path(fill, shapes)
   # Function 0 matches the class token's first type (d = 0), so the class
   # token is routed and every parameter reaches the loss.
-  cls_type = interpreters.TypeInference(8, 16).apply(
+  cls_type = interpreter_blocks.TypeInference(8, 16).apply(
       {"params": params["script0"]["pod"]["type_inference"]},
       params["cls_tokens"])
   params["script0"]["function_signatures"] = (
@@ -234,23 +235,23 @@ def test_compatibility_function_at_the_truncation_edge():
   d = jnp.array([[0.5, 0.6, 0.1],
                  [0.7, 1.9, 0.2],
                  [0.5000001, 0.51, 0.3]], jnp.float32)
-  c, link = interpreters.compatibility(d, sigma, tau)
+  c, link = interpreter_blocks.compatibility(d, sigma, tau)
   k = np.exp(-np.asarray(d) / sigma) * (np.asarray(d) <= tau)
   np.testing.assert_allclose(
-      c, k / (interpreters.NORMALIZATION_EPS + k.sum(0)), rtol=1e-6)
+      c, k / (interpreter_blocks.NORMALIZATION_EPS + k.sum(0)), rtol=1e-6)
   np.testing.assert_array_equal(link[:, 0], [True, False, False])
   np.testing.assert_array_equal(c[:, 1], 0.0)
   # Gradients: finite and bounded at the all-cut token (the published
   # normaliser eps + sum gives 1 / eps = 1e6 there), and straight-through
   # (non-zero for the cut pairs).
   jac = jax.jit(jax.jacobian(
-      lambda x: interpreters.compatibility(x, sigma, tau)[0]))(d)
+      lambda x: interpreter_blocks.compatibility(x, sigma, tau)[0]))(d)
   assert np.all(np.isfinite(jac))
   assert np.max(np.abs(jac)) < 10.0
   assert np.all(jac[:, 1, :, 1].diagonal() != 0.0)
   # Function dropout before normalisation: the kept pair takes all weight.
   keep = jnp.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-  c, _ = interpreters.compatibility(d, sigma, tau, keep=keep)
+  c, _ = interpreter_blocks.compatibility(d, sigma, tau, keep=keep)
   np.testing.assert_allclose(c[:, 2], [0.0, 0.0, 1.0], atol=1e-5)
 
 
@@ -296,7 +297,7 @@ def test_trains_without_nans_with_a_pair_exactly_at_tau():
   params = _edge_params(params, [eye[0], eye[1], -eye[0]], eye[0])
   _, aux = _eval_fn(model)(params, _images())
   k = np.array([1.0, math.exp(-1.0), 0.0])
-  expected = k / (interpreters.NORMALIZATION_EPS + k.sum())
+  expected = k / (interpreter_blocks.NORMALIZATION_EPS + k.sum())
   np.testing.assert_allclose(
       aux["compatibility"],
       np.broadcast_to(expected[:, None], (1, 2, BATCH, 3, TOKENS)),
@@ -307,7 +308,7 @@ def test_trains_without_nans_with_a_pair_exactly_at_tau():
 
 def test_capacity_extension():
   model, params = _init(num_functions=1, num_frozen_functions=0)
-  new_model, new_params = interpreters.extend_capacity(
+  new_model, new_params = interpreter_capacity.extend_capacity(
       model, params, 2, jax.random.key(7))
   assert new_model == _model()  # 3 functions, function 0 frozen
   old, new = _flat(params), _flat(new_params)
@@ -342,9 +343,9 @@ def test_capacity_extension():
   np.testing.assert_array_equal(after[1]["compatibility"][..., 1:, :], 0.0)
 
   # Training with the mask moves only the new rows (weight decay included).
-  mask = interpreters.trainable_mask(new_params, 1)
+  mask = interpreter_capacity.trainable_mask(new_params, 1)
   tx = optax.chain(optax.adamw(1e-2, weight_decay=0.1),
-                   interpreters.freeze_updates(mask))
+                   interpreter_capacity.freeze_updates(mask))
   trained, history = _adamw_steps(new_model, new_params, 2, tx)
   _assert_finite_steps(history)
   for name, value in _flat(trained).items():
@@ -353,7 +354,7 @@ def test_capacity_extension():
       assert np.all(np.any(value[1:] != new[name][1:], axis=-1)), name
     else:
       chex.assert_trees_all_equal(value, new[name])
-  also = interpreters.trainable_mask(new_params, 1, also_train=("classifier",))
+  also = interpreter_capacity.trainable_mask(new_params, 1, also_train=("classifier",))
   assert bool(jnp.all(also["classifier"]["kernel"]))
   assert not bool(jnp.any(also["head_norm"]["scale"]))
 
@@ -363,14 +364,14 @@ def test_freeze_rows():
 
   def grad(num_frozen, all_rows):
     return jax.grad(lambda q: jnp.sum(
-        interpreters.freeze_rows(q, num_frozen, all_rows) ** 2))(p)
+        interpreter_blocks.freeze_rows(q, num_frozen, all_rows) ** 2))(p)
 
   np.testing.assert_array_equal(grad(0, False), 2 * p)
   np.testing.assert_array_equal(grad(3, False)[:3], 0.0)
   np.testing.assert_array_equal(grad(3, False)[3:], 2 * p[3:])
   np.testing.assert_array_equal(grad(0, True), 0.0)
   np.testing.assert_array_equal(
-      interpreters.freeze_rows(p, 3, False), p)
+      interpreter_blocks.freeze_rows(p, 3, False), p)
 
 
 @pytest.mark.parametrize("variant, target", [("default", 276_288),

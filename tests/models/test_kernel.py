@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from crl.models import kernel
-from crl.models import layers
+from crl.models import attention
 
 TAU = 0.9
 
@@ -35,7 +35,7 @@ def test_kernel_values_and_truncation():
   # Exactly zero where truncated, finite log-mask.
   assert bool(jnp.all(jnp.where(truncated, k["kernel"] == 0.0, True)))
   assert bool(jnp.all(jnp.where(truncated,
-                                k["log_kernel"] == layers.MASK_VALUE, True)))
+                                k["log_kernel"] == attention.MASK_VALUE, True)))
   chex.assert_tree_all_finite(k)
 
 
@@ -49,7 +49,7 @@ def test_truncated_pairs_get_exactly_zero_attention_weight():
     lg = g["log_graph"]
     lg = lg[None, None] if lg.ndim == 2 else lg[:, None]
     link = g["link"][None, None] if g["link"].ndim == 2 else g["link"][:, None]
-    return layers.masked_softmax(scores, lg, link), link
+    return attention.masked_softmax(scores, lg, link), link
 
   for mode in ("soft", "threshold", "sample"):
     w, link = weights(k, mode)
@@ -159,7 +159,7 @@ def test_no_nan_at_truncation_edge():
     lg = lg[None, None] if lg.ndim == 2 else lg[:, None]
     link = link[None, None] if link.ndim == 2 else link[:, None]
     scores = jnp.ones((2, 1, 2, 2)) * r.sum()
-    return layers.masked_softmax(scores, lg, link)
+    return attention.masked_softmax(scores, lg, link)
 
   for mode in ("soft", "threshold", "sample"):
     w = out(receivers, mode)

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from crl.models import attention
 from crl.models import layers
+from crl.models import tokenizer as tokenizer_lib
 
 
 def _host_params(module, *args, seed=0, **kwargs):
@@ -90,8 +92,8 @@ def test_read_in_fold_equals_explicit(qkv_bias):
   h = jax.random.normal(jax.random.key(1), (2, 8, 16))
   codes = jax.random.normal(jax.random.key(2), (8, 16))
   tokens = jax.random.normal(jax.random.key(3), (2, 16, 16))
-  folded = layers.ReadInAttention(fold=True, **kwargs)
-  explicit = layers.ReadInAttention(fold=False, **kwargs)
+  folded = attention.ReadInAttention(fold=True, **kwargs)
+  explicit = attention.ReadInAttention(fold=False, **kwargs)
   variables = _host_params(folded, h, codes, tokens, deterministic=True)
   if qkv_bias:
     assert "bias" in variables["params"]["key"]
@@ -105,7 +107,7 @@ def test_read_in_fold_equals_explicit(qkv_bias):
 
 
 def test_read_in_shared_projection_has_plain_kv():
-  module = layers.ReadInAttention(16, 16, 2, 8, shared_projection=True)
+  module = attention.ReadInAttention(16, 16, 2, 8, shared_projection=True)
   h = jnp.ones((2, 8, 16))
   tokens = jax.random.normal(jax.random.key(3), (2, 16, 16))
   variables, (out, w) = _init_apply(module, h, jnp.ones((8, 16)), tokens,
@@ -116,12 +118,12 @@ def test_read_in_shared_projection_has_plain_kv():
 
 
 def test_mod_attention_respects_graph():
-  module = layers.ModAttention(16, 16, num_heads=2, head_dim=8)
+  module = attention.ModAttention(16, 16, num_heads=2, head_dim=8)
   h = jax.random.normal(jax.random.key(1), (2, 4, 16))
   codes = jax.random.normal(jax.random.key(2), (4, 16))
   link = jnp.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1]],
                    bool)
-  log_graph = jnp.where(link, 0.0, layers.MASK_VALUE)
+  log_graph = jnp.where(link, 0.0, attention.MASK_VALUE)
   variables, (out, w) = _init_apply(module, h, codes, h, codes, log_graph,
                                     link, deterministic=True)
   chex.assert_shape(out, (2, 4, 16))
@@ -133,8 +135,8 @@ def test_mod_attention_respects_graph():
 def test_masked_softmax_uniform_fallback_for_rows_without_links():
   scores = jax.random.normal(jax.random.key(0), (1, 1, 2, 3))
   link = jnp.array([[True, False, False], [False, False, False]])
-  log_graph = jnp.where(link, 0.0, layers.MASK_VALUE)
-  w = layers.masked_softmax(scores, log_graph[None, None], link[None, None])
+  log_graph = jnp.where(link, 0.0, attention.MASK_VALUE)
+  w = attention.masked_softmax(scores, log_graph[None, None], link[None, None])
   np.testing.assert_allclose(w[0, 0, 0], [1.0, 0.0, 0.0])
   np.testing.assert_allclose(w[0, 0, 1], [1 / 3] * 3, rtol=1e-6)
 
@@ -172,7 +174,7 @@ def test_feed_forward(kind):
 
 
 def test_tokenizer_default_is_nac_s32():
-  tok = layers.ImageTokenizer()
+  tok = tokenizer_lib.ImageTokenizer()
   x = jnp.zeros((2, 32, 32, 3))
   variables = jax.eval_shape(tok.init, jax.random.key(0), x)
   tokens = jax.eval_shape(tok.apply, variables, x)
@@ -188,7 +190,7 @@ def test_tokenizer_default_is_nac_s32():
     ("convnext", (1, 1), 4, 24),
 ])
 def test_tokenizer_options(kind, blocks, tokens, channels):
-  tok = layers.ImageTokenizer(kind, 4, 8, blocks, 8)
+  tok = tokenizer_lib.ImageTokenizer(kind, 4, 8, blocks, 8)
   x = jnp.zeros((2, 16, 16, 3))
   variables = jax.eval_shape(tok.init, jax.random.key(0), x)
   out = jax.eval_shape(tok.apply, variables, x)
@@ -198,5 +200,5 @@ def test_tokenizer_options(kind, blocks, tokens, channels):
 
 def test_tokenizer_rejects_indivisible_images():
   with pytest.raises(ValueError, match="divisible"):
-    jax.eval_shape(layers.ImageTokenizer().init, jax.random.key(0),
+    jax.eval_shape(tokenizer_lib.ImageTokenizer().init, jax.random.key(0),
                    jnp.zeros((1, 30, 30, 3)))

@@ -26,7 +26,9 @@ from crl import config_lib
 from crl import registry
 from crl.models import kernel as kernel_lib
 from crl.models import layers
+from crl.models import tokenizer as tokenizer_lib
 from crl.models import nac_official
+from crl.models import nac_official_weights
 from crl.models.nac import NAC
 from tests import helpers
 from tests.models.test_nac import (BATCH, RNGS, TINY, _apply, _host_params,
@@ -58,7 +60,7 @@ def _official_model(z):
 def test_ported_weights_reproduce_the_official_outputs(name):
   z = _fixture(name)
   model = _official_model(z)
-  params = nac_official.params_from_official(_weights(z), model)
+  params = nac_official_weights.params_from_official(_weights(z), model)
   (logits, _), state = model.apply({"params": params}, z["x"], train=False,
                                    mutable=["intermediates"])
   got = {k: state["intermediates"][k][0] for k in STATES}
@@ -91,7 +93,7 @@ def test_converter_names_missing_unexpected_and_misshaped_keys():
   weights["w/latent_graphs.0.extra.weight"] = np.zeros(3, np.float32)
   weights[bad] = np.zeros((3, 64), np.float32)
   with pytest.raises(ValueError) as e:
-    nac_official.params_from_official(weights, model)
+    nac_official_weights.params_from_official(weights, model)
   message = str(e.value)
   assert "\n" not in message
   assert f"missing: {gone[2:]}" in message
@@ -102,7 +104,7 @@ def test_converter_names_missing_unexpected_and_misshaped_keys():
   key = "b/latent_graphs.0.read_out.latent_attention.kernel.bandwidth"
   weights[key] = np.float32(2.0)
   with pytest.raises(ValueError, match="kernel_sigma"):
-    nac_official.params_from_official(weights, model)
+    nac_official_weights.params_from_official(weights, model)
 
 
 def test_unsupported_official_config_is_one_clear_error():
@@ -277,7 +279,7 @@ def test_official_init_scheme():
                                        jnp.ones((2, 16)))["params"]
   assert float(jnp.abs(crl["kernel"]).max()) > bound  # lecun normal
   # timm's trunc_normal_(std=.02) truncates at +-2 absolute: a plain normal.
-  block = layers.ConvNeXtBlock(init_scheme="official").init(
+  block = tokenizer_lib.ConvNeXtBlock(init_scheme="official").init(
       key, jnp.ones((1, 4, 4, 32)))["params"]
   for name in ("fc1", "fc2", "depthwise"):
     assert abs(float(jnp.std(block[name]["kernel"])) - 0.02) < 0.002, name
