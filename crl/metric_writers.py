@@ -327,10 +327,12 @@ def import_tensorflow_quietly() -> None:
     print(line, file=sys.stderr)
 
 
-def setup_console(verbose: bool | None = None) -> None:
+def setup_console(verbose: bool | None = None,
+                  tensorflow: bool = True) -> None:
   """absl INFO logs on the console; unless `verbose` (default: the
-  `--verbose` flag), library chatter is filtered and TensorFlow is imported
-  quietly. Call once, first thing in a program's `main`."""
+  `--verbose` flag), library chatter is filtered and (with `tensorflow`)
+  TensorFlow is imported quietly. Call first thing in a program's `main`
+  (a notebook that does not use TensorFlow passes `tensorflow=False`)."""
   verbose = VERBOSE.value if verbose is None else verbose
   logging.set_verbosity(logging.INFO)
   handler = logging.get_absl_handler()
@@ -338,4 +340,5 @@ def setup_console(verbose: bool | None = None) -> None:
     return
   if not any(isinstance(f, QuietLibraries) for f in handler.filters):
     handler.addFilter(QuietLibraries())
-  import_tensorflow_quietly()
+  if tensorflow:
+    import_tensorflow_quietly()
