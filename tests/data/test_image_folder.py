@@ -103,3 +103,17 @@ def test_folder_config_trains_end_to_end(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith(
       f"crl: error: Image folder '{empty}' has no images")
+
+
+@pytest.mark.parametrize("model", ["cnn", "nac", "vit", "perceiver", "resnet",
+                                   "interpreters"])
+def test_every_folder_variant_builds_its_model(model):
+  from crl import config_lib, train  # pylint: disable=g-import-not-at-top
+  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
+  config = config_lib.load_config(
+      os.path.join(helpers.ROOT, f"configs/folder.py:{model}"))
+  train.check_config(config)
+  assert config.trainer == "augmented_classification"
+  assert classification.build_model(config, 3).num_classes == 3
+  with pytest.raises(ValueError, match="Unknown variant 'mlp'"):
+    config_lib.load_config(os.path.join(helpers.ROOT, "configs/folder.py:mlp"))
