@@ -21,6 +21,14 @@ def _outputs(nb, kinds=("stream",)) -> str:
                  for o in c.outputs if o.output_type in kinds)
 
 
+def test_repository_path_does_not_depend_on_the_working_directory(
+    tmp_path, monkeypatch):
+  import crl  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tmp_path)
+  assert crl.repository_path("configs", "nac.py") == os.path.join(
+      helpers.ROOT, "configs", "nac.py")
+
+
 def test_there_is_a_circuits_notebook():
   assert any(p.endswith("nac_circuits.ipynb") for p in NOTEBOOKS)
 
