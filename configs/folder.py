@@ -2,8 +2,9 @@
 
 Command (ROOT/<class>/<image> or ROOT/<split>/<class>/<image>):
   python -m crl.main --config=configs/folder.py --config.data.root=DIR --workdir=runs/mine
-Runtime: MEASURED_RUNTIME
-Expected: MEASURED_RESULT
+Runtime: 589 s for the digits of the README (1,797 PNGs) on 2 CPU cores at a
+load average of 15-18 (measured 2026-12-06; a quiet machine is faster).
+Expected: 99.44% test accuracy on those digits (docs/results/digits/).
 
 Variants (`configs/folder.py:<model>[,tiny]`):
   (none), cnn   the small-dataset preset with a small CNN (widths 32, 64,
