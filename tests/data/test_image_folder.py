@@ -101,8 +101,9 @@ def test_folder_config_trains_end_to_end(tmp_path):
                           f"--config.data.root={empty}",
                           f"--workdir={tmp_path}/run2")
   assert proc.returncode == 2
-  assert proc.stderr.strip().splitlines()[-1].startswith(
-      f"crl: error: Image folder '{empty}' has no images")
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("crl: error: ") and "Traceback" not in proc.stderr
+  assert f"Image folder '{empty}' has no images" in last
 
 
 @pytest.mark.parametrize("model", ["cnn", "nac", "vit", "perceiver", "resnet",
