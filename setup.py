@@ -46,7 +46,12 @@ setup(
             "scikit-image>=0.22",
             "setuptools<81",                # imagecorruptions uses pkg_resources
             "statsmodels>=0.14",            # OLS intervals (transfer analysis)
+            # tests/test_colabs.py executes the notebooks.
+            "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
         ],
+        # colabs/*.ipynb under Jupyter (matplotlib is a core requirement).
+        "notebook": ["notebook>=7", "ipykernel>=6.29", "nbclient>=0.10",
+                     "nbformat>=5.9"],
         "cuda12": [f"jax[cuda12]=={JAX}"],
         "tpu": [f"jax[tpu]=={JAX}"],
     },

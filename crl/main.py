@@ -5,6 +5,10 @@ Flags:
              and `--config.key=value` overrides any key (unknown keys fail).
   --workdir  where checkpoints, metrics and results go (required). Running the
              same command again resumes from the newest checkpoint there.
+  --verbose  also show the libraries' INFO logs (Orbax, JAX backends) and
+             TensorFlow's start-up notices.
+Progress goes to stderr: a bar on a terminal, a log line every
+`config.log_every_steps` otherwise; periodic evaluations print one line each.
 Multi-process runs (several hosts, or several processes on one host) call
 `jax.distributed.initialize` first: from `--coordinator_address`,
 `--num_processes` and `--process_id`, or from the cluster environment
@@ -20,6 +24,8 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from crl import metric_writers  # defines --verbose
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/<name>.py[:variant]).",
@@ -107,22 +113,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
           workdir.WorkdirBusyError, workdir.WorkdirError, train.NonFiniteError)
 
 
-class _QuietLibraries:
-  """Drops INFO records of libraries that narrate every save (Orbax)."""
-
-  _NOISY = ("/orbax/", "/jax/_src/xla_bridge.py", "/etils/")
-
-  def filter(self, record) -> bool:
-    import logging as std_logging  # pylint: disable=g-import-not-at-top
-    return (record.levelno >= std_logging.WARNING or
-            not any(n in record.pathname for n in self._NOISY))
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  metric_writers.setup_console()
   _hide_accelerators_from_tensorflow()
   distributed = _maybe_initialize_distributed()
   from crl import preemption, registry, workdir  # pylint: disable=g-import-not-at-top

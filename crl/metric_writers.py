@@ -1,16 +1,26 @@
-"""Where metrics go: `metrics.jsonl`, TensorBoard event files and the console."""
+"""Where metrics go: `metrics.jsonl`, TensorBoard event files and the console.
+
+The console part: `Progress` (a bar or log lines, evaluation lines) and
+`setup_console` (what programs call first: the `--verbose` flag, library
+INFO filtering, TensorFlow's start-up notices once instead of twice).
+"""
 
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import math
 import os
+import re
 import sys
+import tempfile
 import time
 from typing import Any, Mapping
 
+from absl import flags
 from absl import logging
 import jax
+import numpy as np
 
 
 def _plain(value: Any) -> Any:
@@ -131,46 +141,204 @@ def format_seconds(seconds: float) -> str:
   return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-class Progress:
-  """Console progress: a bar on a terminal, plain log lines otherwise."""
+def _terminal_width(stream: Any) -> int:
+  """Columns of the terminal behind `stream`; 0 when it is not a terminal or
+  reports no width (some IDE consoles, `script`, CI pseudo-terminals)."""
+  try:
+    if not stream.isatty():
+      return 0
+    columns = os.get_terminal_size(stream.fileno()).columns
+  except (AttributeError, OSError, ValueError):
+    return 0
+  if columns <= 0:
+    columns = int(os.environ.get("COLUMNS", "0") or 0)
+  return columns
 
-  def __init__(self, total_steps: int, start_step: int, global_batch: int):
+
+class Progress:
+  """Console progress of a training run (process 0 only).
+
+  A tqdm bar when stderr is a terminal at least `MIN_COLUMNS` wide; on any
+  other terminal, a pipe or a file, one log line per `update` (the loop calls
+  it every `log_every_steps`): step, the task's metrics, examples/s, ETA.
+  Examples/s and the ETA count from `reset_clock` (called after the first
+  step, so compilation is excluded), in the bar as in the lines; `note`
+  prints a line (an evaluation's results) without breaking the bar.
+  """
+
+  MIN_COLUMNS = 40
+
+  def __init__(self, total_steps: int, start_step: int, global_batch: int,
+               stream: Any = None):
     self.total = total_steps
     self.batch = global_batch
     self._t0 = time.time()
     self._s0 = start_step
+    self._clock_started = False
     self._bar = None
-    if jax.process_index() == 0 and sys.stderr.isatty():
+    self._active = jax.process_index() == 0
+    stream = sys.stderr if stream is None else stream
+    if self._active and _terminal_width(stream) >= self.MIN_COLUMNS:
       try:
         import tqdm  # pylint: disable=g-import-not-at-top
-        self._bar = tqdm.tqdm(total=total_steps, initial=start_step,
-                              unit="step", dynamic_ncols=True)
+        # tqdm's own rate and ETA would count compilation: ours are in the
+        # postfix instead.
+        self._bar = tqdm.tqdm(
+            total=total_steps, initial=start_step, unit="step",
+            dynamic_ncols=True, file=stream,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}"
+                       "{postfix}]")
+        self._bar.set_postfix_str("compiling", refresh=True)
       except ImportError:
         self._bar = None
+
+  @property
+  def draws_bar(self) -> bool:
+    """True when progress is a bar, False when it is log lines."""
+    return self._bar is not None
 
   def reset_clock(self, step: int) -> None:
     """Starts the throughput clock after compilation."""
     self._t0, self._s0 = time.time(), step
+    self._clock_started = True
 
   def rates(self, step: int) -> tuple[float, float]:
-    """(examples/s, seconds left) since the clock started."""
+    """(examples/s, seconds left) since the clock started (NaN before)."""
     elapsed = max(time.time() - self._t0, 1e-9)
     steps_per_s = max(step - self._s0, 0) / elapsed
+    if not self._clock_started:
+      steps_per_s = 0.
     eta = (self.total - step) / steps_per_s if steps_per_s > 0 else float("nan")
     return steps_per_s * self.batch, eta
 
   def update(self, step: int, scalars: Mapping[str, float]) -> None:
+    """Shows `step` with `scalars` (a bar update or one log line)."""
+    if not self._active:
+      return
     ex_s, eta = self.rates(step)
+    eta_s = format_seconds(eta) if math.isfinite(eta) else "?"
     text = " | ".join(f"{k} {v:.4g}" for k, v in scalars.items())
     if self._bar is not None:
       self._bar.n = step
-      self._bar.set_postfix_str(f"{text} | {ex_s:.0f} ex/s")
-      self._bar.refresh()
-    elif jax.process_index() == 0:
-      eta_s = format_seconds(eta) if math.isfinite(eta) else "?"
+      self._bar.set_postfix_str(f"{text} | {ex_s:.0f} ex/s | ETA {eta_s}",
+                                refresh=True)
+    else:
       logging.info("step %d/%d | %s | %.0f ex/s | ETA %s", step, self.total,
                    text, ex_s, eta_s)
+
+  def note(self, text: str) -> None:
+    """One line on the console (above the bar when there is one)."""
+    if not self._active:
+      return
+    if self._bar is not None:
+      self._bar.write(text, file=self._bar.fp)
+    else:
+      logging.info("%s", text)
 
   def close(self) -> None:
     if self._bar is not None:
       self._bar.close()
+
+
+def eval_line(step: int, name: str, split: str,
+              row: Mapping[str, Any], limit: int = 6) -> str:
+  """`eval test/test @ step 500: accuracy 0.9 | nll 0.31 | ...`: the first
+  `limit` numeric entries of an evaluator's row, for `Progress.note`."""
+  items = []
+  for key, value in row.items():
+    if isinstance(value, bool) or not isinstance(value, (int, float,
+                                                         np.number)):
+      continue
+    items.append(f"{key} {float(value):.4g}")
+  shown = " | ".join(items[:limit]) + (" | ..." if len(items) > limit else "")
+  where = name if split == name else f"{name}/{split}"
+  return f"eval {where} @ step {step}: {shown or 'no scalars'}"
+
+
+# Console set-up (crl.main, python -m crl.analysis) ---------------------------
+
+VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Also show the libraries' INFO logs (Orbax checkpoint "
+    "narration, JAX backend probing such as libtpu) and TensorFlow's C++ "
+    "start-up notices, hidden by default.")
+
+
+class QuietLibraries:
+  """A logging filter: drops INFO records of libraries that narrate every
+  checkpoint (Orbax, etils) or probe absent backends (JAX's libtpu)."""
+
+  NOISY = ("/orbax/", "/jax/_src/xla_bridge.py", "/etils/")
+
+  def filter(self, record) -> bool:
+    return (record.levelno >= std_logging.WARNING or
+            not any(n in record.pathname for n in self.NOISY))
+
+
+# TensorFlow's wheel holds two copies of its C++ core (the framework library
+# and the Python extension), each with its own absl logging state, so each
+# prints "All log messages before absl::InitializeLog()..." and the oneDNN
+# notice: every start-up line came twice. TF_CPP_MIN_LOG_LEVEL no longer
+# reaches these (absl logging, TensorFlow >= 2.16).
+_PRE_INIT_HEADER = "WARNING: All log messages before absl::InitializeLog()"
+_CPP_PREFIX = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ ")
+
+
+def startup_lines(text: str) -> list[str]:
+  """What is worth showing of TensorFlow's import-time stderr: warnings and
+  errors once each, without absl's pre-init header and INFO notices (with
+  their continuation lines)."""
+  kept, seen, dropping = [], set(), False
+  for line in text.splitlines():
+    match = _CPP_PREFIX.match(line)
+    if line.startswith(_PRE_INIT_HEADER):
+      dropping = True
+      continue
+    if match:
+      dropping = match.group(1) == "I"
+    if dropping or not line.strip():
+      continue
+    key = line[match.end():] if match else line
+    if key not in seen:
+      seen.add(key)
+      kept.append(line)
+  return kept
+
+
+def import_tensorflow_quietly() -> None:
+  """Imports TensorFlow (if installed and not imported yet) with its C++
+  start-up stderr filtered by `startup_lines`."""
+  if "tensorflow" in sys.modules:
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      pass
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+    captured.seek(0)
+    text = captured.read().decode("utf-8", "replace")
+  for line in startup_lines(text):
+    print(line, file=sys.stderr)
+
+
+def setup_console(verbose: bool | None = None,
+                  tensorflow: bool = True) -> None:
+  """absl INFO logs on the console; unless `verbose` (default: the
+  `--verbose` flag), library chatter is filtered and (with `tensorflow`)
+  TensorFlow is imported quietly. Call first thing in a program's `main`
+  (a notebook that does not use TensorFlow passes `tensorflow=False`)."""
+  verbose = VERBOSE.value if verbose is None else verbose
+  logging.set_verbosity(logging.INFO)
+  handler = logging.get_absl_handler()
+  if verbose:
+    return
+  if not any(isinstance(f, QuietLibraries) for f in handler.filters):
+    handler.addFilter(QuietLibraries())
+  if tensorflow:
+    import_tensorflow_quietly()

@@ -68,6 +68,7 @@ DATASETS = Registry("dataset", {
     "multi_domain": "crl.data.multi_domain:MultiDomainShapes",
     "pretrain_source": "crl.data.multi_domain:PretrainSource",
     "domain_folder": "crl.data.domain_folder:DomainFolder",
+    "image_folder": "crl.data.image_folder:ImageFolder",
 })
 
 EVALUATORS = Registry("evaluator", {
@@ -79,6 +80,7 @@ EVALUATORS = Registry("evaluator", {
 
 TRAINERS = Registry("trainer", {
     "classification": "crl.trainers.classification:train_and_evaluate",
+    "augmented_classification": "crl.trainers.augmented:train_and_evaluate",
     "fair_classification": "crl.trainers.fairness:train_and_evaluate",
     "two_heads": "crl.trainers.two_heads:train_and_evaluate",
     "savos": "crl.trainers.savos:train_and_evaluate",

@@ -537,6 +537,7 @@ def _run(config, workdir, task, stop_at, optimizer, evaluators, layout,
             _check_finite_step(step, metrics, ckpt)
             for split, row in evaluator.run(eval_params(state)).items():
               writer.write(step, row, f"{name}/{split}")
+              progress.note(metric_writers.eval_line(step, name, split, row))
         if ckpt.should_save(step, config.num_steps):
           _check_finite_step(step, metrics, ckpt)
           ckpt.save(step, checkpoint_tree(state))

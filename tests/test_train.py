@@ -58,6 +58,12 @@ def test_main_end_to_end_writes_the_workdir(tmp_path):
     assert set(row) - {"num_examples"} <= set(results["conventions"])
   assert "15 bins" in results["conventions"]["ece"]
   assert "Final evaluation" in proc.stdout and "hue_independent" in proc.stdout
+  # The console without a terminal: progress lines, evaluation lines, and
+  # none of the libraries' INFO (Orbax, libtpu probing).
+  assert "step 20/20 | loss" in proc.stderr and "ETA" in proc.stderr
+  assert "eval test @ step 10: accuracy" in proc.stderr
+  assert "CheckpointManager" not in proc.stderr, proc.stderr[-3000:]
+  assert "libtpu" not in proc.stderr
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["name"] == "nac"
 

@@ -23,6 +23,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from crl import metric_writers
 from crl.analysis import circuits
 from crl.analysis import few_shot
 from crl.analysis import module_dropping
@@ -128,6 +129,7 @@ def analyse_run(workdir: str, analyses: Sequence[str]) -> list[dict]:
 
 def main(argv: Sequence[str]) -> None:
   del argv
+  metric_writers.setup_console()  # --verbose shows the libraries' INFO
   unknown = [a for a in _ANALYSES.value if a not in ANALYSES]
   if unknown:
     raise app.UsageError(f"unknown analyses {unknown}; known: "

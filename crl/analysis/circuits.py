@@ -17,7 +17,8 @@ describes them:
   not depend on token content, so any difference is sampling noise; the
   content-dependent part of the circuit is the read-in, whose attention
   entropy and per-split difference are reported as well;
-* a drawn graph (PNG): nodes sized by degree, coloured by community.
+* a drawn graph (PNG): one arrow per counted link, nodes laid out and
+  coloured by community, sized by degree, with a legend.
 """
 
 from __future__ import annotations
@@ -177,40 +178,97 @@ def analyse(run: Any, *, splits: Sequence[str] | None = None,
   return report
 
 
+def link_graph(kernel: np.ndarray, threshold: float = 0.5) -> nx.DiGraph:
+  """The drawn graph: an edge `w -> u` (attribute `weight` = K[u, w]) for
+  every off-diagonal K[u, w] > threshold, as `graph_statistics` counts."""
+  n = kernel.shape[0]
+  weights = np.asarray(kernel, np.float64) * (1.0 - np.eye(n))
+  g = nx.DiGraph()
+  g.add_nodes_from(range(n))
+  for u, w in zip(*np.nonzero(weights > threshold)):  # receiver u, sender w
+    g.add_edge(int(w), int(u), weight=float(weights[u, w]))
+  return g
+
+
+def community_layout(graph: nx.DiGraph, communities: Sequence[Sequence[int]],
+                     seed: int = 0) -> dict[int, np.ndarray]:
+  """Node positions with each community in its own disc: community centres
+  on a circle (radius 1, one community at the centre), members placed by a
+  spring layout of their own subgraph scaled into the disc."""
+  groups = [sorted(c) for c in communities if len(c)] or [list(graph)]
+  grouped = {i for c in groups for i in c}
+  groups += [[i] for i in graph if i not in grouped]
+  m = len(groups)
+  disc = 0.9 * np.sin(np.pi / m) if m > 1 else 1.0
+  pos = {}
+  for c, members in enumerate(groups):
+    angle = 2 * np.pi * c / m
+    centre = np.zeros(2) if m == 1 else np.array([np.cos(angle),
+                                                  np.sin(angle)])
+    inner = nx.spring_layout(graph.subgraph(members).to_undirected(),
+                             seed=seed, center=(0, 0)) if len(
+                                 members) > 1 else {members[0]: np.zeros(2)}
+    radius = max((np.linalg.norm(p) for p in inner.values()), default=0.)
+    for node, p in inner.items():
+      pos[node] = centre + disc * 0.85 * np.asarray(p) / max(radius, 1e-9)
+  return pos
+
+
 def draw(kernel: np.ndarray, path: str, communities: Sequence[Sequence[int]]
          | None = None, threshold: float = 0.5, seed: int = 0,
          title: str | None = None) -> str:
-  """Draws the averaged graph (edges K > threshold) as a PNG."""
+  """Draws the averaged graph as a PNG: an arrow `w -> u` for every link
+  K[u, w] > threshold (the edges `graph_statistics` counts, so the title's
+  count is the console's), nodes laid out by community (`community_layout`),
+  coloured by community and sized by degree (in + out), with a legend."""
   from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   from matplotlib import figure  # pylint: disable=g-import-not-at-top
+  from matplotlib import lines as mlines  # pylint: disable=g-import-not-at-top
+  from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
 
   n = kernel.shape[0]
-  weights = np.asarray(kernel) * (1.0 - np.eye(n))
-  g = nx.Graph()
-  g.add_nodes_from(range(n))
-  for u, w in zip(*np.nonzero(np.triu(np.maximum(weights, weights.T)
-                                      > threshold))):
-    g.add_edge(int(u), int(w), weight=float(max(weights[u, w],
-                                                weights[w, u])))
-  colour = np.zeros(n)
-  for c, members in enumerate(communities or []):
-    colour[list(members)] = c
-  pos = nx.spring_layout(g, seed=seed)
-  degree = np.array([g.degree(i) for i in range(n)])
-  fig = figure.Figure(figsize=(6, 6))
+  g = link_graph(kernel, threshold)
+  groups = [sorted(int(i) for i in c) for c in (communities or [])]
+  colour_of = {i: c for c, members in enumerate(groups) for i in members}
+  cmap = colormaps["tab10"]
+  colours = [cmap(colour_of.get(i, len(groups)) % 10) for i in range(n)]
+  pos = community_layout(g, groups, seed)
+  degree = np.array([g.in_degree(i) + g.out_degree(i) for i in range(n)])
+  sizes = 60 + 40 * degree
+  fig = figure.Figure(figsize=(7.5, 6.5))
   backend_agg.FigureCanvasAgg(fig)
   ax = fig.subplots()
-  nx.draw_networkx_edges(g, pos, ax=ax, alpha=0.3,
-                         width=[2 * d["weight"] for *_, d in
-                                g.edges(data=True)])
-  nx.draw_networkx_nodes(g, pos, ax=ax, node_size=40 + 30 * degree,
-                         node_color=colour, cmap="tab10")
+  mutual = [(a, b) for a, b in g.edges if g.has_edge(b, a)]
+  single = [e for e in g.edges if e not in set(mutual)]
+  for edges, rad in ((single, 0.0), (mutual, 0.15)):
+    if edges:  # both arrows of a mutual pair stay visible as two arcs
+      nx.draw_networkx_edges(
+          g, pos, edgelist=edges, ax=ax, arrows=True, arrowstyle="-|>",
+          arrowsize=9, node_size=sizes, alpha=0.45, edge_color="0.3",
+          width=[0.5 + 1.5 * g.edges[e]["weight"] for e in edges],
+          connectionstyle=f"arc3,rad={rad}")
+  nx.draw_networkx_nodes(g, pos, ax=ax, node_size=sizes, node_color=colours,
+                         edgecolors="black", linewidths=0.5)
   nx.draw_networkx_labels(g, pos, ax=ax, font_size=7)
-  ax.set_title(title or f"learned mediator graph (K > {threshold:g}), "
-               f"{g.number_of_edges()} edges")
+  handles = [mlines.Line2D([], [], marker="o", linestyle="", markersize=8,
+                           color=cmap(c % 10), markeredgecolor="black",
+                           label=f"community {c + 1} ({len(members)})")
+             for c, members in enumerate(groups)]
+  handles += [mlines.Line2D([], [], marker="o", linestyle="", color="0.8",
+                            markeredgecolor="black",
+                            markersize=np.sqrt(60 + 40 * d),
+                            label=f"degree {d}")
+              for d in sorted({0, int(np.median(degree)), int(degree.max())})]
+  handles.append(mlines.Line2D([], [], color="0.3", marker=">",
+                               label="w \u2192 u: K[u, w] > "
+                                     f"{threshold:g}"))
+  ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+            fontsize=8, frameon=False, labelspacing=2.0, borderpad=1.0)
+  ax.set_title(title or f"Learned mediator graph: {g.number_of_edges()} "
+               f"links among {n} modules (K > {threshold:g})", fontsize=10)
   ax.axis("off")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  ax.set_aspect("equal")
+  fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend included
   return path
 
 

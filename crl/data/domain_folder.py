@@ -28,6 +28,10 @@ Batches follow `crl.data.pipeline`'s host protocol (`train_numpy`,
 `t % G` of global batch `t // G`, and process `p` takes rows
 `[p * local, (p + 1) * local)`, so batch `t` is the same after a restart.
 
+The reading and batching (`FolderImages`), the class-folder scan and the
+seeded split are shared with `crl.data.image_folder` (one class folder tree,
+no domains).
+
 Errors (`pipeline.DataError`, one line each): a missing root, an unknown
 domain (listing the domains found), a domain without images, files outside
 class folders, an unreadable image (naming the file).
@@ -54,8 +58,27 @@ class DomainFolderError(pipeline.DataError):
   """A domain folder that does not have the expected layout."""
 
 
-def _listdir(path: str) -> list[str]:
+def visible_entries(path: str) -> list[str]:
+  """The sorted names in `path`, hidden ones (`.DS_Store`, ...) left out."""
   return sorted(n for n in os.listdir(path) if not n.startswith("."))
+
+
+def scan_classes(folder: str, error: type[pipeline.DataError], where: str,
+                 expected: str) -> dict[str, list[str]]:
+  """`{class: [image paths, sorted]}` of `folder/<class>/<image>` (classes
+  without images left out); a file directly in `folder` raises `error`
+  (`where` names the folder, `expected` the layout, in the message)."""
+  classes: dict[str, list[str]] = {}
+  for entry in visible_entries(folder):
+    path = os.path.join(folder, entry)
+    if not os.path.isdir(path):
+      raise error(f"{path!r} is a file directly in {where}; expected "
+                  f"{expected}.")
+    files = [os.path.join(path, f) for f in visible_entries(path)
+             if f.lower().endswith(IMAGE_EXTENSIONS)]
+    if files:
+      classes[entry] = files
+  return classes
 
 
 def scan(root: str) -> dict[str, dict[str, list[str]]]:
@@ -64,25 +87,16 @@ def scan(root: str) -> dict[str, dict[str, list[str]]]:
     raise DomainFolderError(f"Domain folder root {root!r} does not exist or "
                             "is not a directory; expected ROOT/<domain>/"
                             "<class>/<image>.")
-  domains = [d for d in _listdir(root) if os.path.isdir(os.path.join(root,
-                                                                     d))]
+  domains = [d for d in visible_entries(root)
+             if os.path.isdir(os.path.join(root, d))]
   if not domains:
     raise DomainFolderError(f"Domain folder {root!r} has no domain "
                             "sub-folders; expected ROOT/<domain>/<class>/"
                             "<image>.")
   out: dict[str, dict[str, list[str]]] = {}
   for d in domains:
-    classes: dict[str, list[str]] = {}
-    for entry in _listdir(os.path.join(root, d)):
-      path = os.path.join(root, d, entry)
-      if not os.path.isdir(path):
-        raise DomainFolderError(
-            f"{path!r} is a file directly in domain {d!r}; expected "
-            f"ROOT/{d}/<class>/<image>.")
-      files = [os.path.join(path, f) for f in _listdir(path)
-               if f.lower().endswith(IMAGE_EXTENSIONS)]
-      if files:
-        classes[entry] = files
+    classes = scan_classes(os.path.join(root, d), DomainFolderError,
+                           f"domain {d!r}", f"ROOT/{d}/<class>/<image>")
     if not classes:
       raise DomainFolderError(
           f"Domain {d!r} of {root!r} has no images ("
@@ -92,90 +106,38 @@ def scan(root: str) -> dict[str, dict[str, list[str]]]:
   return out
 
 
-@dataclasses.dataclass(frozen=True, init=False)
-class DomainFolder:
-  """One domain of a DomainBed-style folder, the others as OOD splits.
+def seeded_split(items: list[Any], test_fraction: float, seed: int,
+                 name: str, error: type[pipeline.DataError], where: str
+                 ) -> dict[str, list[Any]]:
+  """`{"test": ..., "train": ...}`: `items` permuted by
+  `default_rng([seed, crc32(name)])`, the first `round(test_fraction * n)`
+  (at least 1) to test; raises `error` when no train item would be left."""
+  rng = np.random.default_rng([int(seed), zlib.crc32(name.encode())])
+  order = rng.permutation(len(items))
+  n_test = max(1, round(test_fraction * len(items)))
+  if n_test >= len(items):
+    raise error(f"{where} has {len(items)} image(s): too few for a train and "
+                "a test split.")
+  items = [items[i] for i in order]
+  return {"test": items[:n_test], "train": items[n_test:]}
 
-  Attributes:
-    root: the folder holding one sub-folder per domain.
-    domain: the in-distribution (training) domain.
-    resolution: output height and width (shorter side resize + centre
-      crop).
-    test_fraction: share of each domain held out as its test split.
-    seed: seed of the train/test split and of the epoch order.
-  """
 
-  root: str = ""
-  domain: str = ""
-  resolution: int = 32
-  test_fraction: float = 0.2
-  seed: int = 0
+class FolderImages:
+  """Reading and batching of labelled image files (the host protocol of
+  `crl.data.pipeline`) for a dataset class that has `resolution`, `seed`
+  and `_items(split) -> [(path, label)]`: `DomainFolder` and
+  `crl.data.image_folder.ImageFolder`."""
 
-  def __init__(self, **kwargs: Any):
-    config_lib.init_fields(self, kwargs)
-    if not 0. < self.test_fraction < 1.:
-      raise ValueError(f"DomainFolder: test_fraction must be in (0, 1), got "
-                       f"{self.test_fraction}.")
-    if int(self.resolution) != self.resolution or self.resolution < 8:
-      raise ValueError(f"DomainFolder: resolution must be an integer >= 8, "
-                       f"got {self.resolution}.")
-    tree = scan(self.root)
-    if self.domain not in tree:
-      raise DomainFolderError(
-          f"Unknown domain {self.domain!r} in {self.root!r}; domains found: "
-          f"{', '.join(tree)}.")
-    classes = sorted({c for d in tree.values() for c in d})
-    splits = {}
-    for d, by_class in tree.items():
-      items = [(p, classes.index(c)) for c, paths in by_class.items()
-               for p in paths]
-      rng = np.random.default_rng([int(self.seed), zlib.crc32(d.encode())])
-      order = rng.permutation(len(items))
-      n_test = max(1, round(self.test_fraction * len(items)))
-      if n_test >= len(items):
-        raise DomainFolderError(
-            f"Domain {d!r} of {self.root!r} has {len(items)} image(s): too "
-            "few for a train and a test split.")
-      items = [items[i] for i in order]
-      splits[d] = {"test": items[:n_test], "train": items[n_test:]}
-    object.__setattr__(self, "_classes", tuple(classes))
-    object.__setattr__(self, "_splits", splits)
+  resolution: int
+  seed: int
+  ERROR = pipeline.DataError  # what a bad file raises
 
-  # Interface ---------------------------------------------------------------
-
-  @property
-  def classes(self) -> tuple[str, ...]:
-    return self._classes
-
-  @property
-  def num_classes(self) -> int:
-    return len(self._classes)
-
-  @property
-  def domains(self) -> tuple[str, ...]:
-    return tuple(self._splits)
+  def _items(self, split_name: str) -> list[tuple[str, int]]:
+    raise NotImplementedError
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
     return (int(self.resolution), int(self.resolution), 3)
-
-  def eval_splits(self) -> dict[str, str]:
-    out = {"test": f"held-out {self.domain!r} images ("
-                   f"{self.num_examples('test')})"}
-    out.update({d: f"domain {d!r} test split ({self.num_examples(d)} images)"
-                for d in self.domains if d != self.domain})
-    return out
-
-  def _items(self, split_name: str) -> list[tuple[str, int]]:
-    if split_name == "train":
-      return self._splits[self.domain]["train"]
-    if split_name == "test":
-      return self._splits[self.domain]["test"]
-    if split_name in self._splits and split_name != self.domain:
-      return self._splits[split_name]["test"]
-    raise pipeline.DataError(
-        f"Unknown split {split_name!r} of domain folder {self.root!r}; known:"
-        f" train, test, {', '.join(d for d in self.domains if d != self.domain)}.")
 
   def num_examples(self, split_name: str) -> int:
     return len(self._items(split_name))
@@ -194,7 +156,7 @@ class DomainFolder:
         img = img.crop((left, top, left + r, top + r))
         return np.asarray(img, np.float32) / 255.
     except (OSError, ValueError) as e:
-      raise DomainFolderError(f"Cannot read image {path!r}: {e}.") from None
+      raise self.ERROR(f"Cannot read image {path!r}: {e}.") from None
 
   def _batch(self, items: list[tuple[str, int]]) -> dict[str, np.ndarray]:
     return {"image": np.stack([self.load(p) for p, _ in items]),
@@ -246,3 +208,81 @@ class DomainFolder:
                                       np.zeros((pad,), np.int32)]),
              "mask": np.concatenate([np.ones(real, np.float32),
                                      np.zeros(pad, np.float32)])}
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class DomainFolder(FolderImages):
+  """One domain of a DomainBed-style folder, the others as OOD splits.
+
+  Attributes:
+    root: the folder holding one sub-folder per domain.
+    domain: the in-distribution (training) domain.
+    resolution: output height and width (shorter side resize + centre
+      crop).
+    test_fraction: share of each domain held out as its test split.
+    seed: seed of the train/test split and of the epoch order.
+  """
+
+  root: str = ""
+  domain: str = ""
+  resolution: int = 32
+  test_fraction: float = 0.2
+  seed: int = 0
+  ERROR = DomainFolderError
+
+  def __init__(self, **kwargs: Any):
+    config_lib.init_fields(self, kwargs)
+    if not 0. < self.test_fraction < 1.:
+      raise ValueError(f"DomainFolder: test_fraction must be in (0, 1), got "
+                       f"{self.test_fraction}.")
+    if int(self.resolution) != self.resolution or self.resolution < 8:
+      raise ValueError(f"DomainFolder: resolution must be an integer >= 8, "
+                       f"got {self.resolution}.")
+    tree = scan(self.root)
+    if self.domain not in tree:
+      raise DomainFolderError(
+          f"Unknown domain {self.domain!r} in {self.root!r}; domains found: "
+          f"{', '.join(tree)}.")
+    classes = sorted({c for d in tree.values() for c in d})
+    splits = {}
+    for d, by_class in tree.items():
+      items = [(p, classes.index(c)) for c, paths in by_class.items()
+               for p in paths]
+      splits[d] = seeded_split(items, self.test_fraction, self.seed, d,
+                               DomainFolderError,
+                               f"Domain {d!r} of {self.root!r}")
+    object.__setattr__(self, "_classes", tuple(classes))
+    object.__setattr__(self, "_splits", splits)
+
+  # Interface ---------------------------------------------------------------
+
+  @property
+  def classes(self) -> tuple[str, ...]:
+    return self._classes
+
+  @property
+  def num_classes(self) -> int:
+    return len(self._classes)
+
+  @property
+  def domains(self) -> tuple[str, ...]:
+    return tuple(self._splits)
+
+  def eval_splits(self) -> dict[str, str]:
+    out = {"test": f"held-out {self.domain!r} images ("
+                   f"{self.num_examples('test')})"}
+    out.update({d: f"domain {d!r} test split ({self.num_examples(d)} images)"
+                for d in self.domains if d != self.domain})
+    return out
+
+  def _items(self, split_name: str) -> list[tuple[str, int]]:
+    if split_name == "train":
+      return self._splits[self.domain]["train"]
+    if split_name == "test":
+      return self._splits[self.domain]["test"]
+    if split_name in self._splits and split_name != self.domain:
+      return self._splits[split_name]["test"]
+    raise pipeline.DataError(
+        f"Unknown split {split_name!r} of domain folder {self.root!r}; known:"
+        f" train, test, {', '.join(d for d in self.domains if d != self.domain)}.")
+

@@ -3,7 +3,8 @@
 For one tracked object of a video, a strip has one column per frame and four
 rows: the frame, the frame with the object's visible mask, with the
 predicted amodal mask (thresholded) and with the ground-truth amodal mask;
-the occluder region is outlined in the last two rows. `write_videos` zooms
+the occluder region is outlined in the last two rows; a colour key under
+the panels names the mask colours. `write_videos` zooms
 into the object (`zoom_window`). The GIF shows the same
 four panels side by side, one frame of the video per GIF frame.
 
@@ -92,6 +93,20 @@ def panels(frames: np.ndarray, visible: np.ndarray, prediction: np.ndarray,
   return out
 
 
+def legend_handles(with_occluder: bool) -> list:
+  """The strip's colour key: the three mask colours (and the occluder's
+  white outline)."""
+  from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
+  handles = [Patch(facecolor=VISIBLE_RGB, label="visible mask"),
+             Patch(facecolor=PREDICTED_RGB,
+                   label="predicted amodal mask"),
+             Patch(facecolor=TRUTH_RGB, label="ground-truth amodal mask")]
+  if with_occluder:
+    handles.append(Patch(facecolor="white", edgecolor="0.4", linewidth=0.8,
+                         label="occluder outline (white)"))
+  return handles
+
+
 def write_strip(frames: np.ndarray, visible: np.ndarray,
                 prediction: np.ndarray, amodal: np.ndarray,
                 path: str | os.PathLike, *, occluder: np.ndarray | None = None,
@@ -110,7 +125,9 @@ def write_strip(frames: np.ndarray, visible: np.ndarray,
   """
   grid = panels(frames, visible, prediction, amodal, occluder, threshold)
   rows, num_t = grid.shape[:2]
-  fig = Figure(figsize=(1.5 * num_t + 0.6, 1.5 * rows + 0.5))
+  legend_in = 0.45  # a band under the panels for the colour legend
+  fig = Figure(figsize=(max(1.5 * num_t + 0.6, 5.5),
+                        1.5 * rows + 0.5 + legend_in))
   for r in range(rows):
     for t in range(num_t):
       ax = fig.add_subplot(rows, num_t, r * num_t + t + 1)
@@ -123,8 +140,11 @@ def write_strip(frames: np.ndarray, visible: np.ndarray,
         ax.set_ylabel(ROWS[r], fontsize=7)
   if title:
     fig.suptitle(title, fontsize=9)
-  fig.subplots_adjust(left=0.05, right=0.99, bottom=0.01, top=0.9,
-                      wspace=0.05, hspace=0.05)
+  fig.legend(handles=legend_handles(occluder is not None),
+             loc="lower center", ncol=4, fontsize=7, frameon=False)
+  height = fig.get_figheight()
+  fig.subplots_adjust(left=0.05, right=0.99, bottom=legend_in / height,
+                      top=1. - 0.45 / height, wspace=0.05, hspace=0.05)
   path = os.fspath(path)
   if os.path.dirname(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -10,7 +10,10 @@ string. Inputs are checked before drawing: mismatched lengths or keys raise
   least-squares line per shift, on probit axes (ticks labelled in accuracy),
   with the `y = x` diagonal.
 - `reliability_diagram`: accuracy per confidence bin against the diagonal,
-  one panel per distribution, from `crl.evaluators.metrics.reliability`.
+  one panel per distribution, from `crl.evaluators.metrics.reliability`
+  (panel titles wrap to the panel, one legend below the panels).
+
+Legends sit outside the axes, so they never cover data.
 - `accuracy_vs_severity`: one curve per model (or corruption), accuracy over
   severities, optionally starting from the clean accuracy at severity 0.
 """
@@ -18,6 +21,7 @@ string. Inputs are checked before drawing: mismatched lengths or keys raise
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -36,8 +40,15 @@ def _save(fig: Figure, path: str | os.PathLike, dpi: int) -> str:
   if parent:
     os.makedirs(parent, exist_ok=True)
   FigureCanvasAgg(fig)
-  fig.savefig(path, format="png", dpi=dpi)
+  # "tight": legends placed outside the axes are part of the picture.
+  fig.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
   return path
+
+
+def _legend_outside(ax) -> None:
+  """The legend to the right of the axes, where it covers no data."""
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0, frameon=False)
 
 
 def _as_mapping(x, default_name: str) -> dict:
@@ -94,7 +105,7 @@ def id_ood_scatter(id_accuracy: Mapping[str, Sequence[float]] | Sequence[float],
 
   scale = ((lambda a: population.probit(a, eps)) if probit_scale
            else (lambda a: np.asarray(a, dtype=np.float64)))
-  fig = Figure(figsize=(5.0, 4.5))
+  fig = Figure(figsize=(6.5, 4.5))
   ax = fig.add_subplot(1, 1, 1)
   all_scaled = []
   for i, (shift, (x, y)) in enumerate(data.items()):
@@ -115,8 +126,12 @@ def id_ood_scatter(id_accuracy: Mapping[str, Sequence[float]] | Sequence[float],
   ax.set_xlim(lo, hi)
   ax.set_ylim(lo, hi)
   if probit_scale:
-    ticks = [t for t in _PROBIT_TICKS if lo <= population.probit(t, eps) <= hi]
-    positions = [float(population.probit(t, eps)) for t in ticks]
+    ticks, positions = [], []
+    for t in _PROBIT_TICKS:  # at least 1/12 of the axis apart: no overlaps
+      p = float(population.probit(t, eps))
+      if lo <= p <= hi and (not positions or p - positions[-1] >= (hi - lo) / 12):
+        ticks.append(t)
+        positions.append(p)
     labels = [f"{100 * t:g}" for t in ticks]
     ax.set_xticks(positions, labels)
     ax.set_yticks(positions, labels)
@@ -126,7 +141,7 @@ def id_ood_scatter(id_accuracy: Mapping[str, Sequence[float]] | Sequence[float],
     ax.set_xlabel("ID accuracy")
     ax.set_ylabel("OOD accuracy")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, loc="upper left")
+  _legend_outside(ax)
   if title:
     ax.set_title(title)
   fig.tight_layout()
@@ -193,18 +208,23 @@ def reliability_diagram(data: Mapping[str, Mapping[str, np.ndarray]] |
     ax.bar(edges[:-1][filled], (r["confidence"] - r["accuracy"])[filled],
            bottom=r["accuracy"][filled], width=width[filled], align="edge",
            color="C3", alpha=0.3, edgecolor="C3", lw=0.5, label="gap")
-    ax.plot([0, 1], [0, 1], color="0.4", ls="--", lw=1)
+    ax.plot([0, 1], [0, 1], color="0.4", ls="--", lw=1,
+            label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")
     if i == 0:
       ax.set_ylabel("accuracy")
-      ax.legend(fontsize=7, loc="upper left")
-    ax.set_title(f"{name + ': ' if name else ''}ECE {100 * ece:.2f}% "
-                 f"({len(count)} bins)", fontsize=9)
+    # Long split names wrap to the panel's width; the numbers on their line.
+    head = textwrap.fill(name, 32) + "\n" if name else ""
+    ax.set_title(f"{head}ECE {100 * ece:.2f}% ({len(count)} bins)",
+                 fontsize=9)
+  # One legend for every panel, below them (inside, it covered bars).
+  fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="lower center",
+             ncol=3, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.0))
   if title:
-    fig.suptitle(title)
-  fig.tight_layout()
+    fig.suptitle(textwrap.fill(title, 20 * len(panels)))
+  fig.tight_layout(rect=(0, 0.07, 1, 1))
   return _save(fig, path, dpi)
 
 
@@ -264,7 +284,7 @@ def accuracy_vs_severity(curves: Mapping[str, Sequence[float]],
   ax.set_ylabel(ylabel)
   ax.set_ylim(0, 1.02)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
+  _legend_outside(ax)
   if title:
     ax.set_title(title)
   fig.tight_layout()

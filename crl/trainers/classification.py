@@ -182,13 +182,16 @@ class ClassificationTask:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_at: int | None = None) -> dict[str, Any]:
+                       stop_at: int | None = None,
+                       task_cls: Any = None) -> dict[str, Any]:
   """Trains `config.model` on `config.data` in `workdir`; returns results.
 
   Args:
     config: the experiment config.
     workdir: the run directory; an existing checkpoint there is resumed.
     stop_at: stop after this step with a checkpoint, as if preempted.
+    task_cls: the task class (default `ClassificationTask`; the
+      `augmented_classification` trainer passes one that augments).
 
   Returns:
     `{"step", "model", "dataset", "descriptions", "conventions": {metric:
@@ -200,4 +203,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.get("xla_fast_compile", False):
     # Process-wide: small runs whose time is all compilation (tests, :tiny).
     jax.config.update("jax_disable_most_optimizations", True)
-  return train.run(config, workdir, ClassificationTask(config), stop_at)
+  return train.run(config, workdir, (task_cls or ClassificationTask)(config),
+                   stop_at)

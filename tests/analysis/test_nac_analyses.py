@@ -2,6 +2,7 @@
 tiny NAC (one short training shared by every test of this file). The full
 curve, report and drawings run end to end in tests/test_colabs.py."""
 
+import os
 
 import jax
 import numpy as np
@@ -91,6 +92,25 @@ def test_graph_statistics_on_a_hand_built_graph():
   assert stats["mean_shortest_path"] == pytest.approx(1.0)
   assert stats["degree_histogram"] == [0, 0, 6]
   assert stats["weakly_connected_components"] == 2
+
+
+def test_drawn_graph_has_the_counted_links(tmp_path):
+  # The two triangles plus one one-way link 5 -> 0 (K[0, 5]); 0.4 is no link.
+  k = np.zeros((6, 6))
+  for a, b in [(0, 1), (1, 2), (0, 2), (3, 4), (4, 5), (3, 5)]:
+    k[a, b] = k[b, a] = 0.9
+  k[0, 5], k[2, 3] = 0.7, 0.4
+  stats = circuits.graph_statistics(k)
+  g = circuits.link_graph(k)
+  assert g.number_of_edges() == stats["num_edges_directed"] == 13
+  assert g.has_edge(5, 0) and not g.has_edge(0, 5)
+  pos = circuits.community_layout(g, stats["communities"])
+  centre = [np.mean([pos[i] for i in c], 0) for c in stats["communities"]]
+  spread = max(np.linalg.norm(pos[i] - centre[j]) for j, c in
+               enumerate(stats["communities"]) for i in c)
+  assert np.linalg.norm(centre[0] - centre[1]) > 2 * spread  # apart
+  path = circuits.draw(k, str(tmp_path / "g.png"), stats["communities"])
+  assert os.path.getsize(path) > 1000
 
 
 def test_variation_of_identical_graphs_is_zero():
