@@ -32,6 +32,7 @@ from crl import checkpointing
 from crl import config_lib
 from crl import population
 from crl import workdir as workdir_lib
+from crl.trainers import ood_suite
 
 # Keys of the suite config that differ between the tasks of one array.
 _PER_TASK_KEYS = ("task_index", "num_tasks")
@@ -171,7 +172,9 @@ def train_unit(config: ml_collections.ConfigDict, workdir: str,
   t0 = time.time()
   result = population.train_population(
       [population.Member(n, members[n], tasks[n], dirs[n],
-                         _init_params(members[n], tasks[n]))
+                         _init_params(members[n], tasks[n]),
+                         task_data={"augment": ood_suite.augment_flags(
+                             tuple(members[n].get("augment", ()) or ()))})
        for n in group],
       os.path.join(workdir, "population", name),
       mesh=population.make_mesh(settings.get("member_devices") or None),
