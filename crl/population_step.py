@@ -104,12 +104,13 @@ def shared_constants(hparams: list[dict[str, Any]]) -> dict[str, Any]:
   return out
 
 
-UPDATES = ("vmap", "per_member")
+LAYOUTS = ("vmap", "vmap_grads", "per_member")
 
 
-def default_update() -> str:
-  """`per_member` on the CPU (bitwise equal to single runs), `vmap` on
-  accelerators (one batched kernel per leaf instead of one per member)."""
+def default_layout() -> str:
+  """`per_member` on the CPU (bitwise equal to single runs, and batching
+  does not pay on CPU cores: crl.bench --population), `vmap` on
+  accelerators."""
   return "per_member" if jax.default_backend() == "cpu" else "vmap"
 
 
@@ -117,7 +118,7 @@ def make_population_step(task: Any, opt: ml_collections.ConfigDict,
                          member_chunk: int | None = None,
                          grad_accum_steps: int = 1,
                          constants: dict[str, Any] | None = None,
-                         update: str | None = None):
+                         layout: str | None = None):
   """`(state, hp, failed_at, batch) -> (state, failed_at, metrics)`, all
   stacked on the member axis `[members, ...]`; to be jitted by the caller.
 
@@ -128,20 +129,23 @@ def make_population_step(task: Any, opt: ml_collections.ConfigDict,
   Args:
     task: the task whose `loss` every member runs (with its `hp['task']`).
     opt: the optimizer config the members share (structure).
-    member_chunk: how the gradients are laid over members (module
-      docstring).
+    member_chunk: with vmapped gradients, members vmapped at once (module
+      docstring); None: all.
     grad_accum_steps: micro-batches per step, as `train.make_train_step`'s.
     constants: values of `hp` that every member shares
       (`shared_constants`), used in place of the traced ones.
-    update: how the optimizer update is applied: `vmap` (one batched
-      update) or `per_member` (the single run's update on each member's
-      slice, unrolled: XLA fuses a vmapped AdamW differently, ~1e-9 apart
-      after a step); default `default_update()`.
+    layout: `vmap` (gradients and optimizer update batched over members),
+      `vmap_grads` (batched gradients, the single run's update on each
+      member's slice: XLA fuses a vmapped AdamW differently, ~1e-9 apart
+      after a step) or `per_member` (the single run's gradient and update
+      on each member's slice, unrolled in the one program: bitwise equal to
+      single runs for every model; batched NAC gradients are not); default
+      `default_layout()`.
   """
-  update = update or default_update()
-  if update not in UPDATES:
+  layout = layout or default_layout()
+  if layout not in LAYOUTS:
     raise config_lib.ConfigError(
-        f"update={update!r}; expected one of {', '.join(UPDATES)}.")
+        f"layout={layout!r}; expected one of {', '.join(LAYOUTS)}.")
   if member_chunk is not None and (not isinstance(member_chunk, int) or
                                    member_chunk < 1):
     raise config_lib.ConfigError(
@@ -186,7 +190,15 @@ def make_population_step(task: Any, opt: ml_collections.ConfigDict,
                "learning_rate": schedule(new.step - 1), "active": active}
     return state, failed_at, metrics
 
+  def each(fn, trees, n):
+    """`fn` on each member's slice, unrolled; results stacked."""
+    outs = [fn(*(jax.tree.map(lambda x, i=i: x[i], t) for t in trees))
+            for i in range(n)]
+    return jax.tree.map(lambda *x: jnp.stack(x), *outs)
+
   def grads_all(state, hp, batch):
+    if layout == "per_member":
+      return each(member_grads, (state, hp, batch), state.step.shape[0])
     if member_chunk is None:
       return jax.vmap(member_grads)(state, hp, batch)
     return jax.lax.map(lambda a: member_grads(*a), (state, hp, batch),
@@ -194,13 +206,11 @@ def make_population_step(task: Any, opt: ml_collections.ConfigDict,
 
   def step(state, hp, failed_at, batch):
     (loss, task_metrics), grads = grads_all(state, hp, batch)
-    if update == "vmap":
+    if layout == "vmap":
       params, opt_state = jax.vmap(member_update)(state, hp, grads)
     else:
-      outs = [member_update(*(jax.tree.map(lambda x, i=i: x[i], a)
-                              for a in (state, hp, grads)))
-              for i in range(failed_at.shape[0])]
-      params, opt_state = jax.tree.map(lambda *x: jnp.stack(x), *outs)
+      params, opt_state = each(member_update, (state, hp, grads),
+                               failed_at.shape[0])
     return jax.vmap(member_finish)(state, hp, failed_at, loss, task_metrics,
                                    grads, params, opt_state)
 
