@@ -103,6 +103,19 @@ def make_mesh(member_devices: int | None = None) -> Mesh:
   return Mesh(devices.reshape(m, devices.size // m), (MEMBER_AXIS, "data"))
 
 
+def check_single_process() -> None:
+  """A population is one process's program; several hosts each train a share
+  of the units (launch/slurm_population.sh, README 'Populations')."""
+  if jax.process_count() > 1:
+    raise config_lib.ConfigError(
+        f"A population trains in one process, but jax.distributed joined "
+        f"{jax.process_count()} processes; run one process per host with "
+        "--distributed=off --config.population.num_tasks=N "
+        "--config.population.task_index=i (launch/slurm_population.sh), or "
+        "--config.population.group=off to train members one at a time over "
+        "every host.")
+
+
 def _stack(trees: list[Any]) -> Any:
   return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
                       *trees)
@@ -165,6 +178,7 @@ def train_population(members: list[Member], workdir: str,
     {name: step}}`, or `{"step", "preempted": True}` when stopped early.
   """
   _check_members(members)
+  check_single_process()
   os.makedirs(workdir, exist_ok=True)
   plain = {m.name: config_lib.to_plain(m.config) for m in members}
   for m in members:  # a changed subset makes another population

@@ -43,8 +43,10 @@ GROUP_MODES = ("auto", "on", "off")
 
 def grouping(mode: Any) -> bool:
   """Whether members are grouped: `population.group` is "on", "off" or
-  "auto" (grouped on GPUs and TPUs, not on the CPU, where stacked members
-  were measured slower than one at a time; see configs/ood_suite.py)."""
+  "auto" (grouped on GPUs and TPUs in a single process; not on the CPU,
+  where stacked members were measured slower than one at a time, see
+  configs/ood_suite.py, nor under jax.distributed with several processes,
+  where a population cannot run: `population.check_single_process`)."""
   if isinstance(mode, bool):
     return mode
   if mode not in GROUP_MODES:
@@ -52,7 +54,7 @@ def grouping(mode: Any) -> bool:
         f"config.population.group={mode!r}; expected one of "
         f"{', '.join(GROUP_MODES)}.")
   if mode == "auto":
-    return jax.default_backend() != "cpu"
+    return jax.default_backend() != "cpu" and jax.process_count() == 1
   return mode == "on"
 
 
