@@ -2,25 +2,31 @@
 
 Members whose model, data and optimizer structure agree (`group_key`) are
 stacked on a leading `member` axis (params, optimizer state, step) and
-updated by one `jax.jit`-compiled, `jax.vmap`-ed train step. Everything else
-that differs between them is data, one value per member (`member_hparams`):
-the seed and so every RNG stream, the peak learning rate and the schedule's
-length (`train.warmup_cosine`, the single run's own schedule), weight decay,
-label smoothing, the augmentations (`ood_suite.augment` with traced flags),
-the number of steps, the initial parameters, the training subset
-(`Member.train_indices`, few-shot) and which parameters are trainable (a 0/1
-factor per leaf multiplied into the updates). Each member sees its own
-batches (its task's pipeline), stacked on the member axis.
+updated by one `jax.jit`-compiled step (`crl.population_step`: batched with
+`jax.vmap` on accelerators, each member's own step unrolled in the program
+on the CPU). Everything else that differs between them is data, one value
+per member (`member_hparams`): the seed and so every RNG stream, the peak
+learning rate and the schedule's length (`train.warmup_cosine`, the single
+run's own schedule), weight decay, label smoothing, the task's own
+per-member values (`Member.task_data`, e.g. the suite's augmentation flags,
+given by the trainer that made the task), the number of steps, the initial
+parameters, the training subset (`Member.train_indices`, few-shot) and
+which parameters are trainable (a 0/1 factor per leaf multiplied into the
+updates). Gradient accumulation (`config.grad_accum_steps`) is the single
+run's (`crl.runtime.loss_and_grads`). Each member sees its own batches (its
+task's pipeline), stacked on the member axis.
 
-A member trained here ends with the same parameters as the same config
-trained alone by `crl.main`, to 1e-6 after a few steps on CPU (not bitwise:
-the gradients are, but XLA fuses the vmapped AdamW update differently,
-moving the moments by ~1e-13 per step; tests/test_population.py). A member whose loss or
-gradients become non-finite is frozen at its last finite state and listed in
-`failed` with the step; the others go on.
+A member trained here ends with bitwise the same parameters as the same
+config trained alone by `crl.main` on CPU (the default `per_member` layout;
+tests/test_population.py, ViT and NAC). A member whose loss or gradients
+become non-finite is frozen at its last finite state and listed in `failed`
+with the step; the others go on.
 
 Devices: a mesh with axes (`member`, `data`); the stacked state is sharded
-over `member`, each member's batch over `data` as well.
+over `member`, each member's batch over `data` as well. A population is one
+process's program: under jax.distributed with several processes it is
+refused (`check_single_process`); several hosts each train a share of the
+suite's units instead (launch/slurm_population.sh).
 
 Workdir of a population: `config.json` (the members' configs; another
 population is refused), `checkpoints/` (the stacked state, Orbax, resumed

@@ -8,15 +8,22 @@ step (`crl.train`: same loss, gradient accumulation, AdamW, schedule) on
 every member. The loop, checkpoints and run directories are in
 `crl.population` and `crl.population_io`.
 
-How members are laid over the member axis (`member_chunk`):
-  * `None` (default): `jax.vmap` over all members; one batched program
-    (parameters `[members, ...]`, batched matmuls and convolutions), what
-    accelerators want.
-  * `k >= 1`: `jax.lax.map(..., batch_size=k)`: a loop over chunks of `k`
-    vmapped members. `k = 1` runs each member's own unbatched step in turn
-    inside the one program: the same operations as the single run, so the
-    same bits on CPU, and no batched (grouped) convolutions, which XLA's CPU
-    backend runs slower than one member at a time.
+Layouts of the step over the member axis (`layout`, `member_chunk`):
+  * `vmap`: gradients and AdamW update batched with `jax.vmap` (parameters
+    `[members, ...]`, batched matmuls, grouped convolutions): one kernel per
+    op for all members, what accelerators want (the default there).
+  * `vmap_grads`: batched gradients, then the single run's update on each
+    member's slice (XLA fuses a vmapped AdamW differently: ~1e-9 apart after
+    one step); bitwise equal to single runs where the batched gradient is
+    (ViT; not NAC).
+  * `per_member` (the default on the CPU): each member's own gradient and
+    update, unrolled in the one program: the single run's operations, so
+    the same bits, for every model.
+  * `member_chunk = k` with batched gradients: `jax.lax.map(...,
+    batch_size=k)`, a loop over chunks of k vmapped members (bounds memory;
+    inside a loop XLA compiles the gradient differently, not bitwise).
+Values every member shares are Python constants in the step as in the
+single run (`shared_constants`), not traced data.
 """
 
 from __future__ import annotations
