@@ -2,25 +2,31 @@
 
 Members whose model, data and optimizer structure agree (`group_key`) are
 stacked on a leading `member` axis (params, optimizer state, step) and
-updated by one `jax.jit`-compiled, `jax.vmap`-ed train step. Everything else
-that differs between them is data, one value per member (`member_hparams`):
-the seed and so every RNG stream, the peak learning rate and the schedule's
-length (`train.warmup_cosine`, the single run's own schedule), weight decay,
-label smoothing, the augmentations (`ood_suite.augment` with traced flags),
-the number of steps, the initial parameters, the training subset
-(`Member.train_indices`, few-shot) and which parameters are trainable (a 0/1
-factor per leaf multiplied into the updates). Each member sees its own
-batches (its task's pipeline), stacked on the member axis.
+updated by one `jax.jit`-compiled step (`crl.population_step`: batched with
+`jax.vmap` on accelerators, each member's own step unrolled in the program
+on the CPU). Everything else that differs between them is data, one value
+per member (`member_hparams`): the seed and so every RNG stream, the peak
+learning rate and the schedule's length (`train.warmup_cosine`, the single
+run's own schedule), weight decay, label smoothing, the task's own
+per-member values (`Member.task_data`, e.g. the suite's augmentation flags,
+given by the trainer that made the task), the number of steps, the initial
+parameters, the training subset (`Member.train_indices`, few-shot) and
+which parameters are trainable (a 0/1 factor per leaf multiplied into the
+updates). Gradient accumulation (`config.grad_accum_steps`) is the single
+run's (`crl.runtime.loss_and_grads`). Each member sees its own batches (its
+task's pipeline), stacked on the member axis.
 
-A member trained here ends with the same parameters as the same config
-trained alone by `crl.main`, to 1e-6 after a few steps on CPU (not bitwise:
-the gradients are, but XLA fuses the vmapped AdamW update differently,
-moving the moments by ~1e-13 per step; tests/test_population.py). A member whose loss or
-gradients become non-finite is frozen at its last finite state and listed in
-`failed` with the step; the others go on.
+A member trained here ends with bitwise the same parameters as the same
+config trained alone by `crl.main` on CPU (the default `per_member` layout;
+tests/test_population.py, ViT and NAC). A member whose loss or gradients
+become non-finite is frozen at its last finite state and listed in `failed`
+with the step; the others go on.
 
 Devices: a mesh with axes (`member`, `data`); the stacked state is sharded
-over `member`, each member's batch over `data` as well.
+over `member`, each member's batch over `data` as well. A population is one
+process's program: under jax.distributed with several processes it is
+refused (`check_single_process`); several hosts each train a share of the
+suite's units instead (launch/slurm_population.sh).
 
 Workdir of a population: `config.json` (the members' configs; another
 population is refused), `checkpoints/` (the stacked state, Orbax, resumed
@@ -32,9 +38,7 @@ exactly) and, when a member reaches its last step, its own run directory
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import os
 import time
 from typing import Any
@@ -45,27 +49,24 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
-import optax
 
 from crl import checkpointing
 from crl import config_lib
 from crl import metric_writers
 from crl import population_io
+from crl import population_step
 from crl import preemption as preemption_lib
 from crl import train
 from crl import workdir as workdir_lib
 
-MEMBER_AXIS = "member"
 INIT_SALT = 0x1417  # fresh members' params: fold_in(PRNGKey(seed), INIT_SALT)
-# Config keys that a population varies per member as data (see
-# `member_hparams`) or that do not change what is trained.
-_DATA_KEYS = ("seed", "num_steps", "augment", "trainable", "checkpoint",
-              "log_every_steps", "tensorboard", "evals", "final_eval",
-              "eval_batch_size", "xla_fast_compile")
-_DATA_OPT_KEYS = ("base_learning_rate", "warmup_steps",
-                  "end_learning_rate_factor", "weight_decay")
-# Top-level parameter names of the classification heads (`trainable="head"`).
-HEAD_PARAMS = ("classifier", "head_norm", "encoder_norm", "confidence")
+# The step and its per-member data (crl.population_step), also here.
+MEMBER_AXIS = population_step.MEMBER_AXIS
+HEAD_PARAMS = population_step.HEAD_PARAMS
+group_key = population_step.group_key
+trainable_mask = population_step.trainable_mask
+member_hparams = population_step.member_hparams
+make_population_step = population_step.make_population_step
 
 
 @dataclasses.dataclass
@@ -75,14 +76,18 @@ class Member:
   Attributes:
     name: unique name (its run directory's).
     config: a complete classification config (`config.trainable`: 'all' or
-      'head', default 'all'; `config.augment`: names of
-      `ood_suite.AUGMENTATIONS`).
-    task: its `ClassificationTask` (pipeline, evaluation).
+      'head', default 'all').
+    task: its task (pipeline, loss, evaluation); the step runs the first
+      member's task with each member's `task_data`.
     workdir: its run directory.
     init_params: parameters to start from (e.g. a pretrained run's), else
       fresh ones from `config.seed`.
     train_indices: a training subset (few-shot): indices into the dataset's
       training stream, cycled (`subset_batches`); None: the full stream.
+    task_data: attributes of the task that differ between members, as
+      arrays (e.g. `{"augment": ood_suite.augment_flags(config.augment)}`,
+      which a member with `config.augment` needs); the same keys for every
+      member of a population.
   """
   name: str
   config: ml_collections.ConfigDict
@@ -90,39 +95,7 @@ class Member:
   workdir: str
   init_params: Any = None
   train_indices: Any = None
-
-
-def group_key(config: ml_collections.ConfigDict) -> str:
-  """Members with equal keys can be trained in one program."""
-  plain = {k: v for k, v in config_lib.to_plain(config).items()
-           if k not in _DATA_KEYS}
-  plain["optimizer"] = {k: v for k, v in plain.get("optimizer", {}).items()
-                        if k not in _DATA_OPT_KEYS}
-  return json.dumps(plain, sort_keys=True, default=str)
-
-
-def trainable_mask(params: Any, which: str) -> Any:
-  """1.0 for trainable leaves, 0.0 for frozen ones (`which`: all | head)."""
-  if which not in ("all", "head"):
-    raise config_lib.ConfigError(
-        f"config.trainable={which!r}; expected 'all' or 'head'.")
-
-  def one(path, _):
-    top = checkpointing.path_name(path).split("/")[0]
-    return 1.0 if which == "all" or top in HEAD_PARAMS else 0.0
-  return jax.tree_util.tree_map_with_path(one, params)
-
-
-def member_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The per-member data of the population step (host values)."""
-  from crl.trainers import ood_suite  # pylint: disable=g-import-not-at-top
-  return {**train.optimizer_hparams(config.optimizer, config.batch_size,
-                                    config.num_steps),
-          "seed": np.int32(config.seed),
-          "num_steps": np.int32(config.num_steps),
-          "label_smoothing": np.float32(config.loss.label_smoothing),
-          "augment": ood_suite.augment_flags(
-              tuple(config.get("augment", ()) or ()))}
+  task_data: Any = None
 
 
 def make_mesh(member_devices: int | None = None) -> Mesh:
@@ -136,41 +109,17 @@ def make_mesh(member_devices: int | None = None) -> Mesh:
   return Mesh(devices.reshape(m, devices.size // m), (MEMBER_AXIS, "data"))
 
 
-def make_population_step(task: Any, opt: ml_collections.ConfigDict):
-  """`(state, hp, failed_at, batch) -> (state, failed_at, metrics)`, all
-  stacked on the member axis; to be jitted by the caller.
-
-  `failed_at[i]` is 0 while member i is healthy, else the step whose update
-  was non-finite; such a member and one past `hp['num_steps']` keep their
-  state unchanged.
-  """
-
-  def member_step(state, hp, failed_at, batch):
-    tx, schedule = train.build_optimizer(opt, hp)
-    view = copy.copy(task)  # this member's objective, traced values
-    view.label_smoothing = hp["label_smoothing"]
-    view.augment = hp["augment"]
-    rngs = train.step_rngs(hp["seed"], state.step)
-    (loss, task_metrics), grads = jax.value_and_grad(
-        view.loss, has_aux=True)(state.params, batch, rngs)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    updates = jax.tree.map(lambda u, k: u * k.astype(u.dtype), updates,
-                           hp["trainable"])
-    params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
-        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-    active = (state.step < hp["num_steps"]) & (failed_at == 0)
-    new = state.replace(step=state.step + 1, params=params,
-                        opt_state=opt_state)
-    keep = active & finite
-    state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state)
-    failed_at = jnp.where(active & ~finite, new.step, failed_at)
-    metrics = {**task_metrics, "loss": loss,
-               "grad_norm": optax.tree.norm(grads),
-               "learning_rate": schedule(new.step - 1), "active": active}
-    return state, failed_at, metrics
-
-  return jax.vmap(member_step)
+def check_single_process() -> None:
+  """A population is one process's program; several hosts each train a share
+  of the units (launch/slurm_population.sh, README 'Populations')."""
+  if jax.process_count() > 1:
+    raise config_lib.ConfigError(
+        f"A population trains in one process, but jax.distributed joined "
+        f"{jax.process_count()} processes; run one process per host with "
+        "--distributed=off --config.population.num_tasks=N "
+        "--config.population.task_index=i (launch/slurm_population.sh), or "
+        "--config.population.group=off to train members one at a time over "
+        "every host.")
 
 
 def _stack(trees: list[Any]) -> Any:
@@ -197,12 +146,23 @@ def _check_members(members: list[Member]) -> str:
         "separate groups (see group_key).")
   for m in members:
     train.check_config(m.config)
+    if m.config.get("augment") and "augment" not in (m.task_data or {}):
+      raise config_lib.ConfigError(
+          f"Member {m.name} sets config.augment but its Member.task_data has "
+          "no 'augment' flags; pass task_data={'augment': "
+          "ood_suite.augment_flags(config.augment)}.")
+  data_keys = {m.name: sorted(m.task_data or {}) for m in members}
+  if len({tuple(v) for v in data_keys.values()}) > 1:
+    raise config_lib.ConfigError(
+        f"Members give different task_data keys ({data_keys}); every member "
+        "of a population needs the same ones.")
   return keys.pop()
 
 
-def train_population(members: list[Member], workdir: str, mesh: Mesh | None = None,
-          stop_at: int | None = None, checkpoint_every: int = 0,
-          final_eval: bool = True) -> dict[str, Any]:
+def train_population(members: list[Member], workdir: str,
+                     mesh: Mesh | None = None, stop_at: int | None = None,
+                     checkpoint_every: int = 0, final_eval: bool = True,
+                     member_chunk: int | None = None) -> dict[str, Any]:
   """Trains `members` (one group, see `group_key`) together in `workdir`.
 
   Args:
@@ -216,12 +176,15 @@ def train_population(members: list[Member], workdir: str, mesh: Mesh | None = No
       when stopped).
     final_eval: run each member's `final_evaluation` (its `results.json`)
       when it finishes.
+    member_chunk: members vmapped at once (`crl.population_step`); None:
+      all of them; 1: one member after the other inside the one program.
 
   Returns:
     `{"step", "members": {name: {"step", "params", "results"}}, "failed":
     {name: step}}`, or `{"step", "preempted": True}` when stopped early.
   """
   _check_members(members)
+  check_single_process()
   os.makedirs(workdir, exist_ok=True)
   plain = {m.name: config_lib.to_plain(m.config) for m in members}
   for m in members:  # a changed subset makes another population
@@ -233,13 +196,13 @@ def train_population(members: list[Member], workdir: str, mesh: Mesh | None = No
   lock.acquire()
   try:
     return _train(members, workdir, plain, mesh or make_mesh(), stop_at,
-                  checkpoint_every, final_eval)
+                  checkpoint_every, final_eval, member_chunk)
   finally:
     lock.release()
 
 
 def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
-           final_eval):
+           final_eval, member_chunk):
   task, opt = members[0].task, members[0].config.optimizer
   n_real = len(members)
   n_dev = mesh.shape[MEMBER_AXIS]
@@ -248,7 +211,7 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
   abstract_params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
   for m in slots:
     config = (m or members[0]).config
-    hp = member_hparams(config)
+    hp = member_hparams(config, (m or members[0]).task_data)
     hp["trainable"] = trainable_mask(abstract_params,
                                      config.get("trainable", "all"))
     if m is None:
@@ -305,7 +268,9 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
                                 sort_keys=True)
 
   batch_sharding = NamedSharding(mesh, P(MEMBER_AXIS, "data"))
-  step_fn = jax.jit(make_population_step(task, opt),
+  step_fn = jax.jit(make_population_step(
+      task, opt, member_chunk, members[0].config.get("grad_accum_steps", 1),
+      population_step.shared_constants(hps)),
                     in_shardings=(state_sharding, stacked, stacked,
                                   batch_sharding),
                     out_shardings=(state_sharding, stacked, stacked),

@@ -26,14 +26,19 @@
 # outside [0, NUM_TASKS), a WORKDIR written by another config, member names
 # that collide.
 #
-# TPU VMs: there is no scheduler; give each VM (or each slice's worker 0) its
-# index and run the same command, e.g. with launch/tpu_vm.sh per slice:
-#   launch/tpu_vm.sh tpu-$i ZONE CONFIG gs://bucket/run \
-#     --config.population.num_tasks=N --config.population.task_index=$i
-# Within a slice, jax.distributed.initialize() (crl.main --distributed=on)
-# joins the slice's hosts into one program whose mesh has axes
-# (member, data); across slices, the shared workdir is the only link, as
-# across SLURM tasks. Evaluate once all are done with the plain command.
+# Several hosts: a population is one process's program (crl/population.py
+# refuses to run under jax.distributed with several processes), so hosts
+# share the work as array tasks do, each its own process with its own index
+# and --distributed=off, linked only by the shared WORKDIR (its locks and
+# checkpoints). Here that is one array task per node; on a TPU VM slice,
+# launch/tpu_vm_population.sh runs worker i as task i of N = the workers;
+# by hand: on host i of N,
+#   python -m crl.main --config=CONFIG --workdir=WORKDIR --distributed=off \
+#     --config.population.num_tasks=N --config.population.task_index=i
+# then, once all are done, the plain command (any one host) evaluates.
+# Members that should span hosts as one data-parallel run (a model too big
+# for one host) train one at a time instead: --config.population.group=off
+# with jax.distributed on every host (launch/slurm.sbatch, launch/tpu_vm.sh).
 #
 # Local test of the coordination: tests/test_population_array.py.
 set -euo pipefail

@@ -19,9 +19,14 @@ from crl.trainers import suite_groups
 from tests import helpers
 
 STEPS = 30
+# One shift and no plots: the evaluation job is here to reuse the members,
+# the suite's evaluation is tested elsewhere (tests/test_ood_suite_run.py).
+LIGHT = {"shifts": ("hue_independent",),
+         "reliability_shifts": ("hue_independent",), "plots": False}
 ARGS = ["--config=configs/ood_suite.py:tiny"] + [
     f"--config.members.{m}.{k}" for m in ("vit_s0", "vit_hue")
-    for k in (f"num_steps={STEPS}", "checkpoint.every_steps=3")]
+    for k in (f"num_steps={STEPS}", "checkpoint.every_steps=3")] + [
+        f"--config.{k}={v!r}" for k, v in LIGHT.items()]
 
 
 def _task(workdir, i, n=2):
@@ -74,7 +79,7 @@ def test_two_array_tasks_one_killed_and_restarted(tmp_path):
     same = {f"members.{m}.{k}": v for m in ("vit_s0", "vit_hue")
             for k, v in (("num_steps", STEPS), ("checkpoint.every_steps", 3))}
     config = helpers.load_with("configs/ood_suite.py:tiny", {
-        "population.num_tasks": 2, **same, **overrides})
+        "population.num_tasks": 2, **same, **LIGHT, **overrides})
     with pytest.raises(error, match=message):
       ood_suite.train_and_evaluate(config, workdir)
     assert open(os.path.join(workdir, "config.json")).read() == before

@@ -15,7 +15,8 @@ def test_population_bench_row(monkeypatch):
   r = population_bench.measure(
       "vit", members=2, batch_size=4, steps=1,
       load_config=bench.load_model_config,
-      memory_mib=bench._memory_mib)  # pylint: disable=protected-access
+      memory_mib=bench._memory_mib,  # pylint: disable=protected-access
+      layouts=("per_member",))
   for key in ("alone_member_examples_per_s", "together_member_examples_per_s",
               "alone_peak_mib", "together_peak_mib", "speedup"):
     assert math.isfinite(r[key]) and r[key] > 0, key

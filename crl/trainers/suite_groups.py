@@ -32,6 +32,7 @@ from crl import checkpointing
 from crl import config_lib
 from crl import population
 from crl import workdir as workdir_lib
+from crl.trainers import ood_suite
 
 # Keys of the suite config that differ between the tasks of one array.
 _PER_TASK_KEYS = ("task_index", "num_tasks")
@@ -42,8 +43,10 @@ GROUP_MODES = ("auto", "on", "off")
 
 def grouping(mode: Any) -> bool:
   """Whether members are grouped: `population.group` is "on", "off" or
-  "auto" (grouped on GPUs and TPUs, not on the CPU, where stacked members
-  were measured slower than one at a time; see configs/ood_suite.py)."""
+  "auto" (grouped on GPUs and TPUs in a single process; not on the CPU,
+  where stacked members were measured slower than one at a time, see
+  configs/ood_suite.py, nor under jax.distributed with several processes,
+  where a population cannot run: `population.check_single_process`)."""
   if isinstance(mode, bool):
     return mode
   if mode not in GROUP_MODES:
@@ -51,7 +54,7 @@ def grouping(mode: Any) -> bool:
         f"config.population.group={mode!r}; expected one of "
         f"{', '.join(GROUP_MODES)}.")
   if mode == "auto":
-    return jax.default_backend() != "cpu"
+    return jax.default_backend() != "cpu" and jax.process_count() == 1
   return mode == "on"
 
 
@@ -171,7 +174,9 @@ def train_unit(config: ml_collections.ConfigDict, workdir: str,
   t0 = time.time()
   result = population.train_population(
       [population.Member(n, members[n], tasks[n], dirs[n],
-                         _init_params(members[n], tasks[n]))
+                         _init_params(members[n], tasks[n]),
+                         task_data={"augment": ood_suite.augment_flags(
+                             tuple(members[n].get("augment", ()) or ()))})
        for n in group],
       os.path.join(workdir, "population", name),
       mesh=population.make_mesh(settings.get("member_devices") or None),
