@@ -21,7 +21,7 @@ def test_variants_pretrain_on_the_source(variant, model):
   c = _load(variant)
   assert c.model.name == model and c.data.name == "pretrain_source"
   ds = config_lib.build(registry.DATASETS, c.data)
-  assert ds.num_classes == 70
+  assert ds.num_classes == 14
 
 
 def test_bad_variant_and_bad_data_are_one_line_errors():
