@@ -19,7 +19,8 @@
    `config.data` (its ID 'test' split and, for `multi_domain`, the other
    domains). `WORKDIR/results.json`: per candidate the chosen learning rate,
    and per split the accuracies per seed with their mean and 95% Student-t
-   interval (`two_heads_summary.interval`).
+   interval (`two_heads_summary.interval`); rewritten after each candidate
+   (`complete`: whether every candidate is in).
 
 Every run is a normal run directory (`WORKDIR/<candidate>/lr_<i>/`,
 `WORKDIR/<candidate>/seed_<s>/`); a finished one is reused on a rerun
@@ -233,8 +234,10 @@ def _compare(config, workdir, names):
         "sweep": record,
         "accuracy": {s: {"per_seed": v, **two_heads_summary.interval(v)}
                      for s, v in per_split.items()}}
+    out["complete"] = len(out["candidates"]) == len(names)
+    if jax.process_index() == 0:  # after each candidate: a partial table
+      workdir_lib.write_json_atomic(os.path.join(workdir, RESULTS_FILE), out)
   if jax.process_index() == 0:
-    workdir_lib.write_json_atomic(os.path.join(workdir, RESULTS_FILE), out)
     print(format_table(out), flush=True)
   return out
 
