@@ -11,8 +11,8 @@ Runtime: `domain_scratch` (2 candidates x (3 sweep runs + 2 more seeds),
 200 steps each) 25 min, about 2.5-3.5 min per run, mostly compiling; `domain`
 (30 runs) would take about 90 min; the three pretraining runs 5-7 min each
 (measured 2026-12-05/06 on the shared 2-core CPU at load 14-19). `:tiny`
-(2 sweep runs and 1 more seed of the tiny ViT) about 2 min under that load. `shapes` (NAC
-vs Perceiver IO on causal shapes) was not run.
+(2 sweep runs and 1 more seed of the tiny ViT) about 2 min under that
+load. `shapes` (NAC vs Perceiver IO on causal shapes) was not run.
 Expected (`domain_scratch`, docs/results/sweep_domain/): both choose base lr
 2.5e-2 (validation .152 NAC, .168 Perceiver IO); ID photo test accuracy
 .157 +- .047 (NAC) and .149 +- .103 (Perceiver IO), the other domains at
