@@ -86,4 +86,5 @@ TRAINERS = Registry("trainer", {
     "savos": "crl.trainers.savos:train_and_evaluate",
     "ood_suite": "crl.trainers.ood_suite:train_and_evaluate",
     "transfer": "crl.trainers.transfer:train_and_evaluate",
+    "lr_sweep": "crl.trainers.lr_sweep:train_and_evaluate",
 })

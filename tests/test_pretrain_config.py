@@ -16,17 +16,22 @@ def _load(variant):
 
 @pytest.mark.parametrize("variant,model", [("tiny", "vit"), ("vit", "vit"),
                                            ("nac_tiny", "nac"),
-                                           ("perceiver_tiny", "perceiver_io")])
+                                           ("perceiver_tiny", "perceiver_io"),
+                                           ("nac_small", "nac"),
+                                           ("perceiver_small", "perceiver_io"),
+                                           ("vit_small", "vit")])
 def test_variants_pretrain_on_the_source(variant, model):
   c = _load(variant)
   assert c.model.name == model and c.data.name == "pretrain_source"
   ds = config_lib.build(registry.DATASETS, c.data)
-  assert ds.num_classes == 70
+  assert ds.num_classes == 14
 
 
 def test_bad_variant_and_bad_data_are_one_line_errors():
   with pytest.raises(ValueError, match="Unknown variant 'huge'.*known"):
     _load("huge")
+  with pytest.raises(ValueError, match="Unknown variant 'resnet_small'"):
+    _load("resnet_small")
   c = _load("tiny")
   c.unlock()
   c.data = config_lib.component_config(registry.DATASETS, "multi_domain",

@@ -63,17 +63,26 @@ def test_eval_splits_are_the_other_domains(photo):
 
 def test_pretrain_source_classes_and_mixture():
   src = md.PretrainSource(resolution=16)
-  assert src.num_classes == 70 == len(md.PATTERNS) * 14
+  assert src.num_classes == 14 == len(md.cs.ALL_SHAPES)
   out = src.sample("train", jnp.arange(256))
+  f = {k: np.asarray(v) for k, v in out["factors"].items()}
+  np.testing.assert_array_equal(np.asarray(out["label"]), f["shape"])
+  assert set(np.unique(f["domain"])) == set(range(len(md.DOMAINS)))
+  assert set(np.unique(f["pattern"])) == set(range(len(md.PATTERNS)))
+  assert np.all(np.abs(f["rotation"]) <= 90.)
+  assert list(src.eval_splits()) == ["test"]
+  with pytest.raises(ValueError, match="num_shapes_source and classes"):
+    md.PretrainSource(num_classes=10)
+  with pytest.raises(ValueError, match="unknown classes 'hue'"):
+    md.PretrainSource(classes="hue")
+  both = md.PretrainSource(resolution=16, classes="shape_pattern")
+  assert both.num_classes == 70 == len(md.PATTERNS) * 14
+  out = both.sample("train", jnp.arange(256))
   f = {k: np.asarray(v) for k, v in out["factors"].items()}
   np.testing.assert_array_equal(np.asarray(out["label"]),
                                 f["shape"] * len(md.PATTERNS) + f["pattern"])
-  assert set(np.unique(f["domain"])) == set(range(len(md.DOMAINS)))
   assert len(np.unique(out["label"])) > 50
-  assert list(src.eval_splits()) == ["test"]
-  with pytest.raises(ValueError, match="num_shapes_source"):
-    md.PretrainSource(num_classes=10)
-  small = md.PretrainSource(num_shapes_source=4)
+  small = md.PretrainSource(num_shapes_source=4, classes="shape_pattern")
   assert small.num_classes == 20
 
 

@@ -1,0 +1,84 @@
+"""The equal-effort learning-rate sweep (crl.trainers.lr_sweep)."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from crl import config_lib
+from crl.data import multi_domain
+from crl.trainers import lr_sweep
+from tests import helpers
+
+
+def _hashes(ds, split, n):
+  images = np.asarray(ds.sample(split, np.arange(n))["image"])
+  return {hashlib.sha1(im.tobytes()).hexdigest() for im in images}
+
+
+@pytest.mark.parametrize("ds", [
+    multi_domain.MultiDomainShapes(domain="photo", resolution=8),
+    multi_domain.PretrainSource(resolution=8)])
+def test_validation_split_is_disjoint_from_train_and_test(ds):
+  train, val, test = (_hashes(ds, s, 64) for s in ("train", "validation",
+                                                    "test"))
+  assert len(train) == len(val) == len(test) == 64  # no repeats either
+  assert not train & val and not val & test and not train & test
+
+
+def test_log_grid_and_bad_grids():
+  assert lr_sweep.log_grid(1e-3, 1e-1, 3) == [1e-3, 1e-2, 1e-1]
+  with pytest.raises(config_lib.ConfigError, match="0 < low <= high"):
+    lr_sweep.log_grid(0., 1., 3)
+  with pytest.raises(config_lib.ConfigError, match="non-empty list"):
+    lr_sweep.check(helpers.load_with("configs/sweep.py:tiny",
+                                     {"sweep.grid": ()}))
+
+
+def test_pretrained_candidate_needs_its_directory():
+  c = helpers.load_with("configs/sweep.py:domain", {})
+  with pytest.raises(config_lib.ConfigError, match="pretrained_dir"):
+    lr_sweep.check(c)
+  c = helpers.load_with("configs/sweep.py:domain",
+                        {"pretrained_dir": "/nonexistent/runs"})
+  with pytest.raises(config_lib.ConfigError,
+                     match="'/nonexistent/runs/nac' does not exist"):
+    lr_sweep.check(c)
+
+
+def test_selection_takes_the_best_validation_accuracy(tmp_path, monkeypatch):
+  """Hand case: accuracies per lr; the first maximum (smaller lr) wins."""
+  c = helpers.load_with("configs/sweep.py:tiny",
+                        {"sweep.grid": (1e-4, 1e-3, 1e-2, 1e-1)})
+  scores = {1e-4: .2, 1e-3: .7, 1e-2: .7, 1e-1: .1}
+  monkeypatch.setattr(lr_sweep, "_train", lambda member, d: (
+      None, member.optimizer.base_learning_rate))
+  monkeypatch.setattr(lr_sweep, "validation_accuracy",
+                      lambda task, lr, n: scores[lr])
+  record = lr_sweep.sweep(c, str(tmp_path), "vit")
+  assert record["validation_accuracy"] == [.2, .7, .7, .1]
+  assert record["chosen_learning_rate"] == 1e-3
+  with open(tmp_path / "vit" / "sweep.json") as f:
+    assert json.load(f) == record
+
+
+def test_tiny_sweep_end_to_end(tmp_path):
+  c = helpers.load_with("configs/sweep.py:tiny", {})
+  out = lr_sweep.train_and_evaluate(c, str(tmp_path))
+  with open(tmp_path / "vit" / "sweep.json") as f:
+    record = json.load(f)
+  assert record["grid"] == [1e-3, 1e-2]
+  acc = record["validation_accuracy"]
+  assert len(acc) == 2 and all(0. <= a <= 1. for a in acc)
+  assert record["chosen_learning_rate"] == record["grid"][int(np.argmax(acc))]
+  for i in range(2):
+    assert os.path.isdir(tmp_path / "vit" / f"lr_{i}" / "checkpoints")
+  rows = out["candidates"]["vit"]["accuracy"]
+  assert set(rows) == {"test", "sketch", "cartoon", "painting"}
+  assert rows["test"]["n"] == 2 and 0. <= rows["test"]["mean"] <= 1.
+  # seed 0 is the sweep's seed: its run at the chosen lr is reused
+  assert not os.path.exists(tmp_path / "vit" / "seed_0")
+  assert os.path.isdir(tmp_path / "vit" / "seed_1" / "checkpoints")
+  assert lr_sweep.load_results(str(tmp_path)) == json.loads(json.dumps(out))
