@@ -47,6 +47,7 @@ from ml_collections import config_dict
 
 from crl import config_lib
 from crl import registry
+from crl.data import multi_domain
 from crl.evaluators import ood_detection
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -77,10 +78,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_examples=32 if tiny else 200)
   c.eval_batch_size = 32 if tiny else 200
   c.xla_fast_compile = tiny
-  c.shifts = (("domain/sketch", "corruption/contrast/5") if tiny else
+  c.shifts = (("domain", "corruption/contrast/5") if tiny else
               ("domain", "corruption/contrast/*",
-               "corruption/gaussian_noise/*"))
-  c.severities = (1, 2, 3, 4, 5)
+               "corruption/gaussian_noise/*", "corruption/defocus_blur/*"))
+  c.severities = (1, 3, 5)
   c.ece_bins = 15
   c.scores = ood_detection.SCORE_NAMES
   c.corruption_seed = 0
@@ -111,14 +112,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pretrain.resnet.model.norm = "group"
   c.fine_tune = ml_collections.ConfigDict(dict(
       num_steps=4 if tiny else 100,
-      lr_scale=ml_collections.ConfigDict(dict(full=1.0, head=10.0))))
+      lr_scale=ml_collections.ConfigDict(dict(full=1.0, head=10.0,
+                                              lp_ft=1.0))))
   c.augmentations = ml_collections.ConfigDict(dict(
-      none=(), flip_crop=("flip", "crop"), hue=("hue",)))
+      none=(), standard=("standard",), randaugment=("randaugment",),
+      augmix=("augmix",), flip_crop=("flip", "crop"), hue=("hue",)))
   c.grid = ml_collections.ConfigDict(dict(
+      domains=("photo", "sketch") if tiny else multi_domain.DOMAINS,
       architectures=archs, pretrained=(True, False),
-      strategies=("full", "head"), regimes=("all",),
-      augmentations=("none",) if tiny else ("none", "flip_crop", "hue"),
-      seeds=(0,)))
+      strategies=("full", "head", "lp_ft"),
+      regimes=("all", "fewshot100", "fewshot10"),
+      augmentations=("none", "standard", "randaugment", "augmix"),
+      seeds=(0,), per_cell=2 if tiny else 3, design_seed=0))
   c.adversarial = ml_collections.ConfigDict(dict(
       attack="pgd", eps=1 / 255, steps=2 if tiny else 10, loss="ce", seed=0,
       max_examples=16 if tiny else 200))
@@ -126,12 +131,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       n_boot=50 if tiny else 1000, seed=0, level=0.95))
   c.init_files = ml_collections.ConfigDict({a: "" for a in archs})
   c.checkpoint = config_dict.placeholder(str)
+  # JAX's persistent cache in WORKDIR/compile_cache: the members of one
+  # architecture share their compiled programs (hyperparameters are data).
+  c.compile_cache_dir = "workdir"
   if variant == "large":
     c.data = config_lib.component_config(registry.DATASETS, "domain_folder",
                                          root="", domain="photo")
     c.eval_batch_size = 256
     c.shifts = ("domain", "corruption")
+    c.severities = (1, 2, 3, 4, 5)
+    c.grid.domains = ()  # the folder's: --config.grid.domains=photo,sketch,..
     c.grid.seeds = (0, 1, 2)
+    c.grid.per_cell = 0  # every combination
     c.fine_tune.num_steps = 1000
     c.adversarial.max_examples = 1000
   return c

@@ -327,7 +327,7 @@ def subset_batches(task: Any, indices: Any, start: int):
   idx = jnp.asarray(np.asarray(indices), jnp.int32)
   b = pipeline.global_batch
 
-  def batch(step):
+  def batch(step, idx):  # idx an argument: one program for every subset
     picked = idx[(step * b + jnp.arange(b, dtype=jnp.int32)) % idx.size]
     return pipeline._select(  # pylint: disable=protected-access
         ds.sample_encoded(code, picked))
@@ -335,7 +335,7 @@ def subset_batches(task: Any, indices: Any, start: int):
   fn = jax.jit(batch, out_shardings=pipeline.sharding)
   step = start
   while True:
-    yield fn(jnp.int32(step))
+    yield fn(jnp.int32(step), idx)
     step += 1
 
 

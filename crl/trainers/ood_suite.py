@@ -26,7 +26,9 @@ Member augmentations (`member.augment`, applied inside the jitted train step
 from the step's key, so training stays a pure function of the step):
 `flip` (horizontal, p = 1/2), `crop` (pad 4 px by edge replication, random
 crop back), `hue` (rotation of the chroma plane in YIQ by a uniform angle:
-decorrelates hue from the label, the spurious cue of causal shapes).
+decorrelates hue from the label, the spurious cue of causal shapes), and
+the policies of `crl.data.augment` (`standard`, `randaugment`, `augmix`,
+applied after those, each example keyed by (seed, step, example)).
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ from crl import config_lib
 from crl import registry
 from crl import train
 from crl import workdir as workdir_lib
-from crl.reports import ood_report
+from crl.data import augment as augment_policies
 from crl.evaluators import ood_suite
+from crl.reports import ood_report
 from crl.trainers import classification
+from crl.trainers import fine_tune
 from crl.trainers import suite_groups
 
-AUGMENTATIONS = ("flip", "crop", "hue")
+AUGMENTATIONS = ("flip", "crop", "hue", "standard", "randaugment", "augmix")
+_POLICIES = ("standard", "randaugment", "augmix")  # crl.data.augment
 AUG_SALT = 0xA06
 CROP_PAD = 4
 # Member keys filled in from the suite config (every member sees one dataset
@@ -115,6 +120,10 @@ def augment(images: jax.Array, key: jax.Array,
     m = jnp.einsum("ij,bjk,kl->bil", rgb, rot, yiq)
     images = pick("hue", jnp.clip(jnp.einsum("bij,bhwj->bhwi", m, images),
                                   0., 1.), images)
+  for i, policy in enumerate(_POLICIES):
+    if use[policy] is not None:
+      images = pick(policy, augment_policies.apply(
+          policy, images, jax.random.fold_in(keys[3], i)), images)
   return images
 
 
@@ -207,16 +216,37 @@ def finished_step(member: ml_collections.ConfigDict, member_dir: str
 def train_or_load(member: ml_collections.ConfigDict, member_dir: str,
                   task: classification.ClassificationTask
                   ) -> tuple[Any, int, bool]:
-  """`(params, step, reused)`: the finished checkpoint, or train to it."""
+  """`(params, step, reused)`: the finished checkpoint, or train to it (a
+  strategy or regime of `crl.trainers.fine_tune` through its engine)."""
   if finished_step(member, member_dir) is not None:
     params, step = train.restore_trained(member, member_dir, task)
     if step >= member.num_steps:
       return params, step, True
+  if fine_tune.needs_engine(member):
+    out = _train_engine(member, member_dir, task)
+    if "failed_at_step" in out:
+      raise _Preempted(f"The member in {member_dir} diverged at step "
+                       f"{out['failed_at_step']}; it is left untrained.")
+    return out["params"], out["step"], False
   out = train.run(member, member_dir, task)
   if out.get("preempted"):
     raise _Preempted(f"Stopped while training the member in {member_dir} at "
                      f"step {out['step']}; run the same command to continue.")
   return out["params"], out["step"], False
+
+
+def _train_engine(member, member_dir, task) -> dict[str, Any]:
+  """`fine_tune.train_member` in the form of `suite_groups.train_unit`'s
+  entries: `{"params", "step", "seconds", "group"}` or `{"failed_at_step",
+  "group"}`."""
+  t0 = time.time()
+  out = fine_tune.train_member(member, member_dir, task,
+                               suite_groups.init_params(member, task))
+  if "preempted" in out:
+    raise _Preempted(f"Stopped while training the member in {member_dir} at "
+                     f"step {out['preempted']}; run the same command to "
+                     "continue.")
+  return {**out, "seconds": time.time() - t0, "group": None}
 
 
 # The trainer -----------------------------------------------------------------
@@ -325,7 +355,14 @@ def _population(config, workdir, names):
   for name, member in members.items():
     finished_step(member, os.path.join(workdir, "models", name))
   suite_groups.check_names(names)
-  all_units = suite_groups.units(config, members)
+  all_units = []
+  for unit in suite_groups.units(config, members):
+    # An LP-FT member (two phases) trains alone: lift it out of its group.
+    lp = [n for n in unit[1] if members[n].get("lp_steps", 0)]
+    rest = [n for n in unit[1] if n not in lp]
+    all_units += [(n, [n]) for n in lp] + (
+        [unit if not lp else (rest[0] if len(rest) == 1 else unit[0], rest)]
+        if rest else [])
   share = suite_groups.array_share(config, all_units)
   if share is not None:
     suite_groups.check_workdir_config(config, workdir)
@@ -352,6 +389,9 @@ def _population(config, workdir, names):
         raise _Preempted(f"Stopped while training the group {unit[0]} at "
                          f"step {trained['preempted']}; run the same command "
                          "to continue.")
+    elif fine_tune.needs_engine(members[unit[0]]) and not finished(unit[0]):
+      trained[unit[0]] = _train_engine(members[unit[0]], os.path.join(
+          workdir, "models", unit[0]), tasks[unit[0]])
   for i, (name, member) in enumerate(members.items()):
     member_dir = os.path.join(workdir, "models", name)
     t0 = time.time()
