@@ -6,7 +6,7 @@ updated by one `jax.jit`-compiled, `jax.vmap`-ed train step. Everything else
 that differs between them is data, one value per member (`member_hparams`):
 the seed and so every RNG stream, the peak learning rate and the schedule's
 length (`train.warmup_cosine`, the single run's own schedule), weight decay,
-label smoothing, the augmentations (`ood_suite.augment` with traced flags),
+label smoothing, the augmentations (`member_augment.augment` with traced flags),
 the number of steps, the initial parameters, the training subset
 (`Member.train_indices`, few-shot) and which parameters are trainable (a 0/1
 factor per leaf multiplied into the updates). Each member sees its own
@@ -76,7 +76,7 @@ class Member:
     name: unique name (its run directory's).
     config: a complete classification config (`config.trainable`: 'all' or
       'head', default 'all'; `config.augment`: names of
-      `ood_suite.AUGMENTATIONS`).
+      `member_augment.AUGMENTATIONS`).
     task: its `ClassificationTask` (pipeline, evaluation).
     workdir: its run directory.
     init_params: parameters to start from (e.g. a pretrained run's), else
@@ -115,13 +115,13 @@ def trainable_mask(params: Any, which: str) -> Any:
 
 def member_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The per-member data of the population step (host values)."""
-  from crl.trainers import ood_suite  # pylint: disable=g-import-not-at-top
+  from crl.data import member_augment  # pylint: disable=g-import-not-at-top
   return {**train.optimizer_hparams(config.optimizer, config.batch_size,
                                     config.num_steps),
           "seed": np.int32(config.seed),
           "num_steps": np.int32(config.num_steps),
           "label_smoothing": np.float32(config.loss.label_smoothing),
-          "augment": ood_suite.augment_flags(
+          "augment": member_augment.augment_flags(
               tuple(config.get("augment", ()) or ()))}
 
 
