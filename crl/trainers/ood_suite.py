@@ -46,6 +46,7 @@ from crl import train
 from crl import workdir as workdir_lib
 from crl.data import member_augment
 from crl.evaluators import ood_suite
+from crl.evaluators import suite_loop
 from crl.reports import ood_report
 from crl.trainers import classification
 from crl.trainers import fine_tune
@@ -282,7 +283,7 @@ def _one_checkpoint(config, workdir):
   model = os.path.basename(os.path.normpath(path))
   info = {model: {"checkpoint": os.path.abspath(path), "step": run.step,
                   "model": run.config.model.name, "reused": True}}
-  evaluation = ood_report.evaluate_models(
+  evaluation = suite_loop.evaluate_models(
       evaluator, {model: (run.params, run.task.predict_fn)})
   return ood_report.write(workdir, config, evaluator, evaluation, info)
 
@@ -372,5 +373,5 @@ def _population(config, workdir, names):
                     config.baseline, next(iter(models)))
     config = config.copy_and_resolve_references()
     config.baseline = next(iter(models))
-  evaluation = ood_report.evaluate_models(evaluator, models)
+  evaluation = suite_loop.evaluate_models(evaluator, models)
   return ood_report.write(workdir, config, evaluator, evaluation, info)
