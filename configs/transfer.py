@@ -51,7 +51,7 @@ from crl.data import multi_domain
 from crl.evaluators import ood_detection
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-VARIANTS = ("default", "tiny", "large")
+VARIANTS = ("default", "tiny", "large", "reduced")
 ARCHITECTURES = ("nac", "perceiver", "vit", "resnet")
 
 
@@ -134,6 +134,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # JAX's persistent cache in WORKDIR/compile_cache: the members of one
   # architecture share their compiled programs (hyperparameters are data).
   c.compile_cache_dir = "workdir"
+  if variant == "reduced":  # the default grid, pairs and analyses, small
+    c.models = ml_collections.ConfigDict({
+        a: suite.member(f"{a}:tiny", num_steps=1) for a in archs})
+    c.pretrain = ml_collections.ConfigDict({
+        a: pretrain.get_config(f"{a}_tiny") for a in archs})
+    for m in c.models.values():
+      m.batch_size = 32
+    for p in c.pretrain.values():
+      p.num_steps = 150
+      p.checkpoint.every_steps = p.num_steps
+      p.log_every_steps = 50
+      p.evals.test.every_steps = p.num_steps
+      p.optimizer.warmup_steps = 15
+    c.models.resnet.model.norm = "group"
+    c.pretrain.resnet.model.norm = "group"
+    c.fine_tune.num_steps = 60
+    c.data.eval_examples = 100
+    c.eval_batch_size = 100
+    c.adversarial.max_examples = 100
+    c.adversarial.steps = 5
   if variant == "large":
     c.data = config_lib.component_config(registry.DATASETS, "domain_folder",
                                          root="", domain="photo")
