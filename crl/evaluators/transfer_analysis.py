@@ -280,9 +280,11 @@ def best_proxies(by_pair: Mapping[str, Mapping[str, Mapping[str, float]]],
                 if np.isfinite(by_pair[p][q][statistic])}
       if values:
         best[max(values, key=values.get)] += 1
+    mean = {}
+    for q in quantities:
+      finite = [by_pair[p][q][statistic] for p in pairs
+                if np.isfinite(by_pair[p][q][statistic])]
+      mean[q] = float(np.mean(finite)) if finite else float("nan")
     out[kind] = {"pairs": len(pairs), "statistic": statistic,
-                 "best_in": best,
-                 "mean": {q: float(np.nanmean([by_pair[p][q][statistic]
-                                               for p in pairs]))
-                          if pairs else float("nan") for q in quantities}}
+                 "best_in": best, "mean": mean}
   return out

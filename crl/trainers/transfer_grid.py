@@ -62,7 +62,8 @@ def check(config: ml_collections.ConfigDict, known_augmentations) -> None:
       raise _error(f"config.augmentations: unknown operation(s) {bad}; "
                    f"known: {', '.join(known_augmentations)}.")
   if config.data.name == "multi_domain":
-    bad = [d for d in domains(config) if d not in multi_domain.DOMAINS]
+    bad = [d for d in dict.fromkeys(domains(config) + (config.data.domain,))
+           if d not in multi_domain.DOMAINS]
     if bad:
       raise _error(f"config.grid.domains / config.data.domain: {bad} "
                    f"{'is not a domain' if len(bad) == 1 else 'are not domains'}"
