@@ -20,7 +20,6 @@ member with none of them is trained by `crl.train.run` as before
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any
 
@@ -104,8 +103,6 @@ def _phase(member: ml_collections.ConfigDict, **changes: Any
 
 def _train_one(member, member_dir, task, init_params, indices,
                workdir) -> dict[str, Any]:
-  task = copy.copy(task)  # alone: its own augmentations, not traced flags
-  task.fixed_augment = tuple(member.get("augment", ()) or ())
   result = population.train_population(
       [population.Member(os.path.basename(member_dir), member, task,
                          member_dir, init_params, indices)],

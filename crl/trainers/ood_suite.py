@@ -90,15 +90,11 @@ class AugmentedClassificationTask(classification.ClassificationTask):
           f"{', '.join(AUGMENTATIONS)}.")
 
   def loss(self, params, batch, rngs):
-    # A tuple of names; in a population a traced flag array (augment_flags),
-    # unless the population is this member alone (`fixed_augment`, set by
-    # crl.trainers.fine_tune): then only its own ops are computed.
-    ops = getattr(self, "fixed_augment", None)
-    ops = self.augment if ops is None else ops
-    if not isinstance(ops, tuple) or ops:
+    # A tuple of names; in a population a traced flag array (augment_flags).
+    if not isinstance(self.augment, tuple) or self.augment:
       key = jax.random.fold_in(rngs["dropout"], AUG_SALT)
       batch = {**batch, self.input_key: augment(batch[self.input_key], key,
-                                                ops)}
+                                                self.augment)}
     return super().loss(params, batch, rngs)
 
 
