@@ -150,6 +150,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.models.resnet.model.norm = "group"
     c.pretrain.resnet.model.norm = "group"
     c.fine_tune.num_steps = 60
+    c.xla_fast_compile = True  # compiling dominates these small steps
     c.data.eval_examples = 100
     c.eval_batch_size = 100
     c.adversarial.max_examples = 100
