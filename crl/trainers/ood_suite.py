@@ -89,13 +89,13 @@ class AugmentedClassificationTask(classification.ClassificationTask):
           f"Unknown augmentation(s) {unknown}; known: "
           f"{', '.join(AUGMENTATIONS)}.")
 
-  def loss(self, params, batch, rngs):
+  def loss(self, params, batch, rngs, model_state=None):
     # A tuple of names; in a population a traced flag array (augment_flags).
     if not isinstance(self.augment, tuple) or self.augment:
       key = jax.random.fold_in(rngs["dropout"], AUG_SALT)
       batch = {**batch, self.input_key: augment(batch[self.input_key], key,
                                                 self.augment)}
-    return super().loss(params, batch, rngs)
+    return super().loss(params, batch, rngs, model_state)
 
 
 # Members ---------------------------------------------------------------------
