@@ -132,7 +132,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       attack="pgd", eps=1 / 255, steps=2 if tiny else 10, loss="ce", seed=0,
       max_examples=16 if tiny else 200))
   c.analysis = ml_collections.ConfigDict(dict(
-      n_boot=50 if tiny else 1000, seed=0, level=0.95))
+      n_boot=50 if tiny else 1000, seed=0, level=0.95,
+      factors=()))  # () : every factor but the seed in the OLS
   c.init_files = ml_collections.ConfigDict({a: "" for a in archs})
   c.checkpoint = config_dict.placeholder(str)
   # JAX's persistent cache in WORKDIR/compile_cache: the members of one

@@ -226,9 +226,13 @@ def analyse(config: ml_collections.ConfigDict, rows: list[dict[str, Any]],
   ood_by_kind = ood_per_kind(rows, factors, names, pairs)
   by_kind = {k: transfer_analysis.proxy_correlations(q, acc, **boot)
              for k, acc in sorted(ood_by_kind.items())}
+  # The factors in the OLS (`config.analysis.factors`; default all but the
+  # seed): a small population cannot fit a column per level of every one.
+  fitted = [f for f in (config.analysis.get("factors") or FACTORS)
+            if f != "seed"]
   effects = {k: transfer_analysis.factor_effects(
       q["id_accuracy"], acc,
-      {f: [factors[n][f] for n in names] for f in FACTORS if f != "seed"},
+      {f: [factors[n][f] for n in names] for f in fitted},
       level=float(config.analysis.level))
              for k, acc in sorted(ood_by_kind.items())}
   kinds = {p: k for p, (_, _, k) in pairs.items()}

@@ -82,6 +82,11 @@ def check(config: ml_collections.ConfigDict, known_augmentations) -> None:
     if s not in scale:
       raise _error(f"config.fine_tune.lr_scale has no entry for strategy "
                    f"{s!r}.")
+  bad = [f for f in (config.analysis.get("factors") or ())
+         if f not in FACTORS]
+  if bad:
+    raise _error(f"config.analysis.factors: unknown factor(s) {bad}; known: "
+                 f"{', '.join(FACTORS)}.")
   per_cell = g.get("per_cell", 0)
   if not isinstance(per_cell, int) or per_cell < 0:
     raise _error(f"config.grid.per_cell={per_cell!r}; expected an integer "
