@@ -8,7 +8,7 @@ from crl.data import augment as augment_lib
 from crl.data import member_augment
 
 
-@pytest.mark.parametrize("ops", [("randaugment",), ("augmix",),
+@pytest.mark.parametrize("ops", [("randaugment", "augmix"),
                                  ("flip", "standard")])
 def test_flags_give_the_named_ops(ops):
   images = jax.random.uniform(jax.random.PRNGKey(0), (4, 16, 16, 3))
