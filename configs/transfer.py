@@ -2,41 +2,45 @@
 
 Command (default, CPU):
   python -m crl.main --config=configs/transfer.py --workdir=runs/transfer
-Runtime: not yet measured (the machine was shared by ~6 jobs when this was
-written). Estimate for the default, from the ood_suite's measured costs on 2
-CPU cores (about 0.45 s per training step of these models at batch 128,
-5-6 s per shift for 13 members at 500 examples): pretraining 4 x 300 steps
-~10 min, fine-tuning 48 members x 100 steps ~36 min, evaluation on the ID
-split, 3 other domains and 10 corruption shifts at 200 examples ~3 min, PGD
-(10 steps, 200 examples) with one compilation per member ~14 min: about 60-65
-minutes. The 3 (photo, other domain) pairs fall short of the issue's 24
-(ID, OOD) pairs: that needs members fine-tuned on every domain (not built).
-Members: NAC, Perceiver IO, ViT, ResNet (GroupNorm) x pretrained/scratch x
-full/head x 3 augmentations (none, flip+crop, hue), seed 0.
-Expected: results.csv (model, shift, kind, metric, value + factor
-columns), results.json with `proxies` (per shift kind and (ID, OOD) pair:
+Runtime: the default was not run to the end (the machine was shared by ~8
+jobs, load average 15-18 on 2 cores, when it was written). Measured on
+`:reduced` instead, see docs/results/transfer/command.txt.
+Expected: results.csv (model, shift, kind, metric, value + the factor
+columns target, architecture, pretrained, strategy, regime, augmentation,
+seed), results.json with `proxies` (per (ID, OOD) pair and per shift kind:
 Pearson/Kendall/Spearman of each ID quantity with OOD accuracy, bootstrap
-intervals) and `factors` (OLS effects with intervals). Numbers: not yet
-measured.
+intervals), `best_proxies` (per kind: in how many pairs each quantity
+correlates best) and `factors` (OLS effects on probit OOD accuracy, without
+and with probit ID accuracy, with intervals), and plots/transfer/.
 
 Variants (`configs/transfer.py:<variant>`):
-  (none)  as above, target: multi_domain photo.
+  (none)  48 members: for each of the 4 multi_domain targets (photo,
+          sketch, cartoon, painting; the 3 others are its OOD domains: 12
+          domain pairs) and each architecture (NAC, Perceiver IO, ViT,
+          ResNet with GroupNorm), 3 of the 72 combinations of pretrained or
+          scratch x strategy (full, head, lp_ft) x regime (all, fewshot100,
+          fewshot10) x augmentation (none, standard, randaugment, augmix),
+          drawn by a seeded design; 100 fine-tuning steps after 300 steps of
+          pretraining per architecture; corruptions contrast, gaussian noise
+          and defocus blur at severities 1, 3, 5 (36 more pairs); PGD-10 at
+          eps 1/255 on 200 ID examples.
+  reduced the default grid, pairs and analyses with the `:tiny` models,
+          150 pretraining and 60 fine-tuning steps, 100 examples per shift,
+          PGD-5: for a loaded machine.
   large   for a cluster and real data: a DomainBed folder as the target
-          (`--config.data.root=/data/PACS --config.data.domain=photo`; the
-          other domains of the folder are its `domain/<name>` shifts),
-          real weights per architecture (`--config.init_files.vit=
-          ViT-S_16.npz --config.init_files.resnet=resnet50.safetensors`,
-          with the matching `--config.models.<arch>` layout; architectures
-          without a file are pretrained on the procedural source first),
-          the default grid with 3 seeds (144 members), 1000 fine-tuning
-          steps, every corruption. Train the members as a job array, after
-          one plain run has pretrained (or with every init file given):
-            launch/slurm_population.sh 16 configs/transfer.py:large RUN
-          then the plain command once more evaluates and analyses.
+          (`--config.data.root=/data/PACS --config.grid.domains=art_painting,
+          cartoon,photo,sketch`), real weights per architecture
+          (`--config.init_files.vit=ViT-S_16.npz --config.init_files.resnet=
+          resnet50.safetensors`, with the matching `--config.models.<arch>`
+          layout; architectures without a file are pretrained on the
+          procedural source first), every combination with 3 seeds, 1000
+          fine-tuning steps, every corruption. Train the members as a job
+          array, after one plain run has pretrained (or with every init file
+          given): `launch/slurm_population.sh 16 configs/transfer.py:large
+          RUN`, then the plain command once more evaluates and analyses.
           Runtime: not measured.
-  tiny    ViT and ResNet tiny models, pretrained or scratch x full/head, one
-          augmentation and seed: 8 members, 4 fine-tuning steps, 32 examples
-          per shift; for tests.
+  tiny    ViT and ResNet tiny models, 2 targets, 8 members, 4 fine-tuning
+          steps, 32 examples per shift; for tests.
 """
 
 import importlib.util
@@ -47,10 +51,11 @@ from ml_collections import config_dict
 
 from crl import config_lib
 from crl import registry
+from crl.data import multi_domain
 from crl.evaluators import ood_detection
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-VARIANTS = ("default", "tiny", "large")
+VARIANTS = ("default", "tiny", "large", "reduced")
 ARCHITECTURES = ("nac", "perceiver", "vit", "resnet")
 
 
@@ -77,10 +82,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_examples=32 if tiny else 200)
   c.eval_batch_size = 32 if tiny else 200
   c.xla_fast_compile = tiny
-  c.shifts = (("domain/sketch", "corruption/contrast/5") if tiny else
+  c.shifts = (("domain", "corruption/contrast/5") if tiny else
               ("domain", "corruption/contrast/*",
-               "corruption/gaussian_noise/*"))
-  c.severities = (1, 2, 3, 4, 5)
+               "corruption/gaussian_noise/*", "corruption/defocus_blur/*"))
+  c.severities = (1, 3, 5)
   c.ece_bins = 15
   c.scores = ood_detection.SCORE_NAMES
   c.corruption_seed = 0
@@ -111,27 +116,59 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pretrain.resnet.model.norm = "group"
   c.fine_tune = ml_collections.ConfigDict(dict(
       num_steps=4 if tiny else 100,
-      lr_scale=ml_collections.ConfigDict(dict(full=1.0, head=10.0))))
+      lr_scale=ml_collections.ConfigDict(dict(full=1.0, head=10.0,
+                                              lp_ft=1.0))))
   c.augmentations = ml_collections.ConfigDict(dict(
-      none=(), flip_crop=("flip", "crop"), hue=("hue",)))
+      none=(), standard=("standard",), randaugment=("randaugment",),
+      augmix=("augmix",), flip_crop=("flip", "crop"), hue=("hue",)))
   c.grid = ml_collections.ConfigDict(dict(
+      domains=("photo", "sketch") if tiny else multi_domain.DOMAINS,
       architectures=archs, pretrained=(True, False),
-      strategies=("full", "head"), regimes=("all",),
-      augmentations=("none",) if tiny else ("none", "flip_crop", "hue"),
-      seeds=(0,)))
+      strategies=("full", "head", "lp_ft"),
+      regimes=("all", "fewshot100", "fewshot10"),
+      augmentations=("none", "standard", "randaugment", "augmix"),
+      seeds=(0,), per_cell=2 if tiny else 3, design_seed=0))
   c.adversarial = ml_collections.ConfigDict(dict(
       attack="pgd", eps=1 / 255, steps=2 if tiny else 10, loss="ce", seed=0,
       max_examples=16 if tiny else 200))
   c.analysis = ml_collections.ConfigDict(dict(
-      n_boot=50 if tiny else 1000, seed=0, level=0.95))
+      n_boot=50 if tiny else 1000, seed=0, level=0.95,
+      factors=()))  # () : every factor but the seed in the OLS
   c.init_files = ml_collections.ConfigDict({a: "" for a in archs})
   c.checkpoint = config_dict.placeholder(str)
+  # JAX's persistent cache in WORKDIR/compile_cache: the members of one
+  # architecture share their compiled programs (hyperparameters are data).
+  c.compile_cache_dir = "workdir"
+  if variant == "reduced":  # the default grid, pairs and analyses, small
+    c.models = ml_collections.ConfigDict({
+        a: suite.member(f"{a}:tiny", num_steps=1) for a in archs})
+    c.pretrain = ml_collections.ConfigDict({
+        a: pretrain.get_config(f"{a}_tiny") for a in archs})
+    for m in c.models.values():
+      m.batch_size = 32
+    for p in c.pretrain.values():
+      p.num_steps = 150
+      p.checkpoint.every_steps = p.num_steps
+      p.log_every_steps = 50
+      p.evals.test.every_steps = p.num_steps
+      p.optimizer.warmup_steps = 15
+    c.models.resnet.model.norm = "group"
+    c.pretrain.resnet.model.norm = "group"
+    c.fine_tune.num_steps = 60
+    c.xla_fast_compile = True  # compiling dominates these small steps
+    c.data.eval_examples = 100
+    c.eval_batch_size = 100
+    c.adversarial.max_examples = 100
+    c.adversarial.steps = 5
   if variant == "large":
     c.data = config_lib.component_config(registry.DATASETS, "domain_folder",
                                          root="", domain="photo")
     c.eval_batch_size = 256
     c.shifts = ("domain", "corruption")
+    c.severities = (1, 2, 3, 4, 5)
+    c.grid.domains = ()  # the folder's: --config.grid.domains=photo,sketch,..
     c.grid.seeds = (0, 1, 2)
+    c.grid.per_cell = 0  # every combination
     c.fine_tune.num_steps = 1000
     c.adversarial.max_examples = 1000
   return c

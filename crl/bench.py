@@ -18,7 +18,7 @@ it) on 32x32 images, measured side by side in one process:
 
 With --transfer: images/s of the device augmentations (standard,
 RandAugment, AugMix) and of FGSM / PGD-10 on the ViT `:bench` model
-(`crl.evaluators.transfer_bench`).
+(`crl.bench_transfer`).
 
 Also reported: Neural Interpreters without rematerialised iterations (its
 `:bench` config uses `remat`), the NAC step with and without the
@@ -255,7 +255,7 @@ def run(models: Sequence[str], batch_size: int, steps: int,
     from crl.shifts import corruptions_bench  # pylint: disable=g-import-not-at-top
     out["corruptions"] = corruptions_bench.measure(batch_size=corruption_batch)
   if transfer:
-    from crl.evaluators import transfer_bench  # pylint: disable=g-import-not-at-top
+    from crl import bench_transfer as transfer_bench  # pylint: disable=g-import-not-at-top
     out["transfer"] = transfer_bench.measure(
         load_model_config(transfer_bench.MODEL_SPEC, {}), batch_size, steps)
   out["peak_rss_mib"] = resource.getrusage(
@@ -299,7 +299,7 @@ def main(argv: Sequence[str]) -> None:
     print("\nCorruptions (images/s, ours vs imagecorruptions):")
     print(corruptions_bench.format_table(out["corruptions"]))
   if "transfer" in out:
-    from crl.evaluators import transfer_bench  # pylint: disable=g-import-not-at-top
+    from crl import bench_transfer as transfer_bench  # pylint: disable=g-import-not-at-top
     print("\nAugmentations and attacks (images/s):")
     print(transfer_bench.format_table(out["transfer"]))
   with open(_OUT.value, "w") as f:

@@ -85,7 +85,7 @@ class Member:
     train_indices: a training subset (few-shot): indices into the dataset's
       training stream, cycled (`subset_batches`); None: the full stream.
     task_data: attributes of the task that differ between members, as
-      arrays (e.g. `{"augment": ood_suite.augment_flags(config.augment)}`,
+      arrays (e.g. `{"augment": member_augment.augment_flags(config.augment)}`,
       which a member with `config.augment` needs); the same keys for every
       member of a population.
   """
@@ -150,7 +150,7 @@ def _check_members(members: list[Member]) -> str:
       raise config_lib.ConfigError(
           f"Member {m.name} sets config.augment but its Member.task_data has "
           "no 'augment' flags; pass task_data={'augment': "
-          "ood_suite.augment_flags(config.augment)}.")
+          "member_augment.augment_flags(config.augment)}.")
   data_keys = {m.name: sorted(m.task_data or {}) for m in members}
   if len({tuple(v) for v in data_keys.values()}) > 1:
     raise config_lib.ConfigError(
@@ -292,7 +292,7 @@ def subset_batches(task: Any, indices: Any, start: int):
   idx = jnp.asarray(np.asarray(indices), jnp.int32)
   b = pipeline.global_batch
 
-  def batch(step):
+  def batch(step, idx):  # idx an argument: one program for every subset
     picked = idx[(step * b + jnp.arange(b, dtype=jnp.int32)) % idx.size]
     return pipeline._select(  # pylint: disable=protected-access
         ds.sample_encoded(code, picked))
@@ -300,7 +300,7 @@ def subset_batches(task: Any, indices: Any, start: int):
   fn = jax.jit(batch, out_shardings=pipeline.sharding)
   step = start
   while True:
-    yield fn(jnp.int32(step))
+    yield fn(jnp.int32(step), idx)
     step += 1
 
 

@@ -84,7 +84,7 @@ def member_hparams(config: ml_collections.ConfigDict,
   Args:
     config: the member's config.
     task_data: attributes of the task that the step sets per member to these
-      (traced) values, e.g. `{"augment": ood_suite.augment_flags(...)}`; the
+      (traced) values, e.g. `{"augment": member_augment.augment_flags(...)}`; the
       trainer that made the task knows them (`crl.population.Member`).
   """
   return {**train.optimizer_hparams(config.optimizer, config.batch_size,

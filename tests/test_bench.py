@@ -46,7 +46,7 @@ def test_unknown_model_is_refused():
 
 
 def test_transfer_rows(monkeypatch):
-  from crl.evaluators import transfer_bench  # pylint: disable=g-import-not-at-top
+  from crl import bench_transfer as transfer_bench  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(bench, "matmul_flops_per_s", lambda: 1e10)
   monkeypatch.setattr(transfer_bench, "MODEL_SPEC", "configs/vit.py:tiny")
   # One policy here (test_augment compiles them all).

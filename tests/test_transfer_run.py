@@ -4,9 +4,11 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 
 from crl import config_lib
+from crl.evaluators import transfer_analysis
 from crl.trainers import transfer
 from tests import helpers
 
@@ -25,14 +27,77 @@ def test_the_default_grid_is_the_study():
   grid = transfer.members(c, "/nonexistent")
   assert len(grid) >= 48
   factors = [f for _, f in grid.values()]
-  assert {f["architecture"] for f in factors} == {"nac", "perceiver", "vit",
-                                                  "resnet"}
-  assert {f["pretrained"] for f in factors} == {"true", "false"}
-  cfg, f = grid["vit_pt_head_all_none_s0"]
-  assert cfg.trainable == "head" and cfg.init_from.endswith("pretrain/vit")
-  assert cfg.optimizer.base_learning_rate == pytest.approx(
-      10 * c.models.vit.optimizer.base_learning_rate)
-  assert f["strategy"] == "head"
+  levels = {k: {f[k] for f in factors} for k in transfer.FACTORS}
+  assert levels["target"] == {"photo", "sketch", "cartoon", "painting"}
+  assert levels["architecture"] == {"nac", "perceiver", "vit", "resnet"}
+  assert levels["pretrained"] == {"true", "false"}
+  assert levels["strategy"] == {"full", "head", "lp_ft"}
+  assert levels["regime"] == {"all", "fewshot100", "fewshot10"}
+  assert levels["augmentation"] == {"none", "standard", "randaugment",
+                                    "augmix"}
+  for target in levels["target"]:  # every target: 3 other domains as OOD
+    assert sum(f["target"] == target for f in factors) == 12
+  pairs = len(levels["target"]) * (len(levels["target"]) - 1)
+  corruption_types = [s for s in c.shifts if s.startswith("corruption/")]
+  assert pairs == 12 and pairs + 4 * len(corruption_types) >= 24
+  lr = c.models.vit.optimizer.base_learning_rate
+  for name, (cfg, f) in grid.items():
+    assert name.startswith(f"{f['target']}_{f['architecture']}_")
+    assert cfg.few_shot == transfer.REGIMES[f["regime"]]
+    if f["architecture"] != "vit":
+      continue
+    if f["strategy"] == "head":
+      assert cfg.trainable == "head" and cfg.lp_steps == 0
+      assert cfg.optimizer.base_learning_rate == pytest.approx(10 * lr)
+    if f["strategy"] == "lp_ft":
+      assert cfg.trainable == "all" and cfg.lp_steps == 50
+      assert cfg.num_steps == 50
+      assert cfg.lp_learning_rate == pytest.approx(10 * lr)
+    if f["pretrained"] == "true":
+      assert cfg.init_from.endswith("pretrain/vit")
+
+
+def test_analysis_of_several_targets():
+  """Pairs are (target, shift); a pair's population is its target's."""
+  c = _config()
+  factors = {f"{t}_{i}": {"target": t, "architecture": "vit",
+                          "pretrained": "true", "strategy": "full",
+                          "regime": "all", "augmentation": "none",
+                          "seed": str(i)}
+             for t in ("photo", "sketch") for i in range(4)}
+  rng = np.random.default_rng(0)
+  rows = []
+  for n, f in factors.items():
+    other = "sketch" if f["target"] == "photo" else "photo"
+    for shift, kind, metric in (
+        ("test", "id", "accuracy"), ("test", "id", "nll"),
+        ("test", "id", "ece"), ("test", "id", "brier"),
+        ("test", "id", "pgd_accuracy/eps=1/255"),
+        (f"domain/{other}", "domain", "accuracy"),
+        ("corruption/contrast/5", "corruption", "accuracy"),
+        ("mean_corruption", "corruption", "accuracy")):
+      rows.append({"model": n, "shift": shift, "kind": kind,
+                   "metric": metric, "value": float(rng.uniform(.2, .9))})
+  out = transfer.analyse(c, rows, factors, "pgd_accuracy/eps=1/255")
+  assert set(out["pairs"]) == {"photo->domain/sketch",
+                               "sketch->domain/photo",
+                               "photo->corruption/contrast/5",
+                               "sketch->corruption/contrast/5"}
+  value = {(r["model"], r["shift"], r["metric"]): r["value"] for r in rows}
+  photo = [n for n in factors if n.startswith("photo")]
+  want = transfer_analysis.spearman(
+      [value[(n, "test", "accuracy")] for n in photo],
+      [value[(n, "domain/sketch", "accuracy")] for n in photo])
+  got = out["proxies"]["by_pair"]["photo->domain/sketch"]["id_accuracy"]
+  assert got["spearman"] == pytest.approx(want)
+  assert out["best_proxies"]["domain"]["pairs"] == 2
+  by_kind = transfer.ood_per_kind(
+      rows, factors, list(factors),
+      {p: (v["target"], v["shift"], v["kind"])
+       for p, v in out["pairs"].items()})
+  assert by_kind["domain"][0] == value[("photo_0", "domain/sketch",
+                                        "accuracy")]
+  assert "target=sketch" in out["factors"]["domain"]["ood"]
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -63,19 +128,30 @@ def test_unknown_domain_exits_2_writing_nothing(tmp_path):
 @pytest.mark.slow
 def test_a_small_study_end_to_end(tmp_path):
   c = _config()
+  c.grid.domains = ("photo",)
   c.grid.pretrained = (True,)
+  c.grid.strategies = ("head", "lp_ft")
+  c.grid.regimes = ("fewshot10",)
+  c.grid.augmentations = ("none",)
+  c.grid.per_cell = 0
+  c.shifts = ("domain/sketch", "corruption/contrast/5")
   c.data.eval_examples = 16
   c.eval_batch_size = 16
   c.adversarial.max_examples = 8
   c.plots = True
   workdir = str(tmp_path / "run")
   out = transfer.train_and_evaluate(c, workdir)
-  names = {"vit_pt_full_all_none_s0", "vit_pt_head_all_none_s0",
-           "resnet_pt_full_all_none_s0", "resnet_pt_head_all_none_s0"}
+  names = {f"photo_{a}_pt_{s}_fewshot10_none_s0"
+           for a in ("vit", "resnet") for s in ("head", "lp_ft")}
   assert set(out["members"]) == names
   for arch in ("vit", "resnet"):
     assert os.path.exists(os.path.join(workdir, "pretrain", arch,
                                        "config.json"))
+  lp_phase = os.path.join(transfer.target_dir(workdir, "photo"), "models",
+                          "photo_vit_pt_lp_ft_fewshot10_none_s0", "lp_phase")
+  with open(os.path.join(lp_phase, "config.json")) as f:
+    probe = json.load(f)
+  assert probe["trainable"] == "head" and probe["num_steps"] == 2
   with open(os.path.join(workdir, "results.csv")) as f:
     rows = list(csv.DictReader(f))
   assert list(rows[0]) == ["model", "shift", "kind", "metric", "value",
@@ -88,15 +164,15 @@ def test_a_small_study_end_to_end(tmp_path):
                           ("domain/sketch", "accuracy")):
       assert (n, shift, metric) in metrics
   strat = {r["model"]: r["strategy"] for r in rows if r["model"] in names}
-  assert strat["vit_pt_head_all_none_s0"] == "head"
+  assert strat["photo_vit_pt_head_fewshot10_none_s0"] == "head"
   with open(os.path.join(workdir, "results.json")) as f:
     res = json.load(f)
   assert set(res["proxies"]["by_kind"]) == {"corruption", "domain"}
-  domain = res["proxies"]["by_pair"]["domain/sketch"]
+  domain = res["proxies"]["by_pair"]["photo->domain/sketch"]
   assert set(domain) == set(transfer.QUANTITIES)
   assert "pearson_low" in domain["id_accuracy"]
   fit = res["factors"]["domain"]["ood"]
-  assert "architecture=vit" in fit and "strategy=head" in fit
+  assert "architecture=vit" in fit and "strategy=lp_ft" in fit
   assert "plots/transfer/proxies_by_kind.png" in res["plots"]
   assert os.path.exists(os.path.join(workdir, "plots", "transfer",
                                      "id_vs_ood_domain_by_architecture.png"))

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from crl import train
 from crl.evaluators import classification as classification_eval
 
 MODES = ("head", "codes", "all")
@@ -134,7 +135,8 @@ def make_adapter(model: Any, params: Any, mode: str, ways: int,
   trainable = _trainable(params, mode)
 
   def features(p, x):
-    return model.apply({"params": p}, x, train=False)[1]["features"]
+    return model.apply(train.model_variables(p), x,
+                       train=False)[1]["features"]
 
   def logits_fn(p, head, x):
     f = features(p, x)

@@ -203,15 +203,20 @@ def fgsm(apply_fn: ApplyFn, params: Any, images: Array, labels: Array,
 def adversarial_accuracy(apply_fn: ApplyFn, params: Any,
                          batches: Iterable[Mapping[str, Array]],
                          attacks: Iterable[Attack], key: Array,
-                         max_examples: int | None = None
+                         max_examples: int | None = None,
+                         attack_fns: Mapping[Attack, Callable] | None = None
                          ) -> dict[str, float]:
   """`{metric_name: robust accuracy}` over padded eval `batches`.
 
   Each batch is `{'image', 'label'[, 'mask']}`; at most `max_examples` real
   examples are used (the paper's code attacks the first ~1000).
+  `attack_fns`: `make_attack(apply_fn, attack)` of each attack, made once
+  and reused across models of one architecture (params are an argument, so
+  nothing recompiles); by default made here from `apply_fn`.
   """
   attacks = tuple(attacks)
-  fns = {a: make_attack(apply_fn, a) for a in attacks}
+  fns = dict(attack_fns) if attack_fns is not None else {
+      a: make_attack(apply_fn, a) for a in attacks}
   hits = {a: 0. for a in attacks}
   total = 0.
   for b, batch in enumerate(batches):

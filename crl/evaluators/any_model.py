@@ -10,7 +10,7 @@ as `configs/ood_suite.py` writes them to results.csv/json::
                                shifts=("domain", "corruption/*/3"))
 
 The evaluation is `crl.evaluators.ood_suite.OODSuiteEvaluator` (metrics,
-shift data, protocols) driven by `crl.reports.ood_report.evaluate_models`,
+shift data, protocols) driven by `crl.evaluators.suite_loop.evaluate_models`,
 the suite trainer's own per-shift loop, so numbers agree with the suite's
 for the same model. `evaluate_classifiers` does several models from one pass
 over each shift's data.
@@ -28,6 +28,7 @@ from crl import registry
 from crl import train
 from crl.data import pipeline as pipeline_lib
 from crl.evaluators import ood_suite
+from crl.evaluators import suite_loop
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -69,8 +70,6 @@ def evaluate_classifiers(models: Mapping[str, tuple[ApplyFn, Any]], *,
   Returns:
     `[{model, shift, kind, metric, value, protocol}]`, model by model.
   """
-  # Imported here: the analysis package builds on the evaluators.
-  from crl.reports import ood_report  # pylint: disable=g-import-not-at-top
   if not models:
     raise ValueError("evaluate_classifiers needs at least one model.")
   pipeline = make_pipeline(dataset, eval_batch_size)
@@ -80,7 +79,7 @@ def evaluate_classifiers(models: Mapping[str, tuple[ApplyFn, Any]], *,
       num_classes=pipeline.dataset.num_classes, shifts=shifts, **options)
   wrapped = {name: (params, _predict_fn(fn, key))
              for name, (fn, params) in models.items()}
-  results = ood_report.evaluate_models(evaluator, wrapped)["results"]
+  results = suite_loop.evaluate_models(evaluator, wrapped)["results"]
   return [{"model": m, **row} for m in models
           for row in evaluator.rows(results[m])]
 

@@ -27,7 +27,7 @@ data (the suite trainer's population loop).
 Data. Interventional shifts are eval splits of the causal-shapes generator
 (rendered on the devices). Corruption shifts corrupt the ID split's batches
 on the devices with one jitted function per corruption type
-(`corrupt_examples`; the severity is traced, so one compilation serves all
+(`suite_loop.corrupt_examples`; the severity is traced, so one compilation serves all
 five): example `i` of the split draws its randomness from
 `fold_in(fold_in(PRNGKey(corruption_seed), crc32(name)), i)`, the same draws
 at every severity, independent of the batch size. Natural pairs read the
@@ -43,9 +43,7 @@ before anything is compiled.
 
 from __future__ import annotations
 
-import functools
 import time
-import zlib
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from absl import logging
@@ -56,6 +54,7 @@ import numpy as np
 from crl.data import pipeline as pipeline_lib
 from crl.evaluators import metrics as metrics_lib
 from crl.evaluators import ood_detection
+from crl.evaluators import suite_loop
 from crl.evaluators.classification import gather
 from crl.shifts import corruptions
 from crl.shifts import natural
@@ -78,35 +77,9 @@ SCORE_PROTOCOLS = {
 }
 
 
-@functools.partial(jax.jit, static_argnames=("name",))
-def corrupt_examples(images: jax.Array, start: jax.Array, severity: jax.Array,
-                     key: jax.Array, *, name: str) -> jax.Array:
-  """Examples `start, start + 1, ...` of a split, corrupted by `name`.
-
-  Args:
-    images: f32 `[batch, height, width, 3]` in [0, 1] (rows are consecutive
-      examples of the split, the first being example `start`).
-    start: int32 scalar, the split index of row 0.
-    severity: int32 scalar 1..5 (traced: one compilation per `name`).
-    key: the corruption's key; example `i` uses `fold_in(key, i)`.
-    name: a corruption name (static).
-
-  Returns:
-    The corrupted images, same shape.
-  """
-  indices = start + jnp.arange(images.shape[0], dtype=jnp.int32)
-
-  def one(image, index):
-    k = jax.random.fold_in(key, index)
-    return corruptions.corrupt(image[None], name, severity, k)[0]
-
-  return jax.vmap(one)(images, indices)
-
-
-def corruption_key(seed: int, name: str) -> jax.Array:
-  """`fold_in(PRNGKey(seed), crc32(name))`: the key of one corruption type."""
-  return jax.random.fold_in(jax.random.PRNGKey(seed),
-                            zlib.crc32(name.encode()) & 0x7FFFFFFF)
+# The corrupted batches live with the suite's loop (crl.evaluators.suite_loop).
+corrupt_examples = suite_loop.corrupt_examples
+corruption_key = suite_loop.corruption_key
 
 
 def _as_tuple(x: Any, what: str) -> tuple:
@@ -250,11 +223,11 @@ class OODSuiteEvaluator:
     elif shift.source == "domain":
       yield from self.pipeline.eval_batches(shift.domain)
     elif shift.source == "corruption":
-      key = corruption_key(self.corruption_seed, shift.corruption)
+      key = suite_loop.corruption_key(self.corruption_seed, shift.corruption)
       severity = jnp.int32(shift.severity)
       for b, batch in enumerate(self.pipeline.eval_batches(self.id_split)):
         start = jnp.int32(b * self.pipeline.eval_batch)
-        yield {**batch, "image": corrupt_examples(
+        yield {**batch, "image": suite_loop.corrupt_examples(
             batch["image"], start, severity, key, name=shift.corruption)}
     else:
       yield from self._ood_pipelines[name].eval_batches(shift.tfds_split)

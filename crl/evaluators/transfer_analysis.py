@@ -252,3 +252,39 @@ def factor_effects(id_accuracy, ood_accuracy,
   return {"ood": _ols_or_error(x0, y, names0, level),
           "effective_robustness": _ols_or_error(x1, y, names1, level),
           "references": refs, "constant": constant, "level": level}
+
+
+def best_proxies(by_pair: Mapping[str, Mapping[str, Mapping[str, float]]],
+                 kinds: Mapping[str, str], statistic: str = "spearman"
+                 ) -> dict[str, dict[str, Any]]:
+  """Which ID quantity predicts OOD accuracy best, per shift kind.
+
+  Args:
+    by_pair: `proxy_analysis`'s `by_pair` (`{pair: {quantity: stats}}`).
+    kinds: `{pair: kind}`.
+    statistic: the correlation compared (by its absolute value: ECE, NLL
+      and Brier predict with a negative sign).
+
+  Returns:
+    `{kind: {"pairs": n, "best_in": {quantity: number of pairs where its
+    |statistic| is the largest}, "mean": {quantity: mean statistic over the
+    kind's pairs}}}`; pairs whose statistics are all NaN are not counted.
+  """
+  out: dict[str, dict[str, Any]] = {}
+  for kind in sorted(set(kinds.values())):
+    pairs = [p for p in sorted(by_pair) if kinds.get(p) == kind]
+    quantities = list(by_pair[pairs[0]]) if pairs else []
+    best = {q: 0 for q in quantities}
+    for p in pairs:
+      values = {q: abs(by_pair[p][q][statistic]) for q in quantities
+                if np.isfinite(by_pair[p][q][statistic])}
+      if values:
+        best[max(values, key=values.get)] += 1
+    mean = {}
+    for q in quantities:
+      finite = [by_pair[p][q][statistic] for p in pairs
+                if np.isfinite(by_pair[p][q][statistic])]
+      mean[q] = float(np.mean(finite)) if finite else float("nan")
+    out[kind] = {"pairs": len(pairs), "statistic": statistic,
+                 "best_in": best, "mean": mean}
+  return out

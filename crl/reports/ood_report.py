@@ -1,9 +1,7 @@
 """The OOD suite's report: evaluation of a population, statistics, files, table.
 
-`evaluate_models` runs an `OODSuiteEvaluator` over several models, shift by
-shift (one pass over each shift's data serves every model; only the ID
-logits, the metrics, the reliability data and the predicted labels are
-kept). `population_statistics` asks the cross-model questions of
+The evaluation itself is `crl.evaluators.suite_loop.evaluate_models`
+(re-exported here). `population_statistics` asks the cross-model questions of
 specs/ood.md with `crl.evaluators.population`; `write` produces
 
 * `results.csv`: one row per number, columns model, shift, kind, metric,
@@ -26,51 +24,23 @@ import csv
 import json
 import math
 import os
-import time
 from typing import Any, Mapping
 
-from absl import logging
 import jax
 import numpy as np
 
 from crl import config_lib
 from crl.reports import plots
 from crl.evaluators import population
+from crl.evaluators import suite_loop
 from crl.shifts import corruptions
 
 CSV_COLUMNS = ("model", "shift", "kind", "metric", "value")
 SCATTER_PER_FIGURE = 8
 
 
-def evaluate_models(evaluator: Any, models: Mapping[str, tuple[Any, Any]]
-                    ) -> dict[str, Any]:
-  """`{results, reliability, predictions, seconds}` of every model.
-
-  Args:
-    evaluator: an `OODSuiteEvaluator`.
-    models: `{model: (params, predict_fn)}`.
-  """
-  results = {m: {} for m in models}
-  reliability = {m: {} for m in models}
-  predictions = {m: {} for m in models}
-  seconds = {}
-  id_logits = {}
-  names = evaluator.names
-  for i, name in enumerate(names):
-    t0 = time.time()
-    outputs = evaluator.predict_many(models, name)
-    for model, out in outputs.items():
-      if i == 0:
-        id_logits[model] = out["logits"].astype(np.float32)
-      results[model][name] = evaluator.evaluate(name, out, id_logits[model])
-      if evaluator.kinds[name] != "semantic":
-        reliability[model][name] = evaluator.reliability_of(out)
-      predictions[model][name] = np.argmax(out["logits"], -1).astype(np.int32)
-    seconds[name] = round(time.time() - t0, 2)
-    logging.info("OOD suite %d/%d %s: %d models in %.1fs.", i + 1, len(names),
-                 name, len(models), seconds[name])
-  return {"results": results, "reliability": reliability,
-          "predictions": predictions, "seconds": seconds}
+# The suite's loop lives with the suite (crl.evaluators.suite_loop).
+evaluate_models = suite_loop.evaluate_models
 
 
 # Statistics ------------------------------------------------------------------

@@ -22,11 +22,9 @@ kind, metric, value), `WORKDIR/results.json` (the same rows with each
 number's protocol, population statistics, skipped shifts, members) and
 `WORKDIR/plots/`; a short table is printed at the end.
 
-Member augmentations (`member.augment`, applied inside the jitted train step
-from the step's key, so training stays a pure function of the step):
-`flip` (horizontal, p = 1/2), `crop` (pad 4 px by edge replication, random
-crop back), `hue` (rotation of the chroma plane in YIQ by a uniform angle:
-decorrelates hue from the label, the spurious cue of causal shapes).
+Member augmentations (`member.augment`, `crl.data.member_augment`) are
+applied inside the jitted train step from the step's key, so training stays
+a pure function of the step.
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ from typing import Any
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -47,14 +44,18 @@ from crl import config_lib
 from crl import registry
 from crl import train
 from crl import workdir as workdir_lib
-from crl.reports import ood_report
+from crl.data import member_augment
 from crl.evaluators import ood_suite
+from crl.evaluators import suite_loop
+from crl.reports import ood_report
 from crl.trainers import classification
+from crl.trainers import fine_tune
 from crl.trainers import suite_groups
 
-AUGMENTATIONS = ("flip", "crop", "hue")
+AUGMENTATIONS = member_augment.AUGMENTATIONS
 AUG_SALT = 0xA06
-CROP_PAD = 4
+augment_flags = member_augment.augment_flags
+augment = member_augment.augment
 # Member keys filled in from the suite config (every member sees one dataset
 # and one evaluation protocol).
 SHARED_KEYS = ("data", "eval_batch_size", "xla_fast_compile")
@@ -65,57 +66,6 @@ _VOLATILE_KEYS = ("checkpoint", "log_every_steps", "tensorboard", "evals",
 
 class _Preempted(Exception):
   """A member's training stopped early (SIGTERM) with a checkpoint."""
-
-
-_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
-                 [0.211, -0.523, 0.312]], np.float32)
-
-
-def augment_flags(ops: tuple[str, ...]) -> np.ndarray:
-  """`ops` as one bool per entry of `AUGMENTATIONS` (a population's data)."""
-  return np.array([a in ops for a in AUGMENTATIONS])
-
-
-def augment(images: jax.Array, key: jax.Array,
-            ops: tuple[str, ...] | jax.Array) -> jax.Array:
-  """Random `ops` on `[batch, height, width, 3]` images.
-
-  `ops` is a tuple of names of `AUGMENTATIONS`, or a bool array with one
-  flag per name (`augment_flags`; may be traced: then every op is computed
-  and the flags select, which gives the same values as the tuple).
-  """
-  b, h, w, _ = images.shape
-  keys = jax.random.split(key, 4)
-  if isinstance(ops, tuple):
-    use = {a: (True if a in ops else None) for a in AUGMENTATIONS}
-  else:
-    use = dict(zip(AUGMENTATIONS, ops))
-
-  def pick(op, new, old):
-    return new if use[op] is True else jnp.where(use[op], new, old)
-
-  if use["crop"] is not None:
-    padded = jnp.pad(images, ((0, 0), (CROP_PAD, CROP_PAD),
-                              (CROP_PAD, CROP_PAD), (0, 0)), mode="edge")
-    offsets = jax.random.randint(keys[0], (b, 2), 0, 2 * CROP_PAD + 1)
-    images = pick("crop", jax.vmap(lambda x, o: jax.lax.dynamic_slice(
-        x, (o[0], o[1], 0), (h, w, 3)))(padded, offsets), images)
-  if use["flip"] is not None:
-    flip = jax.random.bernoulli(keys[1], 0.5, (b, 1, 1, 1))
-    images = pick("flip", jnp.where(flip, images[:, :, ::-1], images),
-                  images)
-  if use["hue"] is not None:
-    theta = jax.random.uniform(keys[2], (b,), minval=0., maxval=2 * jnp.pi)
-    cos, sin = jnp.cos(theta), jnp.sin(theta)
-    one, zero = jnp.ones_like(cos), jnp.zeros_like(cos)
-    rot = jnp.stack([jnp.stack([one, zero, zero], -1),
-                     jnp.stack([zero, cos, -sin], -1),
-                     jnp.stack([zero, sin, cos], -1)], -2)   # [b, 3, 3]
-    yiq, rgb = jnp.asarray(_YIQ), jnp.asarray(np.linalg.inv(_YIQ))
-    m = jnp.einsum("ij,bjk,kl->bil", rgb, rot, yiq)
-    images = pick("hue", jnp.clip(jnp.einsum("bij,bhwj->bhwi", m, images),
-                                  0., 1.), images)
-  return images
 
 
 class AugmentedClassificationTask(classification.ClassificationTask):
@@ -139,13 +89,13 @@ class AugmentedClassificationTask(classification.ClassificationTask):
           f"Unknown augmentation(s) {unknown}; known: "
           f"{', '.join(AUGMENTATIONS)}.")
 
-  def loss(self, params, batch, rngs):
+  def loss(self, params, batch, rngs, model_state=None):
     # A tuple of names; in a population a traced flag array (augment_flags).
     if not isinstance(self.augment, tuple) or self.augment:
       key = jax.random.fold_in(rngs["dropout"], AUG_SALT)
       batch = {**batch, self.input_key: augment(batch[self.input_key], key,
                                                 self.augment)}
-    return super().loss(params, batch, rngs)
+    return super().loss(params, batch, rngs, model_state)
 
 
 # Members ---------------------------------------------------------------------
@@ -207,16 +157,37 @@ def finished_step(member: ml_collections.ConfigDict, member_dir: str
 def train_or_load(member: ml_collections.ConfigDict, member_dir: str,
                   task: classification.ClassificationTask
                   ) -> tuple[Any, int, bool]:
-  """`(params, step, reused)`: the finished checkpoint, or train to it."""
+  """`(params, step, reused)`: the finished checkpoint, or train to it (a
+  strategy or regime of `crl.trainers.fine_tune` through its engine)."""
   if finished_step(member, member_dir) is not None:
     params, step = train.restore_trained(member, member_dir, task)
     if step >= member.num_steps:
       return params, step, True
+  if fine_tune.needs_engine(member):
+    out = _train_engine(member, member_dir, task)
+    if "failed_at_step" in out:
+      raise _Preempted(f"The member in {member_dir} diverged at step "
+                       f"{out['failed_at_step']}; it is left untrained.")
+    return out["params"], out["step"], False
   out = train.run(member, member_dir, task)
   if out.get("preempted"):
     raise _Preempted(f"Stopped while training the member in {member_dir} at "
                      f"step {out['step']}; run the same command to continue.")
   return out["params"], out["step"], False
+
+
+def _train_engine(member, member_dir, task) -> dict[str, Any]:
+  """`fine_tune.train_member` in the form of `suite_groups.train_unit`'s
+  entries: `{"params", "step", "seconds", "group"}` or `{"failed_at_step",
+  "group"}`."""
+  t0 = time.time()
+  out = fine_tune.train_member(member, member_dir, task,
+                               suite_groups.init_params(member, task))
+  if "preempted" in out:
+    raise _Preempted(f"Stopped while training the member in {member_dir} at "
+                     f"step {out['preempted']}; run the same command to "
+                     "continue.")
+  return {**out, "seconds": time.time() - t0, "group": None}
 
 
 # The trainer -----------------------------------------------------------------
@@ -308,7 +279,7 @@ def _one_checkpoint(config, workdir):
   model = os.path.basename(os.path.normpath(path))
   info = {model: {"checkpoint": os.path.abspath(path), "step": run.step,
                   "model": run.config.model.name, "reused": True}}
-  evaluation = ood_report.evaluate_models(
+  evaluation = suite_loop.evaluate_models(
       evaluator, {model: (run.params, run.task.predict_fn)})
   return ood_report.write(workdir, config, evaluator, evaluation, info)
 
@@ -325,7 +296,14 @@ def _population(config, workdir, names):
   for name, member in members.items():
     finished_step(member, os.path.join(workdir, "models", name))
   suite_groups.check_names(names)
-  all_units = suite_groups.units(config, members)
+  all_units = []
+  for unit in suite_groups.units(config, members):
+    # An LP-FT member (two phases) trains alone: lift it out of its group.
+    lp = [n for n in unit[1] if members[n].get("lp_steps", 0)]
+    rest = [n for n in unit[1] if n not in lp]
+    all_units += [(n, [n]) for n in lp] + (
+        [unit if not lp else (rest[0] if len(rest) == 1 else unit[0], rest)]
+        if rest else [])
   share = suite_groups.array_share(config, all_units)
   if share is not None:
     suite_groups.check_workdir_config(config, workdir)
@@ -352,6 +330,9 @@ def _population(config, workdir, names):
         raise _Preempted(f"Stopped while training the group {unit[0]} at "
                          f"step {trained['preempted']}; run the same command "
                          "to continue.")
+    elif fine_tune.needs_engine(members[unit[0]]) and not finished(unit[0]):
+      trained[unit[0]] = _train_engine(members[unit[0]], os.path.join(
+          workdir, "models", unit[0]), tasks[unit[0]])
   for i, (name, member) in enumerate(members.items()):
     member_dir = os.path.join(workdir, "models", name)
     t0 = time.time()
@@ -388,5 +369,5 @@ def _population(config, workdir, names):
                     config.baseline, next(iter(models)))
     config = config.copy_and_resolve_references()
     config.baseline = next(iter(models))
-  evaluation = ood_report.evaluate_models(evaluator, models)
+  evaluation = suite_loop.evaluate_models(evaluator, models)
   return ood_report.write(workdir, config, evaluator, evaluation, info)

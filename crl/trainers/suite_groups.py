@@ -32,7 +32,8 @@ from crl import checkpointing
 from crl import config_lib
 from crl import population
 from crl import workdir as workdir_lib
-from crl.trainers import ood_suite
+from crl.data import member_augment
+from crl.trainers import fine_tune
 
 # Keys of the suite config that differ between the tasks of one array.
 _PER_TASK_KEYS = ("task_index", "num_tasks")
@@ -131,7 +132,7 @@ def check_workdir_config(config: ml_collections.ConfigDict,
         f"{', '.join(diffs)}); use a new --workdir.")
 
 
-def _init_params(member: ml_collections.ConfigDict, task: Any) -> Any:
+def init_params(member: ml_collections.ConfigDict, task: Any) -> Any:
   """`member.init_from`'s backbone over the member's fresh head (the key the
   population draws fresh members from), or None (see `crl.pretrained`)."""
   if not member.get("init_from"):
@@ -174,8 +175,9 @@ def train_unit(config: ml_collections.ConfigDict, workdir: str,
   t0 = time.time()
   result = population.train_population(
       [population.Member(n, members[n], tasks[n], dirs[n],
-                         _init_params(members[n], tasks[n]),
-                         task_data={"augment": ood_suite.augment_flags(
+                         init_params(members[n], tasks[n]),
+                         fine_tune.train_indices(members[n], tasks[n]),
+                         task_data={"augment": member_augment.augment_flags(
                              tuple(members[n].get("augment", ()) or ()))})
        for n in group],
       os.path.join(workdir, "population", name),

@@ -39,6 +39,7 @@ import csv
 import json
 import math
 import os
+import time
 from typing import Any
 
 from absl import logging
@@ -47,106 +48,35 @@ import ml_collections
 import numpy as np
 
 from crl import config_lib
+from crl import runtime
 from crl import train
-from crl.reports import ood_report
-from crl.reports import transfer_plots
-from crl.trainers import runs
-from crl.data import multi_domain
 from crl.evaluators import adversarial
 from crl.evaluators import transfer_analysis
+from crl.reports import ood_report
+from crl.reports import transfer_plots
 from crl.trainers import classification
 from crl.trainers import ood_suite as suite
+from crl.trainers import transfer_grid
 
-STRATEGIES = {"full": "all", "head": "head"}   # strategy -> config.trainable
-REGIMES = ("all",)
-FACTORS = ("architecture", "pretrained", "strategy", "regime", "augmentation",
-           "seed")
+STRATEGIES = transfer_grid.STRATEGIES
+REGIMES = transfer_grid.REGIMES
+FACTORS = transfer_grid.FACTORS
 QUANTITIES = ("id_accuracy", "nll", "ece", "brier", "mean_corruption_accuracy",
               "adversarial_accuracy")
-_SUITE_KEYS = ("data", "eval_batch_size", "xla_fast_compile", "shifts",
+_SUITE_KEYS = ("eval_batch_size", "xla_fast_compile", "shifts",
                "severities", "ece_bins", "scores", "corruption_seed", "plots",
                "population", "reliability_shifts")
 
 
-def _error(message: str) -> config_lib.ConfigError:
-  return config_lib.ConfigError(message)
-
-
 def check(config: ml_collections.ConfigDict) -> None:
   """Every config error of the study, one line each (before any write)."""
-  g = config.grid
-  archs = list(config.models)
-  for name, known, what in (
-      (g.architectures, archs, "architecture"),
-      (g.strategies, list(STRATEGIES), "strategy"),
-      (g.regimes, list(REGIMES), "regime"),
-      (g.augmentations, list(config.augmentations), "augmentation")):
-    bad = [n for n in name if n not in known]
-    if bad or not name:
-      raise _error(f"config.grid: unknown {what}(s) {bad or '(none given)'}"
-                   f"; known: {', '.join(known)}.")
-  for a in config.augmentations.values():
-    bad = [op for op in a if op not in suite.AUGMENTATIONS]
-    if bad:
-      raise _error(f"config.augmentations: unknown operation(s) {bad}; "
-                   f"known: {', '.join(suite.AUGMENTATIONS)}.")
-  if config.data.name == "multi_domain" and (
-      config.data.domain not in multi_domain.DOMAINS):
-    raise _error(f"config.data.domain={config.data.domain!r} is not a domain"
-                 f" of multi_domain; known: {', '.join(multi_domain.DOMAINS)}.")
-  if any(g.pretrained):
-    files = config.get("init_files") or {}
-    missing = [a for a in g.architectures
-               if a not in config.pretrain and not files.get(a)]
-    if missing:
-      raise _error(f"config.pretrain has no config for architecture(s) "
-                   f"{missing}, needed by pretrained members.")
-  scale = config.fine_tune.lr_scale
-  for s in g.strategies:
-    if s not in scale:
-      raise _error(f"config.fine_tune.lr_scale has no entry for strategy "
-                   f"{s!r}.")
+  transfer_grid.check(config, suite.AUGMENTATIONS)
 
 
 def members(config: ml_collections.ConfigDict, workdir: str
             ) -> dict[str, tuple[ml_collections.ConfigDict, dict[str, str]]]:
-  """`{name: (member config, factors)}` of the grid, in grid order."""
-  g = config.grid
-  out = {}
-  for arch in g.architectures:
-    for pre in g.pretrained:
-      for strategy in g.strategies:
-        for regime in g.regimes:
-          for aug in g.augmentations:
-            for seed in g.seeds:
-              c = config.models[arch].copy_and_resolve_references()
-              c.seed = int(seed)
-              c.num_steps = int(config.fine_tune.num_steps)
-              c.optimizer.warmup_steps = max(c.num_steps // 10, 1)
-              c.optimizer.base_learning_rate *= float(
-                  config.fine_tune.lr_scale[strategy])
-              c.log_every_steps = min(c.log_every_steps, c.num_steps)
-              c.checkpoint.every_steps = c.num_steps
-              with c.unlocked():
-                c.trainable = STRATEGIES[strategy]
-              c.augment = tuple(config.augmentations[aug])
-              c.init_from = _init_from(config, workdir, arch) if pre else ""
-              name = (f"{arch}_{'pt' if pre else 'scratch'}_{strategy}_"
-                      f"{regime}_{aug}_s{seed}")
-              out[name] = (c, {
-                  "architecture": arch, "pretrained": str(bool(pre)).lower(),
-                  "strategy": strategy, "regime": regime,
-                  "augmentation": aug, "seed": str(seed)})
-  return out
-
-
-def _init_from(config: ml_collections.ConfigDict, workdir: str,
-               arch: str) -> str:
-  """`config.init_files.<arch>` (a weight file or run dir) if set, else the
-  study's own pretraining run `WORKDIR/pretrain/<arch>`."""
-  given = (config.get("init_files") or {}).get(arch)
-  return str(given) if given else os.path.abspath(
-      os.path.join(workdir, "pretrain", arch))
+  """`{name: (member config, factors)}` (`transfer_grid.members`)."""
+  return transfer_grid.members(config, workdir)
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -173,43 +103,70 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return info
 
 
-def suite_config(config: ml_collections.ConfigDict,
+def suite_config(config: ml_collections.ConfigDict, target: str,
                  grid: dict[str, Any]) -> ml_collections.ConfigDict:
-  """The OOD-suite config that fine-tunes and evaluates the members."""
+  """The OOD-suite config that fine-tunes and evaluates the members of one
+  target domain (`config.data` with that domain)."""
   c = ml_collections.ConfigDict()
   c.trainer = "ood_suite"
+  c.data = config.data.copy_and_resolve_references()
+  c.data.domain = target
   for key in _SUITE_KEYS:
     c[key] = config[key]
   c.checkpoint = None
-  c.baseline = next(iter(grid))
-  c.members = ml_collections.ConfigDict({n: m for n, (m, _) in grid.items()})
+  names = [n for n, (_, f) in grid.items() if f["target"] == target]
+  c.baseline = names[0]
+  c.members = ml_collections.ConfigDict({n: grid[n][0] for n in names})
   return c
 
 
+def target_dir(workdir: str, target: str) -> str:
+  """The suite workdir of one target domain's members."""
+  return os.path.join(workdir, "targets", target)
+
+
 def adversarial_rows(config: ml_collections.ConfigDict, workdir: str,
-                     names: list[str]) -> list[dict[str, Any]]:
-  """Robust accuracy of each member on its ID test split."""
+                     names: list[str], grid: dict[str, Any]
+                     ) -> list[dict[str, Any]]:
+  """Robust accuracy of each member on its ID test split.
+
+  The attack is compiled once per model (architecture and classes): the
+  parameters are an argument of the jitted attack, so every member of an
+  architecture, on every target, reuses one program.
+  """
   a = config.adversarial
   attack = adversarial.Attack(name=a.attack, eps=float(a.eps),
                               steps=int(a.steps), loss=a.loss)
-  rows = []
+  protocol = {**attack.protocol(), "split": "test",
+              "max_examples": int(a.max_examples), "seed": int(a.seed)}
+  fns, tasks, rows = {}, {}, []
+  suites = {}
+  t0 = time.time()
   for name in names:
-    run = runs.load_run(os.path.join(workdir, "models", name))
-    key = run.task.input_key
-
-    def apply_fn(params, images, run=run, key=key):
-      return run.task.predict_fn(params, {key: images})
-
+    target = grid[name][1]["target"]
+    if target not in suites:
+      suites[target] = suite_config(config, target, grid)
+    member = suite.member_config(suites[target], name)
+    model_key = json.dumps(config_lib.to_plain(member.model), sort_keys=True)
+    if (target, model_key) not in tasks:
+      tasks[(target, model_key)] = classification.ClassificationTask(member)
+    task = tasks[(target, model_key)]
+    params, _ = train.restore_trained(
+        member, os.path.join(target_dir(workdir, target), "models", name),
+        task)
+    if model_key not in fns:
+      key = task.input_key
+      fns[model_key] = adversarial.make_attack(
+          lambda p, x, t=task, k=key: t.predict_fn(p, {k: x}), attack)
     acc = adversarial.adversarial_accuracy(
-        apply_fn, run.params, run.task.pipeline.eval_batches("test"),
-        (attack,), jax.random.PRNGKey(int(a.seed)),
-        max_examples=int(a.max_examples))
+        None, params, task.pipeline.eval_batches("test"), (attack,),
+        jax.random.PRNGKey(int(a.seed)), max_examples=int(a.max_examples),
+        attack_fns={attack: fns[model_key]})
     for metric, value in acc.items():
       rows.append({"model": name, "shift": "test", "kind": "id",
-                   "metric": metric, "value": value,
-                   "protocol": {**attack.protocol(), "split": "test",
-                                "max_examples": int(a.max_examples),
-                                "seed": int(a.seed)}})
+                   "metric": metric, "value": value, "protocol": protocol})
+  logging.info("Adversarial accuracy of %d members in %.0fs (%d compiled "
+               "attacks).", len(names), time.time() - t0, len(fns))
   return rows
 
 
@@ -220,18 +177,35 @@ def _metric(rows, model, shift, metric) -> float:
   raise KeyError(f"No {metric} of {model} on {shift}.")
 
 
+OOD_KINDS = ("interventional", "corruption", "domain", "natural")
+
+
+def pairs_of(rows: list[dict[str, Any]], factors: dict[str, dict[str, str]],
+             names: list[str]) -> dict[str, tuple[str, str, str]]:
+  """`{pair: (target, shift, kind)}`: every (ID domain, OOD shift) pair,
+  named `<target>-><shift>`, from the accuracy rows of `names`."""
+  pairs = {}
+  for r in rows:
+    if (r["model"] in names and r["metric"] == "accuracy" and
+        r["kind"] in OOD_KINDS and r["shift"] != "mean_corruption"):
+      target = factors[r["model"]]["target"]
+      pairs[f"{target}->{r['shift']}"] = (target, r["shift"], r["kind"])
+  return pairs
+
+
 def analyse(config: ml_collections.ConfigDict, rows: list[dict[str, Any]],
             factors: dict[str, dict[str, str]], adv_metric: str
             ) -> dict[str, Any]:
-  """`{"proxies": ..., "factors": ...}` over the evaluated members."""
+  """`{"proxies": ..., "factors": ..., "best_proxies": ...}` over the
+  evaluated members.
+
+  A pair's population is the members fine-tuned on its ID domain; a shift
+  kind's is every member, with its mean accuracy over its own pairs of
+  that kind.
+  """
   names = [n for n in factors if any(r["model"] == n for r in rows)]
-  pairs = {}
-  for r in rows:
-    if (r["model"] == names[0] and r["metric"] == "accuracy" and
-        r["kind"] in ("interventional", "corruption", "domain", "natural")
-        and r["shift"] != "mean_corruption"):
-      pairs[r["shift"]] = r["kind"]
-  corruptions = [s for s, k in pairs.items() if k == "corruption"]
+  pairs = pairs_of(rows, factors, names)
+  corruptions = any(k == "corruption" for _, _, k in pairs.values())
   q = {"id_accuracy": [_metric(rows, n, "test", "accuracy") for n in names],
        "nll": [_metric(rows, n, "test", "nll") for n in names],
        "ece": [_metric(rows, n, "test", "ece") for n in names],
@@ -241,23 +215,46 @@ def analyse(config: ml_collections.ConfigDict, rows: list[dict[str, Any]],
   if corruptions:
     q["mean_corruption_accuracy"] = [
         _metric(rows, n, "mean_corruption", "accuracy") for n in names]
-  ood = {s: (k, [_metric(rows, n, s, "accuracy") for n in names])
-         for s, k in pairs.items()}
   boot = dict(n_boot=int(config.analysis.n_boot),
               seed=int(config.analysis.seed), level=float(config.analysis.level))
-  proxies = transfer_analysis.proxy_analysis(q, ood, **boot)
-  effects = {}
-  by_kind: dict[str, list[np.ndarray]] = {}
-  for _, (k, acc) in ood.items():
-    by_kind.setdefault(k, []).append(np.asarray(acc))
-  for k, accs in sorted(by_kind.items()):
-    effects[k] = transfer_analysis.factor_effects(
-        q["id_accuracy"], np.mean(accs, axis=0),
-        {f: [factors[n][f] for n in names] for f in FACTORS if f != "seed"},
-        level=float(config.analysis.level))
-  return {"analysed_members": names, "pairs": pairs, "quantities": list(q),
-          "proxies": proxies,
+  by_pair = {}
+  for pair, (target, shift, _) in sorted(pairs.items()):
+    idx = [i for i, n in enumerate(names) if factors[n]["target"] == target]
+    by_pair[pair] = transfer_analysis.proxy_correlations(
+        {k: [v[i] for i in idx] for k, v in q.items()},
+        [_metric(rows, names[i], shift, "accuracy") for i in idx], **boot)
+  ood_by_kind = ood_per_kind(rows, factors, names, pairs)
+  by_kind = {k: transfer_analysis.proxy_correlations(q, acc, **boot)
+             for k, acc in sorted(ood_by_kind.items())}
+  # The factors in the OLS (`config.analysis.factors`; default all but the
+  # seed): a small population cannot fit a column per level of every one.
+  fitted = [f for f in (config.analysis.get("factors") or FACTORS)
+            if f != "seed"]
+  effects = {k: transfer_analysis.factor_effects(
+      q["id_accuracy"], acc,
+      {f: [factors[n][f] for n in names] for f in fitted},
+      level=float(config.analysis.level))
+             for k, acc in sorted(ood_by_kind.items())}
+  kinds = {p: k for p, (_, _, k) in pairs.items()}
+  return {"analysed_members": names,
+          "pairs": {p: {"target": t, "shift": s, "kind": k}
+                    for p, (t, s, k) in pairs.items()},
+          "quantities": list(q),
+          "proxies": {"by_pair": by_pair, "by_kind": by_kind},
+          "best_proxies": transfer_analysis.best_proxies(by_pair, kinds),
           "factors": effects, "bootstrap": boot}
+
+
+def ood_per_kind(rows, factors, names, pairs) -> dict[str, list[float]]:
+  """`{kind: [members]}`: each member's mean OOD accuracy over the pairs of
+  that kind on its own target."""
+  out: dict[str, list[float]] = {}
+  kinds = sorted({k for _, _, k in pairs.values()})
+  for kind in kinds:
+    out[kind] = [float(np.mean([
+        _metric(rows, n, s, "accuracy") for t, s, k in pairs.values()
+        if k == kind and t == factors[n]["target"]])) for n in names]
+  return out
 
 
 def _write(workdir, rows, factors, out) -> None:
@@ -278,14 +275,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """The study; returns the content of results.json."""
   check(config)
   grid = members(config, workdir)
+  if config.get("compile_cache_dir") == "workdir":
+    runtime.setup_compile_cache(ml_collections.ConfigDict(dict(
+        compile_cache_dir=os.path.join(os.path.abspath(workdir),
+                                       "compile_cache"))))
   pre = pretrain(config, workdir)
-  out = suite.train_and_evaluate(suite_config(config, grid), workdir)
-  if out.get("preempted") or (config.population.get("num_tasks") or 0) > 0:
-    return out  # a job array's task trains its share; the plain run reports
+  targets = transfer_grid.domains(config)
+  out: dict[str, Any] = {"members": {}, "rows": [], "targets": {}}
+  for target in targets:
+    logging.info("Target domain %s: fine-tuning and evaluating its members.",
+                 target)
+    part = suite.train_and_evaluate(suite_config(config, target, grid),
+                                    target_dir(workdir, target))
+    if part.get("preempted") or (config.population.get("num_tasks") or 0) > 0:
+      return part  # a job array's task trains its share; the plain run reports
+    out["members"].update(part["members"])
+    out["rows"] += part["rows"]
+    out["targets"][target] = {k: v for k, v in part.items()
+                              if k not in ("members", "rows")}
   factors = {n: f for n, (_, f) in grid.items()}
   evaluated = [n for n in grid if not out["members"][n].get("failed")]
   rows = list(out["rows"])
-  adv = adversarial_rows(config, workdir, evaluated)
+  adv = adversarial_rows(config, workdir, evaluated, grid)
   rows += adv
   for n in evaluated:
     acc = [r["value"] for r in rows if r["model"] == n and
@@ -297,21 +308,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                    "protocol": {"definition": "mean accuracy over the "
                                 f"{len(acc)} evaluated corruption shifts"}})
   out.update(rows=rows, study={"pretrain": pre, "factors": factors,
-                               "strategies": STRATEGIES})
+                               "strategies": STRATEGIES, "regimes": REGIMES,
+                               "targets": list(targets)})
   out.update(analyse(config, rows, factors, adv[0]["metric"]))
   if jax.process_index() == 0:
     if config.get("plots", True):
       names = out["analysed_members"]
-      by_kind: dict[str, list[list[float]]] = {}
-      for pair, kind in out["pairs"].items():
-        by_kind.setdefault(kind, []).append(
-            [_metric(rows, n, pair, "accuracy") for n in names])
+      pairs = {p: (v["target"], v["shift"], v["kind"])
+               for p, v in out["pairs"].items()}
       paths = transfer_plots.write_all(
           os.path.join(workdir, "plots", "transfer"), out,
           [_metric(rows, n, "test", "accuracy") for n in names],
-          {k: np.mean(v, axis=0) for k, v in by_kind.items()},
+          ood_per_kind(rows, factors, names, pairs),
           {f: [factors[n][f] for n in names] for f in FACTORS})
-      out["plots"] = list(out.get("plots", [])) + [
-          os.path.relpath(p, workdir) for p in paths]
+      out["plots"] = [os.path.relpath(p, workdir) for p in paths]
     _write(workdir, rows, factors, out)
   return out

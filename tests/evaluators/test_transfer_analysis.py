@@ -162,3 +162,22 @@ def test_plots_are_written(tmp_path):
   with pytest.raises(ValueError, match="at least one shift kind"):
     transfer_plots.proxy_heatmap({}, str(tmp_path / "x.png"))
   del rng
+
+
+def test_best_proxies_counts_pairs_by_absolute_correlation():
+  by_pair = {
+      "a->x": {"id": {"spearman": 0.9}, "ece": {"spearman": -0.5}},
+      "b->x": {"id": {"spearman": 0.2}, "ece": {"spearman": -0.7}},
+      "a->c": {"id": {"spearman": 0.4}, "ece": {"spearman": float("nan")}},
+      "b->c": {"id": {"spearman": float("nan")},
+               "ece": {"spearman": float("nan")}},
+  }
+  kinds = {"a->x": "domain", "b->x": "domain", "a->c": "corruption",
+           "b->c": "corruption"}
+  out = ta.best_proxies(by_pair, kinds)
+  assert out["domain"]["best_in"] == {"id": 1, "ece": 1}
+  assert out["domain"]["mean"]["id"] == pytest.approx(0.55)
+  assert out["domain"]["mean"]["ece"] == pytest.approx(-0.6)
+  assert out["corruption"]["best_in"] == {"id": 1, "ece": 0}
+  assert out["corruption"]["pairs"] == 2
+  assert out["corruption"]["mean"]["id"] == pytest.approx(0.4)

@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crl import train
 from crl.data import augment
 from crl.evaluators import adversarial
+from crl.trainers import classification
 
 RESOLUTION = 32
 MODEL_SPEC = "configs/vit.py:bench"  # the attacked model (bench.py loads it)
@@ -47,7 +49,6 @@ def measure(model_config: Any, batch_size: int = 64, steps: int = 5
             ) -> list[dict[str, Any]]:
   """Rows `{name, batch_size, images_per_s}`; `model_config` is a run
   config whose model classifies 32x32 images (e.g. configs/vit.py:bench)."""
-  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   key = jax.random.key(0)
   images = jax.random.uniform(key, (batch_size, RESOLUTION, RESOLUTION, 3))
   rows = []
@@ -58,10 +59,13 @@ def measure(model_config: Any, batch_size: int = 64, steps: int = 5
                                                steps)})
   task = classification.ClassificationTask(model_config)
   params = jax.jit(task.init_params)(key)
+  state = task.init_model_state(key)
+  if state:  # BatchNorm statistics: evaluated as a trained run would be
+    params = train.StatefulParams(params, state)
   labels = jax.random.randint(key, (batch_size,), 0, task.num_classes)
 
   def apply_fn(p, x):
-    return task.model.apply({"params": p}, x, train=False,
+    return task.model.apply(train.model_variables(p), x, train=False,
                             rngs={"sample": jax.random.key(1),
                                   "dropout": jax.random.key(2)})[0]
 
