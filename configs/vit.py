@@ -40,7 +40,6 @@ with several other jobs running, so only roughly comparable):
   base lr 1.2e-2: test 91.85%, hue_independent 17.55%, 1215 s
 """
 
-import importlib.util
 import os
 
 import ml_collections
@@ -57,10 +56,7 @@ def _schedule(c: ml_collections.ConfigDict,
   """configs/perceiver.py's `schedule`: the recipe of configs/nac.py."""
   path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "perceiver.py")
-  spec = importlib.util.spec_from_file_location("_crl_perceiver_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.schedule(c, variant)
+  return config_lib.load_config_module(path).schedule(c, variant)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -5,7 +5,7 @@ stacked on a leading `member` axis (params, optimizer state, step) and
 updated by one `jax.jit`-compiled, `jax.vmap`-ed train step. Everything else
 that differs between them is data, one value per member (`member_hparams`):
 the seed and so every RNG stream, the peak learning rate and the schedule's
-length (`train.warmup_cosine`, the single run's own schedule), weight decay,
+length (`optim.warmup_cosine`, the single run's own schedule), weight decay,
 label smoothing, the augmentations (`ood_suite.augment` with traced flags),
 the number of steps, the initial parameters, the training subset
 (`Member.train_indices`, few-shot) and which parameters are trainable (a 0/1
@@ -52,7 +52,10 @@ from crl import config_lib
 from crl import metric_writers
 from crl import population_io
 from crl import preemption as preemption_lib
+from crl import optim
+from crl import runtime
 from crl import train
+from crl import train_step
 from crl import workdir as workdir_lib
 
 MEMBER_AXIS = "member"
@@ -116,7 +119,7 @@ def trainable_mask(params: Any, which: str) -> Any:
 def member_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The per-member data of the population step (host values)."""
   from crl.trainers import ood_suite  # pylint: disable=g-import-not-at-top
-  return {**train.optimizer_hparams(config.optimizer, config.batch_size,
+  return {**optim.optimizer_hparams(config.optimizer, config.batch_size,
                                     config.num_steps),
           "seed": np.int32(config.seed),
           "num_steps": np.int32(config.num_steps),
@@ -146,11 +149,11 @@ def make_population_step(task: Any, opt: ml_collections.ConfigDict):
   """
 
   def member_step(state, hp, failed_at, batch):
-    tx, schedule = train.build_optimizer(opt, hp)
+    tx, schedule = optim.build_optimizer(opt, hp)
     view = copy.copy(task)  # this member's objective, traced values
     view.label_smoothing = hp["label_smoothing"]
     view.augment = hp["augment"]
-    rngs = train.step_rngs(hp["seed"], state.step)
+    rngs = runtime.step_rngs(hp["seed"], state.step)
     (loss, task_metrics), grads = jax.value_and_grad(
         view.loss, has_aux=True)(state.params, batch, rngs)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -257,12 +260,12 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
     inits.append(m.init_params if m is not None else None)
   hp = _stack(hps)
   total = max(int(m.config.num_steps) for m in members)
-  tx, _ = train.build_optimizer(opt, hps[0])
+  tx, _ = optim.build_optimizer(opt, hps[0])
 
   def init_one(key):
     params = task.init_params(key)
-    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                            opt_state=tx.init(params))
+    return train_step.TrainState(step=jnp.zeros((), jnp.int32),
+                                 params=params, opt_state=tx.init(params))
 
   def init_all(keys):
     return jax.vmap(init_one)(keys)
@@ -275,7 +278,7 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
   state_sharding = jax.tree.map(lambda _: stacked, abstract)
   hp = jax.device_put(hp, jax.tree.map(lambda _: stacked, hp))
   pop_abstract = {
-      "state": train.checkpoint_tree(jax.tree.map(
+      "state": train_step.checkpoint_tree(jax.tree.map(
           lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=stacked),
           abstract)),
       "failed_at": jax.ShapeDtypeStruct((len(slots),), jnp.int32,
@@ -297,7 +300,7 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
     failed_at = jax.device_put(jnp.zeros((len(slots),), jnp.int32), stacked)
     start = 0
   else:
-    state = train.TrainState(**restored[0]["state"])
+    state = train_step.TrainState(**restored[0]["state"])
     failed_at = restored[0]["failed_at"]
     start = restored[1]
     logging.info("Population resumed from its checkpoint at step %d.", start)
@@ -393,10 +396,10 @@ def _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
             out_members[m.name] = population_io.write_member(m, index[m.name], state,
                                               final_eval)
         if ckpt.should_save(step, total):
-          ckpt.save(step, {"state": train.checkpoint_tree(state),
+          ckpt.save(step, {"state": train_step.checkpoint_tree(state),
                            "failed_at": failed_at})
         if preemption.should_stop(step) or step == stop_at:
-          ckpt.save(step, {"state": train.checkpoint_tree(state),
+          ckpt.save(step, {"state": train_step.checkpoint_tree(state),
                            "failed_at": failed_at})
           ckpt.wait()
           logging.warning("Population stopped early at step %d; run the "
