@@ -2,12 +2,14 @@
 and match one process at the same global batch; their checkpoint resumes.
 
 The one-process reference trains in the test's own process (no second
-start-up); the two launches share a compilation cache, so the resumed
-launch compiles only its train step (its schedule has another length).
+start-up); the two launches share a compilation cache, and the second one
+resumes the first one's step-2 checkpoint to the same end, so that it runs
+the same programs (a longer run would compile another schedule).
 """
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 
@@ -65,7 +67,10 @@ def test_two_processes_match_one_and_resume(tmp_path):
                              rtol=2e-5)
   with open(os.path.join(multi, "results.json")) as f:
     assert json.load(f)["results"]["test"]["num_examples"] == 64
-  # Both processes restore the shared checkpoint and continue.
-  logs = _launch(tmp_path, multi, "--config.num_steps=6")
+  # Both processes restore the shared checkpoint of step 2 and continue to
+  # the same steps 3 and 4 (the same programs: all from the cache).
+  shutil.rmtree(os.path.join(multi, "checkpoints", "4"))
+  logs = _launch(tmp_path, multi)
   for log in logs:
-    assert "Resumed from the checkpoint at step 4." in log
+    assert "Resumed from the checkpoint at step 2." in log
+  assert _losses(multi) == two
