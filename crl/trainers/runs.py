@@ -100,17 +100,20 @@ class Shared:
 
 
 def finished_step(config: ml_collections.ConfigDict, workdir: str,
-                  identity: Callable[[dict[str, Any]], Any] = train.run_identity
-                  ) -> int | None:
+                  identity: Callable[[dict[str, Any]], Any] = (
+                      train.run_identity),
+                  evaluated: bool = False) -> int | None:
   """The newest checkpoint step of `workdir` if it reached
-  `config.num_steps`, else None (nothing there, or stopped before).
+  `config.num_steps` (and, if `evaluated`, its final evaluation was written
+  to `results.json`), else None (nothing there, or stopped before).
 
   Raises:
     CheckpointError: the workdir holds a run of another `identity`
       (`crl.workdir.check_run_identity`).
   """
   steps = checkpointing.step_dirs(os.path.join(workdir, "checkpoints"))
-  if not steps:
+  if not steps or (evaluated and not os.path.exists(
+      os.path.join(workdir, "results.json"))):
     return None
   workdir_lib.check_run_identity(
       workdir, config_lib.to_plain(config), identity,
@@ -122,7 +125,8 @@ def finished_step(config: ml_collections.ConfigDict, workdir: str,
 def train_or_reuse(config: ml_collections.ConfigDict, workdir: str,
                    task: Any, stop_at: int | None = None,
                    identity: Callable[[dict[str, Any]], Any] = (
-                       train.run_identity)) -> dict[str, Any]:
+                       train.run_identity),
+                   evaluated: bool = False) -> dict[str, Any]:
   """One run of a study: a finished run in `workdir` is restored, not
   trained or evaluated again; anything else goes through `train.run`
   (which resumes a stopped run).
@@ -134,11 +138,13 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str,
     stop_at: passed to `train.run`.
     identity: what must match the `config.json` there to reuse it
       (`crl.train.run_identity` unless the study needs more).
+    evaluated: reuse only a run whose final evaluation was written (a run
+      stopped at its last step has not been evaluated yet).
 
   Returns:
     `train.run`'s dict, or `{"step", "params", "reused": True}`.
   """
-  if finished_step(config, workdir, identity) is not None:
+  if finished_step(config, workdir, identity, evaluated) is not None:
     params, step = train.restore_trained(config, workdir, task)
     if step >= config.num_steps:
       return {"step": step, "params": params, "reused": True}

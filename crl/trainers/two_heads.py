@@ -127,7 +127,8 @@ def _train(config, workdir, stop_at, shared: runs.Shared,
   if select_every_steps:
     return task, model_selection.train_and_select(
         config, workdir, task, select_every_steps, stop_at)
-  return task, runs.train_or_reuse(config, workdir, task, stop_at)
+  return task, runs.train_or_reuse(config, workdir, task, stop_at,
+                                   evaluated=True)
 
 
 def _selected(out: dict[str, Any]) -> dict[str, Any]:
