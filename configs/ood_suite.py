@@ -71,7 +71,6 @@ Variants (`configs/ood_suite.py:<variant>`):
           again, 2026-12-01).
 """
 
-import importlib.util
 import os
 
 import ml_collections
@@ -91,11 +90,8 @@ _SUITE_KEYS = ("data", "eval_batch_size", "evals", "final_eval",
 def _load(spec: str) -> ml_collections.ConfigDict:
   """`configs/<file>.py:<variant>` from this folder, unlocked."""
   path, _, variant = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location(
-      f"_crl_suite_{path}", os.path.join(_HERE, f"{path}.py"))
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant or None)
+  return config_lib.load_config(
+      f"{os.path.join(_HERE, path)}.py:{variant}", lock=False)
 
 
 def member(spec: str, *, seed: int = 0, num_steps: int,

@@ -19,7 +19,6 @@ stayed at chance (loss ln 70) for 400 steps at peak lr 5e-4
 `--config.init_from=DIR` of a fine-tuning run.
 """
 
-import importlib.util
 import os
 
 import ml_collections
@@ -68,10 +67,7 @@ def _model_config(model: str, variant: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise ValueError(f"configs/pretrain.py:{model} needs configs/"
                      f"{MODEL_FILES[model]}, which does not exist.")
-  spec = importlib.util.spec_from_file_location(f"_crl_{model}_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_lib.load_config_module(path).get_config(variant)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -15,8 +15,6 @@ Variants (`configs/vit.py:<variant>`):
           (-5.5%); batch 64 as NAC's bench.
 """
 
-
-import importlib.util
 import os
 
 import ml_collections
@@ -33,10 +31,7 @@ def _schedule(c: ml_collections.ConfigDict,
   """configs/perceiver.py's `schedule`: the recipe of configs/nac.py."""
   path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "perceiver.py")
-  spec = importlib.util.spec_from_file_location("_crl_perceiver_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.schedule(c, variant)
+  return config_lib.load_config_module(path).schedule(c, variant)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

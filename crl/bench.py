@@ -8,7 +8,7 @@ it) on 32x32 images, measured side by side in one process:
                  backward and optimizer), from XLA's cost analysis, and of
                  the inference call;
   train ex/s     examples per second of the jitted, donated train step
-                 (`crl.train.make_train_step`, the one training uses);
+                 (`crl.train_step.make_train_step`, the one training uses);
   infer ex/s     examples per second of the jitted eval forward pass;
   compile s      lowering + compilation time of the train step;
   peak MiB       XLA's memory analysis of the compiled train step
@@ -38,7 +38,6 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -53,7 +52,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl import config_lib
-from crl import train
+from crl import optim
+from crl import train_step
+from crl import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -128,6 +129,8 @@ def matmul_flops_per_s(n: int = 2048, steps: int = 10) -> float:
 
 
 def load_model_config(spec: str, overrides: dict[str, Any]):
+  """The config file `spec` (relative to the repository) with `overrides`
+  of its model and fully optimised compilation."""
   config = config_lib.load_config(os.path.join(ROOT, spec))
   config.unlock()
   for k, v in overrides.items():
@@ -144,16 +147,16 @@ def measure_model(name: str, batch_size: int, steps: int,
   spec, overrides = MODELS[name]
   config = load_model_config(spec, overrides)
   task = classification.ClassificationTask(config)
-  tx, schedule = train.make_optimizer(config.optimizer, batch_size, 1000)
+  tx, schedule = optim.make_optimizer(config.optimizer, batch_size, 1000)
   key = jax.random.PRNGKey(0)
   params = jax.jit(task.init_params)(key)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=tx.init(params))
+  state = train_step.TrainState(step=jnp.zeros((), jnp.int32),
+                                params=params, opt_state=tx.init(params))
   shape = task.input_shape
   batch = {task.input_key: jax.random.uniform(key, (batch_size, *shape)),
            "label": jax.random.randint(key, (batch_size,), 0,
                                        task.num_classes)}
-  step_fn = jax.jit(train.make_train_step(task, tx, schedule, 0),
+  step_fn = jax.jit(train_step.make_train_step(task, tx, schedule, 0),
                     donate_argnums=(0,))
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, batch).compile()
@@ -191,6 +194,7 @@ def measure_model(name: str, batch_size: int, steps: int,
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
+  """The console table of `run`'s rows, one model a line."""
   cols = [("model", "model", 22, "{}"), ("params", "params", 11, "{:,}"),
           ("train_gflop_per_example", "GFLOP/ex", 10, "{:.3f}"),
           ("infer_gflop_per_example", "inf GFLOP", 10, "{:.3f}"),
@@ -212,6 +216,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def ratios(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+  """Time-per-example ratios between models measured in the same
+  process (`nac_over_perceiver_io_time_per_example`, ...)."""
   by = {r["model"]: r for r in rows}
   out = {}
   if "nac" in by and "perceiver_io" in by:
@@ -232,6 +238,9 @@ def ratios(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 def run(models: Sequence[str], batch_size: int, steps: int,
         corruptions: bool = False, corruption_batch: int = 256,
         transfer: bool = False) -> dict[str, Any]:
+  """Measures `models` (names of `MODELS`) side by side: parameters,
+  FLOPs, train and inference throughput, compile time, peak memory; with
+  `corruptions`/`transfer`, those benchmarks too."""
   unknown = [m for m in models if m not in MODELS]
   if unknown:
     raise config_lib.ConfigError(f"unknown bench model(s) {unknown}; known: "
@@ -264,14 +273,15 @@ def run(models: Sequence[str], batch_size: int, steps: int,
 
 
 def main(argv: Sequence[str]) -> None:
+  """The `python -m crl.bench` program: runs the harness, prints the
+  table and writes the JSON report to `--out`."""
   del argv
   if _DEVICE.value:
     from crl import bench_device  # pylint: disable=g-import-not-at-top
     out = bench_device.run(_STEPS.value)
     print(f"\n{out['device_kind']} ({out['platform']})\n")
     print(bench_device.format_table(out["rows"]))
-    with open(_OUT.value, "w") as f:
-      json.dump(out, f, indent=2)
+    workdir_lib.write_json_atomic(_OUT.value, out)
     return
   if _POPULATION.value:
     from crl import population_bench  # pylint: disable=g-import-not-at-top
@@ -283,8 +293,8 @@ def main(argv: Sequence[str]) -> None:
       print(population_bench.format_row(rows[-1]), flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the process: {rss:.0f} MiB")
-    with open(_OUT.value, "w") as f:
-      json.dump({"population": rows, "peak_rss_mib": rss}, f, indent=2)
+    workdir_lib.write_json_atomic(
+        _OUT.value, {"population": rows, "peak_rss_mib": rss})
     return
   out = run(_MODELS.value, _BATCH.value, _STEPS.value, _CORRUPTIONS.value,
             _CORRUPTION_BATCH.value, _TRANSFER.value)
@@ -302,8 +312,7 @@ def main(argv: Sequence[str]) -> None:
     from crl import bench_transfer as transfer_bench  # pylint: disable=g-import-not-at-top
     print("\nAugmentations and attacks (images/s):")
     print(transfer_bench.format_table(out["transfer"]))
-  with open(_OUT.value, "w") as f:
-    json.dump(out, f, indent=2)
+  workdir_lib.write_json_atomic(_OUT.value, out)
   print(f"\nWrote {_OUT.value}")
 
 

@@ -9,7 +9,7 @@ matched to NAC-S/32 (`:bench`), each in float32 and bfloat16
   GFLOP/ex      FLOPs per example of the compiled train step (XLA's cost
                 analysis: forward, backward, optimizer);
   train ex/s    examples per second of the jitted, donated train step
-                (`crl.train.make_train_step`, the one training uses);
+                (`crl.train_step.make_train_step`, the one training uses);
   MFU           GFLOP/ex x ex/s / the chip's peak for that dtype
                 (`PEAK_TFLOPS`; NaN on an unknown chip such as a CPU);
   peak GiB      `device.memory_stats()['peak_bytes_in_use']` after the row
@@ -36,7 +36,8 @@ import ml_collections
 import numpy as np
 
 from crl import config_lib
-from crl import train
+from crl import optim
+from crl import train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -111,19 +112,19 @@ def abstract_step(config: ml_collections.ConfigDict, batch_size: int
   """`(jitted train step, task, abstract state, abstract batch)`: shapes
   only, nothing allocated (for `.lower(state, batch)`)."""
   task = synthetic_task(config)
-  tx, schedule = train.make_optimizer(config.optimizer, batch_size, 1000)
+  tx, schedule = optim.make_optimizer(config.optimizer, batch_size, 1000)
 
   def init_state(key):
     params = task.init_params(key)
-    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                            opt_state=tx.init(params),
-                            model_state=task.init_model_state(key))
+    return train_step.TrainState(step=jnp.zeros((), jnp.int32),
+                                 params=params, opt_state=tx.init(params),
+                                 model_state=task.init_model_state(key))
 
   state = jax.eval_shape(init_state, jax.random.PRNGKey(0))
   batch = {"image": jax.ShapeDtypeStruct((batch_size, *task.input_shape),
                                          jnp.float32),
            "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
-  step = jax.jit(train.make_train_step(task, tx, schedule, config.seed),
+  step = jax.jit(train_step.make_train_step(task, tx, schedule, config.seed),
                  donate_argnums=(0,))
   return step, task, (init_state, state), batch
 
@@ -198,6 +199,7 @@ def measure(name: str, spec: str, batch_size: int, compute_dtype: str,
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
+  """The console table of `run`'s rows, one configuration a line."""
   cols = [("row", "row", 20, "{}"), ("compute_dtype", "dtype", 10, "{}"),
           ("batch_size", "batch", 6, "{}"), ("params", "params", 12, "{:,}"),
           ("train_gflop_per_example", "GFLOP/ex", 10, "{:.3f}"),

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crl import train
+from crl import train_step
 from crl.data import augment
 from crl.evaluators import adversarial
 from crl.trainers import classification
@@ -61,11 +61,11 @@ def measure(model_config: Any, batch_size: int = 64, steps: int = 5
   params = jax.jit(task.init_params)(key)
   state = task.init_model_state(key)
   if state:  # BatchNorm statistics: evaluated as a trained run would be
-    params = train.StatefulParams(params, state)
+    params = train_step.StatefulParams(params, state)
   labels = jax.random.randint(key, (batch_size,), 0, task.num_classes)
 
   def apply_fn(p, x):
-    return task.model.apply(train.model_variables(p), x, train=False,
+    return task.model.apply(train_step.model_variables(p), x, train=False,
                             rngs={"sample": jax.random.key(1),
                                   "dropout": jax.random.key(2)})[0]
 
@@ -81,6 +81,7 @@ def measure(model_config: Any, batch_size: int = 64, steps: int = 5
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
+  """The rows as a text table: what, batch, images/s."""
   lines = [f"{'what':<22}{'batch':>7}{'images/s':>12}", "-" * 41]
   lines += [f"{r['name']:<22}{r['batch_size']:>7}{r['images_per_s']:>12.1f}"
             for r in rows]

@@ -206,22 +206,32 @@ def from_plain(value: Any) -> Any:
   return value
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """Loads `path/to/config.py[:arg]` as `config_flags` does (for notebooks).
-
-  Args:
-    spec: a config file path, optionally followed by `:variant`.
-
-  Returns:
-    The locked ConfigDict returned by the file's `get_config(arg)`.
-  """
+def load_config_module(path: str) -> Any:
+  """The config file at `path` as a module (its `get_config` and helpers);
+  the one loader of config files by path (configs that build on others use
+  it too)."""
   import importlib.util  # pylint: disable=g-import-not-at-top
-  path, _, arg = spec.partition(":")
   module_spec = importlib.util.spec_from_file_location("_crl_config", path)
   if module_spec is None or module_spec.loader is None:
     raise ConfigError(f"Cannot load config file {path!r}.")
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
-  config.lock()
+  return module
+
+
+def load_config(spec: str, lock: bool = True) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:arg]` as `config_flags` does (for notebooks).
+
+  Args:
+    spec: a config file path, optionally followed by `:variant`.
+    lock: lock the config (as `config_flags` does); False for a config
+      that another config builds on.
+
+  Returns:
+    The ConfigDict returned by the file's `get_config(arg)`.
+  """
+  path, _, arg = spec.partition(":")
+  config = load_config_module(path).get_config(arg or None)
+  if lock:
+    config.lock()
   return config

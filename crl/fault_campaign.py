@@ -76,6 +76,7 @@ def _env() -> dict[str, str]:
 
 
 def start(workdir: str) -> subprocess.Popen:
+  """`crl.main` on the campaign's config in `workdir`, as a child process."""
   return subprocess.Popen(
       [sys.executable, "-m", "crl.main", *ARGS, f"--workdir={workdir}"],
       cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -86,6 +87,7 @@ _HANG_SECONDS = 1800  # a run this long counts as hung (`unclear`)
 
 
 def run(workdir: str) -> tuple[int, str]:
+  """`(exit code, stderr)` of `crl.main` in `workdir` (-9 if it hung)."""
   proc = start(workdir)
   try:
     _, err = proc.communicate(timeout=_HANG_SECONDS)
@@ -97,6 +99,7 @@ def run(workdir: str) -> tuple[int, str]:
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps of the checkpoints in `workdir`, ascending."""
   d = os.path.join(workdir, "checkpoints")
   return sorted(int(s) for s in os.listdir(d) if s.isdigit())
 
@@ -121,6 +124,8 @@ def snapshot(workdir: str) -> dict[str, Any]:
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+  """Which of step, params, results and metric rows differ between two
+  `snapshot`s."""
   return [k for k in ("step", "params", "results", "rows") if a[k] != b[k]]
 
 
@@ -173,10 +178,10 @@ def run_here(workdir: str, stop_at: int | None = None) -> tuple[int, str]:
   stopped early (preempted)."""
   from crl import main as main_lib  # pylint: disable=g-import-not-at-top
   from crl import preemption  # pylint: disable=g-import-not-at-top
-  from crl import train  # pylint: disable=g-import-not-at-top
+  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   preemption.handler().requested = False
   try:
-    out = train.train_and_evaluate(_config(), workdir, stop_at=stop_at)
+    out = classification.train_and_evaluate(_config(), workdir, stop_at=stop_at)
   except main_lib._user_errors() as e:  # pylint: disable=protected-access
     line = main_lib._one_line(e)  # pylint: disable=protected-access
     return 2, f"crl: error: {line}"
@@ -187,6 +192,9 @@ def run_here(workdir: str, stop_at: int | None = None) -> tuple[int, str]:
 
 def classify(rc: int, err: str, workdir: str,
              reference: dict[str, Any]) -> tuple[str, str]:
+  """`(outcome, detail)` of one trial: 'refused' (one clear error line,
+  exit code 2), 'exact' (the reference's results), 'silent' (exit 0 with
+  other or unreadable results) or 'unclear' (a crash)."""
   errors = [l for l in err.splitlines() if l.startswith("crl: error:")]
   if rc == 2 and len(errors) == 1 and "Traceback" not in err:
     return "refused", errors[0]
@@ -201,6 +209,8 @@ def classify(rc: int, err: str, workdir: str,
 
 def trial(i: int, kind: str, rng: random.Random, dirs: dict[str, str],
           reference: dict[str, Any], duration: float) -> dict[str, Any]:
+  """Trial `i`: a copy of a finished (or, for signals, a partial) run,
+  the fault `kind` injected, rerun, and its outcome `classify`-ed."""
   workdir = os.path.join(dirs["trials"], f"{i:03d}")
   shutil.rmtree(workdir, ignore_errors=True)
   source = dirs["partial"] if kind.startswith("sig") else dirs["reference"]
@@ -233,9 +243,12 @@ def trial(i: int, kind: str, rng: random.Random, dirs: dict[str, str],
 
 
 def main(argv: list[str]) -> None:
+  """The `python -m crl.fault_campaign` program: calibrates, runs the
+  trials and writes the campaign's report to `--out`."""
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   from crl import preemption  # pylint: disable=g-import-not-at-top
+  from crl import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   # The runs of this process compile the same programs again and again.
   jax.config.update("jax_compilation_cache_dir",
                     os.path.join(_OUT.value, "xla_cache"))
@@ -283,8 +296,8 @@ def main(argv: list[str]) -> None:
              "seconds": {"subprocess_run": round(sub_seconds, 1),
                          "in_process_run": round(here_seconds, 1)},
              "rows": rows}
-  with open(os.path.join(_OUT.value, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
+  workdir_lib.write_json_atomic(os.path.join(_OUT.value, "summary.json"),
+                                summary, indent=1)
   print(json.dumps(counts))
   if counts["silent"] or counts["unclear"]:
     sys.exit(1)

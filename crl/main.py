@@ -106,11 +106,12 @@ def _hide_accelerators_from_tensorflow() -> None:
 
 # Errors a user can cause by config or data: one clear line, exit code 2.
 def _user_errors() -> tuple[type[BaseException], ...]:
-  from crl import checkpointing, config_lib, registry, train, workdir  # pylint: disable=g-import-not-at-top
+  from crl import checkpointing, config_lib, registry, train_step, workdir  # pylint: disable=g-import-not-at-top
   from crl.data import pipeline  # pylint: disable=g-import-not-at-top
   return (config_lib.ConfigError, registry.UnknownNameError,
           pipeline.DataError, checkpointing.CheckpointError,
-          workdir.WorkdirBusyError, workdir.WorkdirError, train.NonFiniteError)
+          workdir.WorkdirBusyError, workdir.WorkdirError,
+          train_step.NonFiniteError)
 
 
 def main(argv: list[str]) -> None:

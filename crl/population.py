@@ -6,7 +6,7 @@ updated by one `jax.jit`-compiled step (`crl.population_step`: batched with
 `jax.vmap` on accelerators, each member's own step unrolled in the program
 on the CPU). Everything else that differs between them is data, one value
 per member (`member_hparams`): the seed and so every RNG stream, the peak
-learning rate and the schedule's length (`train.warmup_cosine`, the single
+learning rate and the schedule's length (`optim.warmup_cosine`, the single
 run's own schedule), weight decay, label smoothing, the task's own
 per-member values (`Member.task_data`, e.g. the suite's augmentation flags,
 given by the trainer that made the task), the number of steps, the initial
@@ -53,10 +53,12 @@ import numpy as np
 from crl import checkpointing
 from crl import config_lib
 from crl import metric_writers
+from crl import optim
 from crl import population_io
 from crl import population_step
 from crl import preemption as preemption_lib
 from crl import train
+from crl import train_step
 from crl import workdir as workdir_lib
 
 INIT_SALT = 0x1417  # fresh members' params: fold_in(PRNGKey(seed), INIT_SALT)
@@ -220,11 +222,11 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
     inits.append(m.init_params if m is not None else None)
   hp = _stack(hps)
   total = max(int(m.config.num_steps) for m in members)
-  tx, _ = train.build_optimizer(opt, hps[0])
+  tx, _ = optim.build_optimizer(opt, hps[0])
 
   def init_one(key):
     params = task.init_params(key)
-    return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+    return train_step.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                             opt_state=tx.init(params))
 
   def init_all(keys):
@@ -238,7 +240,7 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
   state_sharding = jax.tree.map(lambda _: stacked, abstract)
   hp = jax.device_put(hp, jax.tree.map(lambda _: stacked, hp))
   pop_abstract = {
-      "state": train.checkpoint_tree(jax.tree.map(
+      "state": train_step.checkpoint_tree(jax.tree.map(
           lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=stacked),
           abstract)),
       "failed_at": jax.ShapeDtypeStruct((len(slots),), jnp.int32,
@@ -260,7 +262,7 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
     failed_at = jax.device_put(jnp.zeros((len(slots),), jnp.int32), stacked)
     start = 0
   else:
-    state = train.TrainState(**restored[0]["state"])
+    state = train_step.TrainState(**restored[0]["state"])
     failed_at = restored[0]["failed_at"]
     start = restored[1]
     logging.info("Population resumed from its checkpoint at step %d.", start)
@@ -358,10 +360,10 @@ def _loop(members, slots, state, failed_at, hp, step_fn, batch_sharding,
             out_members[m.name] = population_io.write_member(m, index[m.name], state,
                                               final_eval)
         if ckpt.should_save(step, total):
-          ckpt.save(step, {"state": train.checkpoint_tree(state),
+          ckpt.save(step, {"state": train_step.checkpoint_tree(state),
                            "failed_at": failed_at})
         if preemption.should_stop(step) or step == stop_at:
-          ckpt.save(step, {"state": train.checkpoint_tree(state),
+          ckpt.save(step, {"state": train_step.checkpoint_tree(state),
                            "failed_at": failed_at})
           ckpt.wait()
           logging.warning("Population stopped early at step %d; run the "

@@ -5,7 +5,7 @@ in one process on the same random batches: `members` members in one
 jitted population step (`crl.population.make_population_step`), once per
 step layout (`vmap`, `vmap_grads`, `per_member`; crl.population_step), and
 the same members one at a time with the single-run step
-(`crl.train.make_train_step`). Reports members x examples per second of
+(`crl.train_step.make_train_step`). Reports members x examples per second of
 each, the best layout's ratio to one at a time (`<model> population
 speedup: N.NNx`) and XLA's peak memory of each compiled step (arguments +
 outputs + temporaries - aliased).
@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crl import optim
 from crl import population
 from crl import population_step
-from crl import train
+from crl import train_step
 
 MODELS = {"nac": "configs/nac.py", "vit": "configs/vit.py"}
 
@@ -51,17 +52,17 @@ def measure(name: str, members: int, batch_size: int, steps: int,
   from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   config = load_config(MODELS[name], {})
   task = classification.ClassificationTask(config)
-  tx, schedule = train.make_optimizer(config.optimizer, batch_size, 1000)
+  tx, schedule = optim.make_optimizer(config.optimizer, batch_size, 1000)
   key = jax.random.PRNGKey(0)
   params = jax.jit(task.init_params)(key)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+  state = train_step.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state=tx.init(params))
   batch = {task.input_key: jax.random.uniform(
       key, (batch_size, *task.input_shape)),
            "label": jax.random.randint(key, (batch_size,), 0,
                                        task.num_classes)}
 
-  single = jax.jit(train.make_train_step(task, tx, schedule, 0),
+  single = jax.jit(train_step.make_train_step(task, tx, schedule, 0),
                    donate_argnums=(0,)).lower(state, batch).compile()
   states = [jax.tree.map(jnp.copy, state) for _ in range(members)]
 

@@ -9,7 +9,6 @@ run; a member that diverged gets `failed.json` instead.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -20,24 +19,15 @@ import numpy as np
 
 from crl import checkpointing
 from crl import config_lib
-from crl import train
+from crl import train_step
 from crl import workdir as workdir_lib
 
 
 def check_population_dir(workdir: str, plain: dict[str, Any]) -> None:
   """Refuses a population directory written for other members."""
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    if old != json.loads(json.dumps(plain, default=str)):
-      changed = sorted(k for k in set(old) | set(plain)
-                       if old.get(k) != json.loads(json.dumps(
-                           plain.get(k), default=str)))
-      raise checkpointing.CheckpointError(
-          f"{workdir} holds a population of other members or configs "
-          f"(differences in: {', '.join(changed) or 'member list'}); use a new "
-          "workdir for this population.")
+  workdir_lib.check_run_identity(
+      workdir, plain, holds="a population of other members or configs",
+      advice="Use a new workdir for this population.")
 
 
 def log_metrics(members, writers, window, failed_at, failed, step, examples_per_s):
@@ -76,7 +66,7 @@ def write_member(m: Any, i: int, state: Any,
                                     0, keep=m.config.checkpoint.keep,
                                     async_save=False)
   try:
-    ckpt.save(step, train.checkpoint_tree(single))
+    ckpt.save(step, train_step.checkpoint_tree(single))
     ckpt.wait()
   finally:
     ckpt.close()

@@ -40,8 +40,9 @@ import optax
 
 from crl import checkpointing
 from crl import config_lib
+from crl import optim
 from crl import runtime
-from crl import train
+from crl import train_step
 
 MEMBER_AXIS = "member"
 # Config keys that a population varies per member as data (see
@@ -87,7 +88,7 @@ def member_hparams(config: ml_collections.ConfigDict,
       (traced) values, e.g. `{"augment": member_augment.augment_flags(...)}`; the
       trainer that made the task knows them (`crl.population.Member`).
   """
-  return {**train.optimizer_hparams(config.optimizer, config.batch_size,
+  return {**optim.optimizer_hparams(config.optimizer, config.batch_size,
                                     config.num_steps),
           "seed": np.int32(config.seed),
           "num_steps": np.int32(config.num_steps),
@@ -138,7 +139,7 @@ def make_population_step(task: Any, opt: ml_collections.ConfigDict,
     opt: the optimizer config the members share (structure).
     member_chunk: with vmapped gradients, members vmapped at once (module
       docstring); None: all.
-    grad_accum_steps: micro-batches per step, as `train.make_train_step`'s.
+    grad_accum_steps: micro-batches per step, as `train_step.make_train_step`'s.
     constants: values of `hp` that every member shares
       (`shared_constants`), used in place of the traced ones.
     layout: `vmap` (gradients and optimizer update batched over members),
@@ -168,13 +169,13 @@ def make_population_step(task: Any, opt: ml_collections.ConfigDict,
     view.label_smoothing = hp["label_smoothing"]
     for name, value in hp.get("task", {}).items():
       setattr(view, name, value)
-    rngs = train.step_rngs(hp["seed"], state.step)
+    rngs = runtime.step_rngs(hp["seed"], state.step)
     return runtime.loss_and_grads(view.loss, state.params, batch, rngs, None,
                                   grad_accum_steps)
 
   def member_update(state, hp, grads):
     hp = with_constants(hp)
-    tx, _ = train.build_optimizer(opt, hp)
+    tx, _ = optim.build_optimizer(opt, hp)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     updates = jax.tree.map(lambda u, k: u * k.astype(u.dtype), updates,
                            hp["trainable"])
@@ -183,7 +184,7 @@ def make_population_step(task: Any, opt: ml_collections.ConfigDict,
   def member_finish(state, hp, failed_at, loss, task_metrics, grads, params,
                     opt_state):
     hp = with_constants(hp)
-    _, schedule = train.build_optimizer(opt, hp)
+    _, schedule = optim.build_optimizer(opt, hp)
     finite = jnp.isfinite(loss) & jnp.all(jnp.stack(
         [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
     active = (state.step < hp["num_steps"]) & (failed_at == 0)

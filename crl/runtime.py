@@ -1,6 +1,7 @@
 """Runtime pieces of a training step and a process: gradient accumulation,
-the persistent compilation cache, the (data, fsdp) mesh and the sharding of
-parameters, and their start-up checks.
+the persistent compilation cache, the per-step and evaluation RNG streams,
+the (data, fsdp) mesh and the sharding of parameters, and their start-up
+checks.
 
 Gradient accumulation (`config.grad_accum_steps = K`): the global batch
 `[B, ...]` is viewed as K micro-batches `[K, B / K, ...]` taken with stride
@@ -97,7 +98,8 @@ def setup_compile_cache(config: ml_collections.ConfigDict) -> str | None:
   `~/.cache/crl/jax_compile` on accelerators, off on CPU so that tests
   and laptop runs write nothing under the home directory (it pays there
   too: the configs/nac.py:tiny step compiled in 35.2 s on a first start
-  and 2.1 s on a second, loaded 2-core CPU; set a directory to use it). Every compiled program is cached (no minimum compile time or size),
+  and 2.1 s on a second, loaded 2-core CPU; set a directory to use it).
+  Every compiled program is cached (no minimum compile time or size),
   so a restarted or resumed run does not compile its step again.
   """
   where = config.get("compile_cache_dir", "auto")
@@ -116,6 +118,31 @@ def setup_compile_cache(config: ml_collections.ConfigDict) -> str | None:
   return where
 
 
+def setup_fast_compile(config: ml_collections.ConfigDict) -> None:
+  """`config.xla_fast_compile`: turns most XLA optimisations off for the
+  whole process, for small runs whose time is all compilation (tests,
+  `:tiny` variants); every trainer calls this before it builds anything."""
+  if config.get("xla_fast_compile", False):
+    jax.config.update("jax_disable_most_optimizations", True)
+
+
+# Random streams -------------------------------------------------------------
+
+
+def step_rngs(seed: int, step: jax.Array) -> dict[str, jax.Array]:
+  """The per-step RNG streams: `fold_in(key(seed), step)`, split by name."""
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
+  dropout, sample = jax.random.split(key)
+  return {"dropout": dropout, "sample": sample}
+
+
+def eval_rngs(seed: int) -> dict[str, jax.Array]:
+  """Fixed streams for evaluation (used only by stochastic eval modes)."""
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), 2**31 - 1)
+  dropout, sample = jax.random.split(key)
+  return {"dropout": dropout, "sample": sample}
+
+
 # Sharded parameters ---------------------------------------------------------
 #
 # The mesh of a run is (`data`, `fsdp`) with `config.mesh.fsdp` devices on
@@ -125,11 +152,13 @@ def setup_compile_cache(config: ml_collections.ConfigDict) -> str | None:
 # the axis size; smaller arrays, and arrays with no such dimension, are
 # replicated. XLA gathers each one where it is used (ZeRO-3 / FSDP style).
 
+DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 FSDP_MIN_SIZE = 2**12
 
 
 def fsdp_size(config: ml_collections.ConfigDict) -> int:
+  """`config.mesh.fsdp` (1 without a `mesh` section)."""
   mesh = config.get("mesh", None)
   return int(mesh.get("fsdp", 1)) if mesh is not None else 1
 
@@ -147,14 +176,14 @@ def make_mesh(fsdp: int = 1) -> jax.sharding.Mesh:
   """`(data, fsdp)` mesh over every device of every process."""
   devices = np.asarray(jax.devices())
   return jax.sharding.Mesh(devices.reshape(devices.size // fsdp, fsdp),
-                           ("data", FSDP_AXIS))
+                           (DATA_AXIS, FSDP_AXIS))
 
 
 def batch_axes(mesh: jax.sharding.Mesh) -> Any:
   """The mesh axes a batch is split over: `data` (and `fsdp` if present)."""
   if FSDP_AXIS in mesh.axis_names:
-    return ("data", FSDP_AXIS)
-  return "data"
+    return (DATA_AXIS, FSDP_AXIS)
+  return DATA_AXIS
 
 
 def leaf_spec(shape: tuple[int, ...], size: int) -> P:

@@ -1,4 +1,6 @@
-"""One workdir, one run: a lock file naming the process that owns it."""
+"""One workdir, one run: the lock file naming the process that owns it, the
+atomic writer of its JSON files, and the checks that a workdir belongs to
+the run about to use it (`check_run_identity`, `check_no_previous_run`)."""
 
 from __future__ import annotations
 
@@ -6,23 +8,98 @@ import json
 import os
 import socket
 import time
+from typing import Any, Callable, Mapping
 
 from absl import logging
+
+from crl import checkpointing
 
 LOCK_NAME = "run.lock"
 
 
-def write_json_atomic(path: str, obj, sort_keys: bool = False) -> None:
+def write_json_atomic(path: str, obj, sort_keys: bool = False,
+                      indent: int = 2) -> None:
   """Writes `obj` as JSON so that a reader sees the old file or the new one.
 
+  The one writer of a run's JSON files (config.json, results.json, reports).
   Other processes of a multi-process run read workdir files (e.g.
   `config.json` on resume) while process 0 rewrites them; a plain
   `open(path, "w")` lets them read an empty, truncated file.
   """
   tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=sort_keys)
+    json.dump(obj, f, indent=indent, sort_keys=sort_keys)
   os.replace(tmp, path)
+
+
+def _json_plain(value: Any) -> Any:
+  """`value` as it reads back from a JSON file (tuples as lists, others as
+  strings)."""
+  return json.loads(json.dumps(value, default=str))
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+  """`'key.sub: old -> new'` for every leaf where two plain dicts differ."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+      out += _differences(old.get(k), new.get(k), f"{prefix}{k}.")
+    return out
+  return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+
+
+def check_run_identity(workdir: str, plain: Mapping[str, Any],
+                       identity: Callable[[dict[str, Any]], Any] = dict,
+                       holds: str = "checkpoints of a run with another "
+                       "config",
+                       advice: str = "Use a new --workdir to train this "
+                       "config.") -> None:
+  """The one check that `workdir` belongs to the run of config `plain`.
+
+  Compares `identity` of the `config.json` there (if any) with `identity`
+  of `plain` (both as JSON reads them back) and raises one
+  `CheckpointError` naming `workdir`, what it `holds`, every differing key
+  (`a.b: old -> new`) and the `advice`. A single run compares its
+  `train.run_identity`; a population or a suite its whole config, less what
+  may change between invocations.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  diffs = _differences(_json_plain(identity(old)),
+                       _json_plain(identity(_json_plain(plain))))
+  if diffs:
+    raise checkpointing.CheckpointError(
+        f"{workdir} holds {holds}; differences:\n  " + "\n  ".join(diffs) +
+        f"\n{advice}")
+
+
+_PREVIOUS_RUN_FILES = ("config.json", "metrics.jsonl", "results.json")
+
+
+def check_no_previous_run(workdir: str) -> None:
+  """Refuses a workdir with a previous run's records but no checkpoint.
+
+  Such a run stopped before its first checkpoint was committed, or its
+  checkpoints were deleted or found broken; starting again would append a
+  second run to its files.
+  """
+  found = [f for f in _PREVIOUS_RUN_FILES
+           if os.path.exists(os.path.join(workdir, f))]
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  broken = sorted(d for d in os.listdir(ckpt_dir)
+                  if d.startswith(checkpointing.BROKEN_PREFIX)
+                  ) if os.path.isdir(ckpt_dir) else []
+  if broken:
+    found.append(f"{len(broken)} broken checkpoint(s) in checkpoints/")
+  if found:
+    raise checkpointing.CheckpointError(
+        f"{workdir} holds a previous run ({', '.join(found)}) but no usable "
+        "checkpoint, so it cannot be resumed; nothing was changed. To start "
+        "over, move that workdir away (or delete it), or use another "
+        "--workdir.")
 
 
 class WorkdirBusyError(RuntimeError):

@@ -12,7 +12,8 @@ import pytest
 from crl import bench_device
 from crl import config_lib
 from crl import runtime
-from crl import train
+from crl import optim
+from crl import train_step
 from crl.trainers import classification
 from tests import helpers
 
@@ -52,16 +53,16 @@ def test_grad_accumulation_equals_the_full_batch_step():
   config = config_lib.load_config(
       os.path.join(helpers.ROOT, "configs/vit.py:tiny"))
   task = bench_device.synthetic_task(config)
-  tx, schedule = train.make_optimizer(config.optimizer, 16, 100)
+  tx, schedule = optim.make_optimizer(config.optimizer, 16, 100)
   params = task.init_params(jax.random.PRNGKey(0))
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=tx.init(params))
+  state = train_step.TrainState(step=jnp.zeros((), jnp.int32),
+                                params=params, opt_state=tx.init(params))
   key = jax.random.PRNGKey(1)
   batch = {"image": jax.random.uniform(key, (16, *task.input_shape)),
            "label": jax.random.randint(key, (16,), 0, task.num_classes)}
   out = {}
   for k in (1, 4):
-    step = jax.jit(train.make_train_step(task, tx, schedule, 0, k))
+    step = jax.jit(train_step.make_train_step(task, tx, schedule, 0, k))
     new, metrics = step(state, batch)
     new, metrics = step(new, batch)  # two steps: moments are used too
     out[k] = (new, metrics)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from crl import train
+from crl.trainers import classification
 from crl.data import pipeline
 from tests import helpers
 
@@ -64,7 +64,8 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path):
         num_steps=3, log_every_steps=1, seed=seed,
         **{"checkpoint.async_save": False, "evals": {},
            "final_eval.splits": "test"})
-    return train.train_and_evaluate(config, str(tmp_path / name))["results"]
+    return classification.train_and_evaluate(
+        config, str(tmp_path / name))["results"]
   a, b, c = run(0, "a"), run(0, "b"), run(1, "c")
   assert a == b
   assert a["test"]["nll"] != c["test"]["nll"]

@@ -4,7 +4,9 @@ One line: the message is a single `crl: error:` line (log records of the
 libraries may precede it) and there is no traceback.
 
 The cases run in ONE subprocess that calls `crl.main`'s flag parser and
-`main` in turn (a subprocess per case would cost 5-10 s of imports each).
+`main` in turn, each in a child forked after the imports (TensorFlow
+included), so that no case pays them (a subprocess per case would cost
+5-10 s of imports each, 30 s under load).
 """
 
 import json
@@ -165,6 +167,9 @@ _DRIVER = textwrap.dedent("""
     from crl import train
     from crl.trainers import classification, ood_suite
     import tensorflow_datasets
+    # TensorFlow once, before the forks: `crl.main` imports it to hide the
+    # accelerators from it (30 s of each case under load otherwise).
+    import tensorflow
     out = []
     for args in json.loads(CASES_JSON):
       # A fresh flag state per case: fork after the imports (cheap); the

@@ -13,8 +13,11 @@ import time
 import pytest
 
 from crl import checkpointing
+from crl import config_lib
 from crl import train
+from crl import train_step
 from crl import workdir as workdir_lib
+from crl.trainers import classification
 from tests import helpers
 
 FAST = {"checkpoint.async_save": False, "evals": {},
@@ -44,7 +47,7 @@ def test_corrupted_data_is_detected_moved_aside_and_retrained(tmp_path,
   config = helpers.tiny_config(num_steps=12, **{"checkpoint.every_steps": 4},
                                **FAST)
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir, stop_at=8)
+  classification.train_and_evaluate(config, workdir, stop_at=8)
   assert _steps(workdir) == [4, 8]
   step_dir = os.path.join(workdir, "checkpoints", "8")
   assert os.path.exists(os.path.join(step_dir, checkpointing.RECORD_NAME))
@@ -55,7 +58,7 @@ def test_corrupted_data_is_detected_moved_aside_and_retrained(tmp_path,
     f.write(bytes(64))
   assert os.path.getsize(victim) == size
   with caplog.at_level(logging.INFO):
-    out = train.train_and_evaluate(config, workdir)
+    out = classification.train_and_evaluate(config, workdir)
   assert out["step"] == 12
   text = caplog.text
   rel = os.path.relpath(victim, step_dir)
@@ -77,7 +80,6 @@ def test_corrupted_data_is_detected_moved_aside_and_retrained(tmp_path,
     f.seek(10)
     f.write(b"\xff" * 64)
   caplog.clear()
-  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   _, step = train.restore_trained(config, workdir,
                                   classification.ClassificationTask(config))
   assert step == 8 and "checkpoints/12 is broken" in caplog.text
@@ -87,30 +89,30 @@ def test_unreadable_checkpoints_are_never_silently_reinitialised(tmp_path):
   config = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4},
                                **FAST)
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir, stop_at=4)
+  classification.train_and_evaluate(config, workdir, stop_at=4)
   for root, _, files in os.walk(os.path.join(workdir, "checkpoints", "4")):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
   with pytest.raises(checkpointing.CheckpointError, match="can be read"):
-    train.train_and_evaluate(config, workdir)
+    classification.train_and_evaluate(config, workdir)
   # Moved aside: the next attempt finds the previous run's records without
   # a checkpoint and refuses too, rather than starting a second run.
   with pytest.raises(checkpointing.CheckpointError,
                      match="holds a previous run .*1 broken checkpoint"):
-    train.train_and_evaluate(config, workdir)
+    classification.train_and_evaluate(config, workdir)
 
 
 def test_records_without_checkpoint_are_never_restarted_silently(tmp_path):
   config = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4},
                                **FAST)
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir, stop_at=4)
+  classification.train_and_evaluate(config, workdir, stop_at=4)
   shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
   before = {f: open(os.path.join(workdir, f)).read()
             for f in ("config.json", "metrics.jsonl")}
   with pytest.raises(checkpointing.CheckpointError) as e:
-    train.train_and_evaluate(config, workdir)
+    classification.train_and_evaluate(config, workdir)
   assert "holds a previous run (config.json, metrics.jsonl)" in str(e.value)
   assert "move that workdir away" in str(e.value)
   assert before == {f: open(os.path.join(workdir, f)).read() for f in before}
@@ -124,12 +126,12 @@ def test_a_step_without_integrity_record_is_used_and_recorded(tmp_path,
   config = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4},
                                **FAST)
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir, stop_at=4)
+  classification.train_and_evaluate(config, workdir, stop_at=4)
   record = os.path.join(workdir, "checkpoints", "4",
                         checkpointing.RECORD_NAME)
   os.remove(record)
   with caplog.at_level(logging.INFO):
-    out = train.train_and_evaluate(config, workdir)
+    out = classification.train_and_evaluate(config, workdir)
   assert out["step"] == 8
   assert "checkpoints/4 has no integrity record" in caplog.text
   assert "Resumed from the checkpoint at step 4." in caplog.text
@@ -140,12 +142,12 @@ def test_checkpoint_of_another_model_config_is_refused(tmp_path):
   config = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4},
                                **FAST)
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir, stop_at=4)
+  classification.train_and_evaluate(config, workdir, stop_at=4)
   other = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4,
                                               "model.d_state": 64,
                                               "model.d_code": 64}, **FAST)
   with pytest.raises(checkpointing.CheckpointError) as e:
-    train.train_and_evaluate(other, workdir)
+    classification.train_and_evaluate(other, workdir)
   assert "model.d_state: 32 -> 64" in str(e.value)
   assert "new --workdir" in str(e.value)
   # A run written before a model field existed resumes when today's config
@@ -156,17 +158,19 @@ def test_checkpoint_of_another_model_config_is_refused(tmp_path):
   assert written["model"].pop("fold_read_in") is True
   with open(path, "w") as f:
     json.dump(written, f)
-  train.check_resume_compatible(config, workdir)
+  workdir_lib.check_run_identity(workdir, config_lib.to_plain(config),
+                                 train.run_identity)
   changed = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 4,
                                                 "model.fold_read_in": False},
                                 **FAST)
   with pytest.raises(checkpointing.CheckpointError,
                      match="model.fold_read_in: True -> False"):
-    train.check_resume_compatible(changed, workdir)
+    workdir_lib.check_run_identity(workdir, config_lib.to_plain(changed),
+                                   train.run_identity)
   # The array-level check names the arrays even without config.json.
   os.remove(os.path.join(workdir, "config.json"))
   with pytest.raises(checkpointing.CheckpointError, match="array"):
-    train.train_and_evaluate(other, workdir)
+    classification.train_and_evaluate(other, workdir)
 
 
 def test_nan_stops_the_run_naming_step_and_quantity(tmp_path):
@@ -175,8 +179,8 @@ def test_nan_stops_the_run_naming_step_and_quantity(tmp_path):
                        "optimizer.base_learning_rate": 1e38,
                        "optimizer.warmup_steps": 0}, **FAST)
   workdir = str(tmp_path / "run")
-  with pytest.raises(train.NonFiniteError) as e:
-    train.train_and_evaluate(config, workdir)
+  with pytest.raises(train_step.NonFiniteError) as e:
+    classification.train_and_evaluate(config, workdir)
   message = str(e.value)
   assert "Non-finite values at step" in message
   assert "loss" in message or "gradients of" in message
@@ -278,7 +282,6 @@ def _sigterm_self():
 
 def test_sigterm_during_final_evaluation_stops_then_rerun_finishes(
     tmp_path, monkeypatch):
-  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   config = helpers.tiny_config(num_steps=6, log_every_steps=2,
                                **{"checkpoint.every_steps": 3}, **FAST)
   workdir = str(tmp_path / "run")
@@ -290,14 +293,14 @@ def test_sigterm_during_final_evaluation_stops_then_rerun_finishes(
 
   monkeypatch.setattr(classification.ClassificationTask, "final_evaluation",
                       interrupted)
-  out = train.train_and_evaluate(config, workdir)
+  out = classification.train_and_evaluate(config, workdir)
   assert out == {"step": 6, "preempted": True}
   assert not os.path.exists(os.path.join(workdir, "results.json"))
   assert not os.path.exists(os.path.join(workdir, "run.lock"))
   assert _steps(workdir) == [3, 6]
   monkeypatch.setattr(classification.ClassificationTask, "final_evaluation",
                       original)
-  out = train.train_and_evaluate(config, workdir)
+  out = classification.train_and_evaluate(config, workdir)
   assert out["step"] == 6 and "results" in out
   assert os.path.exists(os.path.join(workdir, "results.json"))
   rows = _train_rows(workdir)
@@ -318,12 +321,12 @@ def test_sigterm_while_the_last_checkpoint_is_finalised(tmp_path,
     original(self)
 
   monkeypatch.setattr(checkpointing.Checkpointer, "wait", wait)
-  out = train.train_and_evaluate(config, workdir)
+  out = classification.train_and_evaluate(config, workdir)
   assert out == {"step": 4, "preempted": True}  # not ignored
   assert _steps(workdir) == [4]
   assert not os.path.exists(os.path.join(workdir, "results.json"))
   monkeypatch.setattr(checkpointing.Checkpointer, "wait", original)
-  assert train.train_and_evaluate(config, workdir)["step"] == 4
+  assert classification.train_and_evaluate(config, workdir)["step"] == 4
   assert os.path.exists(os.path.join(workdir, "results.json"))
 
 
@@ -336,14 +339,14 @@ def test_resumed_records_equal_an_uninterrupted_run(tmp_path):
     return [{k: v for k, v in r.items() if k not in wall}
             for r in _train_rows(workdir)]
 
-  train.train_and_evaluate(config, str(tmp_path / "a"))
+  classification.train_and_evaluate(config, str(tmp_path / "a"))
   stopped = str(tmp_path / "b")
   # Stopped between two log lines (7), then stopped again after the final
   # checkpoint so that the rerun drops the rows after it and the final rows.
-  train.train_and_evaluate(config, stopped, stop_at=7)
-  train.train_and_evaluate(config, stopped)
+  classification.train_and_evaluate(config, stopped, stop_at=7)
+  classification.train_and_evaluate(config, stopped)
   shutil.rmtree(os.path.join(stopped, "checkpoints", "10"))
-  train.train_and_evaluate(config, stopped)
+  classification.train_and_evaluate(config, stopped)
   assert rows(stopped) == rows(str(tmp_path / "a"))
 
 

@@ -21,7 +21,7 @@ def _task():
 def test_few_shot_keeps_n_per_class_seeded():
   task = _task()
   idx = fine_tune.few_shot_indices(task, 2, seed=0)
-  labels = np.asarray(task.dataset.sample("train", None, idx)["label"])
+  labels = np.asarray(task.dataset.sample("train", idx)["label"])
   assert np.bincount(labels, minlength=10).tolist() == [2] * 10
   assert len(set(idx.tolist())) == 20
   np.testing.assert_array_equal(idx, fine_tune.few_shot_indices(task, 2, 0))

@@ -17,17 +17,17 @@ from tests import helpers
 _CODE = """
 import sys, jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from crl import bench_device, checkpointing, config_lib, runtime, train
+from crl import bench_device, checkpointing, config_lib, optim, runtime, train_step
 runtime.FSDP_MIN_SIZE = 64  # shard (nearly) every leaf of the tiny model
 fsdp, mode, ckpt_dir = %d, %r, %r
 config = config_lib.load_config("configs/vit.py:tiny")
 task = bench_device.synthetic_task(config)
-tx, schedule = train.make_optimizer(config.optimizer, 16, 100)
+tx, schedule = optim.make_optimizer(config.optimizer, 16, 100)
 mesh = runtime.make_mesh(fsdp)
 def init_state(key):
   params = task.init_params(key)
-  return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=tx.init(params))
+  return train_step.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                               opt_state=tx.init(params))
 abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
 shardings = runtime.state_shardings(abstract, mesh)
 batch_sharding = NamedSharding(mesh, P(runtime.batch_axes(mesh)))
@@ -36,10 +36,10 @@ ckpt = checkpointing.Checkpointer(ckpt_dir, 1, 5, async_save=False)
 if mode == "restore":
   target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(
       x.shape, x.dtype, sharding=s), abstract, shardings)
-  tree, step = ckpt.restore_latest(train.checkpoint_tree(target))
-  state = train.TrainState(**tree)
+  tree, step = ckpt.restore_latest(train_step.checkpoint_tree(target))
+  state = train_step.TrainState(**tree)
   print("RESTORED", step)
-step_fn = jax.jit(train.make_train_step(task, tx, schedule, 0),
+step_fn = jax.jit(train_step.make_train_step(task, tx, schedule, 0),
                   in_shardings=(shardings, batch_sharding),
                   out_shardings=(shardings, NamedSharding(mesh, P())))
 sharded = sum("fsdp" in str(x.sharding.spec)
@@ -52,7 +52,7 @@ for i in range(3):
   state, metrics = step_fn(state, jax.device_put(batch, batch_sharding))
   print("LOSS", int(state.step), float(metrics["loss"]))
   if mode == "save" and i == 0:
-    ckpt.save(int(state.step), train.checkpoint_tree(state))
+    ckpt.save(int(state.step), train_step.checkpoint_tree(state))
     ckpt.wait()
 ckpt.close()
 """

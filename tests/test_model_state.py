@@ -17,6 +17,8 @@ import pytest
 
 from crl import checkpointing
 from crl import train
+from crl import train_step
+from crl.trainers import classification
 from tests import helpers
 
 
@@ -41,7 +43,7 @@ def _newest(workdir):
 def resnet_run(tmp_path_factory):
   """`(workdir, output)` of an uninterrupted tiny ResNet run."""
   workdir = str(tmp_path_factory.mktemp("resnet") / "straight")
-  return workdir, train.train_and_evaluate(resnet_tiny(), workdir)
+  return workdir, classification.train_and_evaluate(resnet_tiny(), workdir)
 
 
 def test_batch_norm_statistics_are_trained_checkpointed_and_resumed(
@@ -49,7 +51,7 @@ def test_batch_norm_statistics_are_trained_checkpointed_and_resumed(
   config = resnet_tiny()
   straight, full = resnet_run
   resumed = str(tmp_path / "resumed")
-  assert isinstance(full["params"], train.StatefulParams)
+  assert isinstance(full["params"], train_step.StatefulParams)
   stats = full["params"].model_state["batch_stats"]
   # Updated away from the initial running variance (ones).
   var = np.asarray(stats["stem_norm"]["bn"]["var"])
@@ -59,15 +61,14 @@ def test_batch_norm_statistics_are_trained_checkpointed_and_resumed(
   np.testing.assert_array_equal(
       saved["model_state"]["batch_stats"]["stem_norm"]["bn"]["var"], var)
 
-  assert train.train_and_evaluate(config, resumed, stop_at=3) == {
+  assert classification.train_and_evaluate(config, resumed, stop_at=3) == {
       "step": 3, "preempted": True}
-  again = train.train_and_evaluate(config, resumed)
+  again = classification.train_and_evaluate(config, resumed)
   assert again["results"] == full["results"]
   jax.tree.map(np.testing.assert_array_equal, _newest(straight),
                _newest(resumed))
 
   # Evaluation uses the running statistics: restore_trained gives them back.
-  from crl.trainers import classification  # pylint: disable=g-import-not-at-top
   task = classification.ClassificationTask(config)
   restored, step = train.restore_trained(config, straight, task)
   assert step == 4
@@ -91,28 +92,29 @@ def test_checkpoints_without_model_state_still_restore(tmp_path):
   ckpt = checkpointing.Checkpointer(str(tmp_path), 1, 3, async_save=False)
   ckpt.save(7, _OldTrainState(jnp.asarray(7, jnp.int32), params, opt_state))
   # A model without state writes the same layout as before.
-  new = train.TrainState(jnp.asarray(8, jnp.int32), params, opt_state)
-  assert set(train.checkpoint_tree(new)) == {"step", "params", "opt_state"}
-  ckpt.save(8, train.checkpoint_tree(new))
+  new = train_step.TrainState(jnp.asarray(8, jnp.int32), params, opt_state)
+  assert set(train_step.checkpoint_tree(new)) == {"step", "params", "opt_state"}
+  ckpt.save(8, train_step.checkpoint_tree(new))
   ckpt.wait()
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-      train.TrainState(jnp.asarray(0, jnp.int32), params, opt_state))
+      train_step.TrainState(jnp.asarray(0, jnp.int32), params, opt_state))
   for step in (7, 8):
     tree = ckpt._manager.restore(  # pylint: disable=protected-access
         step, args=checkpointing.ocp.args.StandardRestore(
-            train.checkpoint_tree(abstract)))
-    state = train.TrainState(**tree)
+            train_step.checkpoint_tree(abstract)))
+    state = train_step.TrainState(**tree)
     assert int(state.step) == step and state.model_state == {}
     np.testing.assert_array_equal(state.params["dense"]["kernel"],
                                   params["dense"]["kernel"])
   ckpt.close()
   # The newest-first restore the trainer uses.
   ckpt = checkpointing.Checkpointer(str(tmp_path), 1, 3, async_save=False)
-  (tree, step) = ckpt.restore_latest(train.checkpoint_tree(abstract))
+  (tree, step) = ckpt.restore_latest(train_step.checkpoint_tree(abstract))
   ckpt.close()
-  assert step == 8 and train.eval_params(train.TrainState(**tree)) is not None
+  assert step == 8 and train_step.eval_params(
+      train_step.TrainState(**tree)) is not None
 
 
 def test_init_from_a_run_directory(tmp_path, resnet_run):
@@ -124,7 +126,7 @@ def test_init_from_a_run_directory(tmp_path, resnet_run):
   target = str(tmp_path / "target")
   config = resnet_tiny(**{"init_from": source, "data.num_classes": 4,
                           "num_steps": 1, "optimizer.base_learning_rate": 0.0})
-  got = jax.device_get(train.train_and_evaluate(config, target)["params"])
+  got = jax.device_get(classification.train_and_evaluate(config, target)["params"])
   for k in ("stem_conv", "stage3_block0"):
     jax.tree.map(np.testing.assert_array_equal, got.params[k],
                  trained.params[k])
@@ -133,7 +135,7 @@ def test_init_from_a_run_directory(tmp_path, resnet_run):
   # A resumed run keeps its checkpoint: init_from is not even read.
   config = resnet_tiny(**{"init_from": str(tmp_path / "gone"),
                           "data.num_classes": 4, "num_steps": 1})
-  assert train.train_and_evaluate(config, target)["step"] == 1
+  assert classification.train_and_evaluate(config, target)["step"] == 1
 
   # Another model's run: one line, exit 2, nothing written.
   bad = str(tmp_path / "bad")

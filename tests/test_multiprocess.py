@@ -1,18 +1,27 @@
 """Two JAX processes joined by jax.distributed over localhost train together
-and match one process at the same global batch; their checkpoint resumes."""
+and match one process at the same global batch; their checkpoint resumes.
+
+The one-process reference trains in the test's own process (no second
+start-up); the two launches share a compilation cache, and the second one
+resumes the first one's step-2 checkpoint to the same end, so that it runs
+the same programs (a longer run would compile another schedule).
+"""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 
 import numpy as np
 
+from crl.trainers import classification
 from tests import helpers
 
-ARGS = ["--config=configs/nac.py:tiny", "--config.num_steps=4",
-        "--config.log_every_steps=1", "--config.checkpoint.every_steps=2",
-        "--config.evals.test.every_steps=0", "--config.final_eval.splits=test"]
+OVERRIDES = {"num_steps": 4, "log_every_steps": 1, "checkpoint.every_steps": 2,
+             "evals.test.every_steps": 0, "final_eval.splits": "test"}
+ARGS = ["--config=configs/nac.py:tiny",
+        *(f"--config.{k}={v}" for k, v in OVERRIDES.items())]
 
 
 def _free_port() -> int:
@@ -27,6 +36,7 @@ def _losses(workdir):
 
 
 def _launch(tmp_path, workdir, *extra):
+  extra = (*extra, f"--config.compile_cache_dir={tmp_path / 'xla_cache'}")
   env = helpers.subprocess_env()
   env["CRL_LAUNCH_LOGS"] = str(tmp_path / "logs")
   proc = subprocess.run(
@@ -47,8 +57,7 @@ def _tail(log: str, chars: int = 3000) -> str:
 
 def test_two_processes_match_one_and_resume(tmp_path):
   single = str(tmp_path / "single")
-  proc = helpers.run_main(*ARGS, f"--workdir={single}")
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  classification.train_and_evaluate(helpers.tiny_config(**OVERRIDES), single)
   multi = str(tmp_path / "multi")
   logs = _launch(tmp_path, multi)
   assert "process 1 of 2" in logs[1]
@@ -58,7 +67,10 @@ def test_two_processes_match_one_and_resume(tmp_path):
                              rtol=2e-5)
   with open(os.path.join(multi, "results.json")) as f:
     assert json.load(f)["results"]["test"]["num_examples"] == 64
-  # Both processes restore the shared checkpoint and continue.
-  logs = _launch(tmp_path, multi, "--config.num_steps=6")
+  # Both processes restore the shared checkpoint of step 2 and continue to
+  # the same steps 3 and 4 (the same programs: all from the cache).
+  shutil.rmtree(os.path.join(multi, "checkpoints", "4"))
+  logs = _launch(tmp_path, multi)
   for log in logs:
-    assert "Resumed from the checkpoint at step 4." in log
+    assert "Resumed from the checkpoint at step 2." in log
+  assert _losses(multi) == two

@@ -39,12 +39,8 @@ def _member_configs(spec, specs):
 
 
 def ood_suite_member(spec, lr=None, trainable=None, **kw):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  module_spec = importlib.util.spec_from_file_location(
-      "_suite_cfg", os.path.join(helpers.ROOT, "configs/ood_suite.py"))
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  c = module.member(spec, **kw)
+  c = config_lib.load_config_module(
+      os.path.join(helpers.ROOT, "configs/ood_suite.py")).member(spec, **kw)
   if lr is not None:
     c.optimizer.base_learning_rate = lr
   if trainable is not None:

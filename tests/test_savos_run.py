@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from crl import config_lib
-from crl import train
+from crl import runtime
 from crl.data import occluded_video
 from crl.trainers import savos as savos_task
 from tests import helpers
@@ -74,7 +74,7 @@ def test_self_supervised_batches_carry_no_amodal_masks():
   # Each loss runs on its own task's batch: the self-supervised one without
   # any amodal mask.
   params = jax.eval_shape(ssl.init_params, jax.random.PRNGKey(0))
-  rngs = train.step_rngs(0, 0)
+  rngs = runtime.step_rngs(0, 0)
   loss, metrics = jax.eval_shape(ssl.loss, params, batch, rngs)
   assert loss.shape == () and {"recon", "consistency"} <= set(metrics)
   loss, metrics = jax.eval_shape(sup.loss, params, sup_batch, rngs)
@@ -91,7 +91,7 @@ def test_official_variant_builds_and_its_losses_evaluate():
                              pipeline=ssl.pipeline, evaluator=ssl.evaluator)
   assert ssl.model.boxes == "frame" and ssl.model.patch_shape == (8, 16)
   params = jax.eval_shape(ssl.init_params, jax.random.PRNGKey(0))
-  rngs = train.step_rngs(0, 0)
+  rngs = runtime.step_rngs(0, 0)
   batch = jax.eval_shape(lambda: next(sup.train_batches(0)))
   for task in (ssl, sup):
     keys = {k: batch[k] for k in task.train_keys}

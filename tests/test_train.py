@@ -14,7 +14,7 @@ import pytest
 from crl import checkpointing
 from crl import config_lib
 from crl import registry
-from crl import train
+from crl.trainers import classification
 from tests import helpers
 
 TINY = "configs/nac.py:tiny"
@@ -89,12 +89,12 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
   parameters bitwise, the same per-step losses and the same final metrics."""
   config = _fast_config()
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  full = train.train_and_evaluate(config, straight)
+  full = classification.train_and_evaluate(config, straight)
   for stop in (2, 9):
-    assert train.train_and_evaluate(config, resumed, stop_at=stop) == {
+    assert classification.train_and_evaluate(config, resumed, stop_at=stop) == {
         "step": stop, "preempted": True}
   _assert_same_run(straight, resumed, config, full,
-                   train.train_and_evaluate(config, resumed))
+                   classification.train_and_evaluate(config, resumed))
 
 
 def test_resume_with_tfds_input_is_exact(tmp_path):
@@ -105,10 +105,10 @@ def test_resume_with_tfds_input_is_exact(tmp_path):
   config = _fast_config(data=data, num_steps=8)
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   with tfds.testing.mock_data(num_examples=80):
-    full = train.train_and_evaluate(config, straight)
-    train.train_and_evaluate(config, resumed, stop_at=3)
+    full = classification.train_and_evaluate(config, straight)
+    classification.train_and_evaluate(config, resumed, stop_at=3)
     _assert_same_run(straight, resumed, config, full,
-                     train.train_and_evaluate(config, resumed))
+                     classification.train_and_evaluate(config, resumed))
 
 
 def test_eight_devices_match_one(tmp_path):
@@ -116,11 +116,11 @@ def test_eight_devices_match_one(tmp_path):
 import json, sys
 import jax
 jax.config.update("jax_disable_most_optimizations", True)
-from crl import train
+from crl.trainers import classification
 from tests import helpers
 cfg = helpers.tiny_config(num_steps=4, log_every_steps=1, evals={},
                           **{"checkpoint.async_save": False})
-train.train_and_evaluate(cfg, sys.argv[1] if len(sys.argv) > 1 else %r)
+classification.train_and_evaluate(cfg, sys.argv[1] if len(sys.argv) > 1 else %r)
 print("DEVICES", jax.device_count())
 """
   losses = {}

@@ -15,7 +15,6 @@ workdir's analysis folder).
 from __future__ import annotations
 
 import csv
-import json
 import os
 from typing import Sequence
 
@@ -24,6 +23,7 @@ from absl import flags
 from absl import logging
 
 from crl import metric_writers
+from crl import workdir as workdir_lib
 from crl.analysis import circuits
 from crl.analysis import few_shot
 from crl.analysis import module_dropping
@@ -73,6 +73,8 @@ def tfds_pool(spec: str, run: runs.Run) -> dict:
 
 
 def analyse_run(workdir: str, analyses: Sequence[str]) -> list[dict]:
+  """Runs `analyses` on the finished run in `workdir`; writes their files
+  under `workdir/analysis/` and returns their summary rows."""
   run = runs.load_run(workdir)
   out = os.path.join(workdir, "analysis")
   os.makedirs(out, exist_ok=True)
@@ -122,12 +124,14 @@ def analyse_run(workdir: str, analyses: Sequence[str]) -> list[dict]:
         modes=_MODES.value, episodes=_EPISODES.value,
         steps=_FEW_SHOT_STEPS.value, seed=0)
     rows = [{"model": name, "workdir": workdir, **r} for r in rows]
-    with open(os.path.join(out, "few_shot.json"), "w") as f:
-      json.dump(rows, f, indent=1)
+    workdir_lib.write_json_atomic(os.path.join(out, "few_shot.json"), rows,
+                                  indent=1)
   return rows
 
 
 def main(argv: Sequence[str]) -> None:
+  """The `python -m crl.analysis` program: every analysis on every
+  `--workdir`, one table printed at the end."""
   del argv
   metric_writers.setup_console()  # --verbose shows the libraries' INFO
   unknown = [a for a in _ANALYSES.value if a not in ANALYSES]

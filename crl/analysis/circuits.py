@@ -32,7 +32,7 @@ import networkx as nx
 import numpy as np
 
 from crl.analysis import module_dropping
-from crl.evaluators import classification as classification_eval
+from crl.evaluators import common as eval_common
 from crl.models import nac as nac_lib
 
 
@@ -102,8 +102,8 @@ def sampled_graphs(model: nac_lib.NAC, params: Any, images: jax.Array,
   fn = jax.jit(lambda p, x, k: sampler.apply(
       {"params": p}, x, train=False, rngs={"sample": k})[1])
   aux = fn(params, images, key)
-  return {"graph": classification_eval.gather(aux["graph"]),
-          "read_in_attention": classification_eval.gather(
+  return {"graph": eval_common.gather(aux["graph"]),
+          "read_in_attention": eval_common.gather(
               aux["read_in_attention"])}
 
 

@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from crl import train
-from crl.evaluators import classification as classification_eval
+from crl import train_step
+from crl.evaluators import common as eval_common
 
 MODES = ("head", "codes", "all")
 
@@ -46,9 +46,9 @@ def collect_pool(pipeline: Any, split: str, input_key: str = "image",
   xs, ys = [], []
   count = 0
   for batch in pipeline.eval_batches(split):
-    mask = classification_eval.gather(batch["mask"]) > 0
-    xs.append(classification_eval.gather(batch[input_key])[mask])
-    ys.append(classification_eval.gather(batch["label"])[mask])
+    mask = eval_common.gather(batch["mask"]) > 0
+    xs.append(eval_common.gather(batch[input_key])[mask])
+    ys.append(eval_common.gather(batch["label"])[mask])
     count += int(mask.sum())
     if max_examples is not None and count >= max_examples:
       break
@@ -97,6 +97,8 @@ def is_code(path: Sequence[str]) -> bool:
 
 
 def has_codes(params: Any) -> bool:
+  """Whether `params` holds module codes (a NAC), which few-shot can
+  adapt alone."""
   return any(is_code(p) for p in traverse_util.flatten_dict(params))
 
 
@@ -135,7 +137,7 @@ def make_adapter(model: Any, params: Any, mode: str, ways: int,
   trainable = _trainable(params, mode)
 
   def features(p, x):
-    return model.apply(train.model_variables(p), x,
+    return model.apply(train_step.model_variables(p), x,
                        train=False)[1]["features"]
 
   def logits_fn(p, head, x):

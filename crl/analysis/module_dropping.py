@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crl.evaluators import classification as classification_eval
+from crl.evaluators import common as eval_common
 from crl.models import kernel as kernel_lib
 from crl.models import nac as nac_lib
 
@@ -148,9 +148,9 @@ def accuracy(model: Any, params: Any, pipeline: Any, split: str,
       model.apply({"params": p}, x, train=False)[0], -1))
   correct = total = 0.0
   for batch in pipeline.eval_batches(split):
-    pred = classification_eval.gather(predict(params, batch[input_key]))
-    label = classification_eval.gather(batch["label"])
-    mask = classification_eval.gather(batch["mask"]) > 0
+    pred = eval_common.gather(predict(params, batch[input_key]))
+    label = eval_common.gather(batch["label"])
+    mask = eval_common.gather(batch["mask"]) > 0
     correct += float(np.sum((pred == label) & mask))
     total += float(mask.sum())
   return correct / max(total, 1.0)
@@ -221,6 +221,8 @@ def best_speedup(rows: Sequence[dict[str, Any]],
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str) -> str:
+  """Writes `rows` (dicts with the same keys) to the CSV file `path`;
+  returns `path`."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))

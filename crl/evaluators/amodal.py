@@ -36,7 +36,7 @@ import numpy as np
 from scipy import spatial
 
 from crl.data import occluded_video
-from crl.evaluators.classification import gather
+from crl.evaluators.common import gather
 from crl.models import savos as savos_lib
 
 IOU_EPS = 1e-6

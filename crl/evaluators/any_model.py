@@ -25,7 +25,7 @@ import ml_collections
 
 from crl import config_lib
 from crl import registry
-from crl import train
+from crl import runtime
 from crl.data import pipeline as pipeline_lib
 from crl.evaluators import ood_suite
 from crl.evaluators import suite_loop
@@ -43,9 +43,9 @@ def make_pipeline(dataset: Any, eval_batch_size: int = 64
   if isinstance(dataset, (ml_collections.ConfigDict, dict)):
     dataset = config_lib.build(registry.DATASETS,
                                ml_collections.ConfigDict(dict(dataset)))
-  return pipeline_lib.InputPipeline(dataset, train.make_mesh(),
+  return pipeline_lib.InputPipeline(dataset, runtime.make_mesh(),
                                     eval_batch_size, eval_batch_size,
-                                    train.DATA_AXIS)
+                                    runtime.DATA_AXIS)
 
 
 def _predict_fn(apply_fn: ApplyFn, input_key: str) -> Callable[..., Any]:

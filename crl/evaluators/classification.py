@@ -12,17 +12,10 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 
+from crl.evaluators import common
 from crl.evaluators import metrics as metrics_lib
-
-
-def gather(x: jax.Array) -> np.ndarray:
-  """A global array as one host array on every process."""
-  if x.is_fully_addressable:
-    return np.asarray(jax.device_get(x))
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 class ClassificationEvaluator:
@@ -67,14 +60,9 @@ class ClassificationEvaluator:
 
   def predict(self, params: Any, split: str) -> dict[str, np.ndarray]:
     """Logits, labels and mask of one pass over `split` (padding removed)."""
-    logits, labels, masks = [], [], []
-    for batch in self.pipeline.eval_batches(split):
-      logits.append(gather(self.predict_fn(params, batch)))
-      labels.append(gather(batch["label"]))
-      masks.append(gather(batch["mask"]))
-    mask = np.concatenate(masks) > 0
-    return {"logits": np.concatenate(logits)[mask].astype(np.float64),
-            "label": np.concatenate(labels)[mask]}
+    out = common.collect(self.pipeline, self.predict_fn, params, split)
+    return {"logits": out["output"].astype(np.float64),
+            "label": out["label"]}
 
   def run(self, params: Any) -> dict[str, dict[str, float]]:
     """`{split: {metric: value}}` for every configured split."""

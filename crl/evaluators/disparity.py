@@ -52,6 +52,7 @@ CONVENTIONS = {
 
 
 def as_1d(x: Any, name: str) -> np.ndarray:
+  """`x` as a 1-D array; `ValueError` naming `name` otherwise."""
   x = np.asarray(x)
   if x.ndim != 1:
     raise ValueError(f"{name} must be a 1-D array, got shape {x.shape}.")
@@ -59,6 +60,8 @@ def as_1d(x: Any, name: str) -> np.ndarray:
 
 
 def binary(x: Any, name: str) -> np.ndarray:
+  """`x` as a 1-D int64 array of 0/1 values; `ValueError` naming `name`
+  otherwise."""
   x = as_1d(x, name)
   values = np.unique(x)
   if not np.all(np.isin(values, (0, 1))):
@@ -67,6 +70,8 @@ def binary(x: Any, name: str) -> np.ndarray:
 
 
 def check_lengths(**arrays: np.ndarray) -> None:
+  """`ValueError` unless the named arrays are non-empty and of one
+  length."""
   lengths = {k: len(v) for k, v in arrays.items()}
   if len(set(lengths.values())) > 1:
     raise ValueError(f"Arrays must have the same length, got {lengths}.")

@@ -5,9 +5,8 @@ predicted label, `s` the protected attribute with any number of values; a
 group counts only if it has examples):
 
 * `accuracy`: `mean(yhat == y)`.
-* `average_precision`: `sum_n (R_n - R_{n-1}) P_n` over the distinct score
-  thresholds, highest first (scikit-learn's `average_precision_score`: no
-  interpolation, tied scores form one threshold).
+* `average_precision`: `crl.evaluators.metrics.average_precision` of the
+  scores `sigmoid(z)` (scikit-learn's `average_precision_score`).
 * `signed_ddp`: `P(yhat=1 | s=positive_group) - P(yhat=1 | s=reference_group)`
   (the paper's DDP; binary attributes, or any two groups of a multi-group one).
 * Fairlearn 0.15's group-disparity metrics, from `crl.evaluators.disparity`
@@ -31,8 +30,8 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
+from crl.evaluators import common
 from crl.evaluators import metrics as metrics_lib
-from crl.evaluators.classification import gather
 # The group-disparity metrics (Fairlearn's) live in `disparity`; re-exported.
 from crl.evaluators.disparity import (  # pylint: disable=unused-import
     EO_AGGREGATIONS, as_1d, binary, check_lengths,
@@ -50,27 +49,6 @@ def accuracy(y_true: Any, y_pred: Any) -> float:
   y_true, y_pred = as_1d(y_true, "y_true"), as_1d(y_pred, "y_pred")
   check_lengths(y_true=y_true, y_pred=y_pred)
   return float(np.mean(y_true == y_pred))
-
-
-def average_precision(y_true: Any, scores: Any) -> float:
-  """Average precision of `scores` for binary `y_true` (scikit-learn's).
-
-  Returns NaN when there is no positive example.
-  """
-  y_true = binary(y_true, "y_true")
-  scores = as_1d(scores, "scores").astype(np.float64)
-  check_lengths(y_true=y_true, scores=scores)
-  if np.isnan(scores).any():
-    raise ValueError("scores contain NaN.")
-  if not y_true.any():
-    return float("nan")
-  order = np.argsort(-scores, kind="mergesort")
-  s, y = scores[order], y_true[order]
-  last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # end of each tie run
-  tps = np.cumsum(y)[last].astype(np.float64)
-  precision = tps / (last + 1)
-  recall = tps / tps[-1]
-  return float(np.sum(np.diff(np.r_[0., recall]) * precision))
 
 
 def signed_ddp(y_pred: Any, groups: Any, positive_group: Any = 1,
@@ -179,7 +157,8 @@ def fairness_metrics(margin: Any, y_true: Any, groups: Any,
   rates = selection_rates(y_pred, groups)
   row = {
       "accuracy": accuracy(y_true, y_pred),
-      "average_precision": average_precision(y_true, 1. / (1. + np.exp(-z))),
+      "average_precision": metrics_lib.average_precision(
+          1. / (1. + np.exp(-z)), y_true),
       "dp_difference": demographic_parity_difference(y_pred, groups),
       "dp_ratio": demographic_parity_ratio(y_pred, groups),
       "eo_difference": equalized_odds_difference(y_true, y_pred, groups),
@@ -262,35 +241,8 @@ def apply_group_thresholds(margin: Any, groups: Any,
 
 # Evaluator -------------------------------------------------------------------
 
-
-def collect(pipeline: Any, fn: Callable[[Any, dict[str, jax.Array]], Any],
-            params: Any, split: str) -> dict[str, np.ndarray]:
-  """One pass of `fn(params, batch)` over `split`, padding removed.
-
-  Args:
-    pipeline: a `crl.data.pipeline.InputPipeline` whose batches carry 'label'
-      and 'group'.
-    fn: jitted `(params, batch) -> array [B, ...] or {name: [B, ...]}`.
-    params: model parameters.
-    split: an eval split of the dataset.
-
-  Returns:
-    `{name: [n, ...]}` of `fn`'s outputs (`'output'` for a bare array) plus
-    'label' and 'group', real examples only.
-  """
-  parts: dict[str, list[np.ndarray]] = {}
-  for batch in pipeline.eval_batches(split):
-    out = fn(params, batch)
-    if not isinstance(out, dict):
-      out = {"output": out}
-    out = {**out, "label": batch["label"], "group": batch["group"],
-           "mask": batch["mask"]}
-    for k, v in out.items():
-      parts.setdefault(k, []).append(gather(v))
-  if not parts:
-    raise ValueError(f"Eval split {split!r} is empty.")
-  mask = np.concatenate(parts.pop("mask")) > 0
-  return {k: np.concatenate(v)[mask] for k, v in parts.items()}
+# The batch entries a fairness pass returns with the model's outputs.
+KEYS = ("label", "group")
 
 
 class FairnessEvaluator:
@@ -352,8 +304,8 @@ class FairnessEvaluator:
   def predict(self, params: Any, split: str,
               with_features: bool = False) -> dict[str, np.ndarray]:
     """`{'logits', 'label', 'group'[, 'features']}` of one pass over split."""
-    return collect(self.pipeline, self._outputs_fn(with_features), params,
-                   split)
+    return common.collect(self.pipeline, self._outputs_fn(with_features),
+                          params, split, KEYS)
 
   def run(self, params: Any) -> dict[str, dict[str, float]]:
     """`{split: {metric: value}}` for every configured split."""

@@ -254,6 +254,19 @@ def classification_metrics(logits=None, labels=None, mask=None,
   return row
 
 
+def _scores_and_positives(scores, positives
+                          ) -> tuple[np.ndarray, np.ndarray]:
+  """Flat float64 scores and boolean positives of one length, no NaN."""
+  scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+  positives = np.asarray(positives).astype(bool).reshape(-1)
+  if scores.shape != positives.shape:
+    raise ValueError(f"scores ({scores.size}) and positives "
+                     f"({positives.size}) must have the same length.")
+  if np.isnan(scores).any():
+    raise ValueError("scores contain NaN.")
+  return scores, positives
+
+
 def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
   """Area under the ROC curve of `scores` for binary `positives`.
 
@@ -268,13 +281,7 @@ def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
   Raises:
     ValueError: if lengths differ, scores contain NaN, or one class is absent.
   """
-  scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-  positives = np.asarray(positives).astype(bool).reshape(-1)
-  if scores.shape != positives.shape:
-    raise ValueError(f"scores ({scores.size}) and positives "
-                     f"({positives.size}) must have the same length.")
-  if np.isnan(scores).any():
-    raise ValueError("scores contain NaN.")
+  scores, positives = _scores_and_positives(scores, positives)
   n_pos, n_neg = positives.sum(), (~positives).sum()
   if n_pos == 0 or n_neg == 0:
     raise ValueError("AUROC needs both positive and negative examples.")
@@ -288,3 +295,32 @@ def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
   ranks[order] = np.repeat(avg, counts)
   return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) /
                (n_pos * n_neg))
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+  """Average precision of `scores` for binary `positives`.
+
+  `sum_n (R_n - R_{n-1}) P_n` over the distinct score thresholds, highest
+  first, with no interpolation (`sklearn.metrics.average_precision_score(
+  positives, scores)`). Higher scores mean "more positive".
+
+  Args:
+    scores: `[examples]`, no NaN (+-inf allowed).
+    positives: `[examples]` booleans (or 0/1).
+
+  Returns:
+    The average precision; NaN when there is no positive example.
+
+  Raises:
+    ValueError: if lengths differ or scores contain NaN.
+  """
+  scores, positives = _scores_and_positives(scores, positives)
+  if not positives.any():
+    return float("nan")
+  order = np.argsort(-scores, kind="mergesort")
+  s, y = scores[order], positives[order]
+  last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # end of each tie run
+  tps = np.cumsum(y)[last].astype(np.float64)
+  precision = tps / (last + 1)
+  recall = tps / tps[-1]
+  return float(np.sum(np.diff(np.r_[0., recall]) * precision))

@@ -173,10 +173,10 @@ def _curve(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
-  tps, fps = _curve(pos, neg)
-  precision = tps / (tps + fps)
-  recall = tps / tps[-1]
-  return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+  """`metrics.average_precision` with `pos` the positives' scores."""
+  return metrics_lib.average_precision(
+      np.concatenate([pos, neg]),
+      np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)])
 
 
 def auroc(id_scores, ood_scores) -> float:

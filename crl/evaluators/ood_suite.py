@@ -55,7 +55,7 @@ from crl.data import pipeline as pipeline_lib
 from crl.evaluators import metrics as metrics_lib
 from crl.evaluators import ood_detection
 from crl.evaluators import suite_loop
-from crl.evaluators.classification import gather
+from crl.evaluators.common import gather
 from crl.shifts import corruptions
 from crl.shifts import natural
 from crl.shifts import registry as shift_registry

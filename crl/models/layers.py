@@ -66,6 +66,7 @@ def _plain_layer_norm(x: jax.Array, eps: float = _SCALE_NORM_EPS) -> jax.Array:
 
 
 def check_init(init: str) -> None:
+  """Raises ValueError unless `init` is one of `INIT_SCHEMES`."""
   if init not in INIT_SCHEMES:
     raise ValueError(f"init must be one of {INIT_SCHEMES}, got {init!r}.")
 

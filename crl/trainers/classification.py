@@ -8,7 +8,7 @@ table is printed and written to `results.json`.
 The model call convention is `logits, aux = model.apply({'params': p},
 batch[input_key], train=bool, rngs={'dropout', 'sample'})`; a model with
 `has_state` (BatchNorm's `batch_stats`) is applied with its state, mutable
-in training (`crl.train.TrainState.model_state`); datasets name
+in training (`crl.train_step.TrainState.model_state`); datasets name
 their input (`input_key`, default 'image', and `input_shape`, default
 `image_shape`).
 """
@@ -26,6 +26,7 @@ from crl import config_lib
 from crl import registry
 from crl import runtime
 from crl import train
+from crl import train_step
 from crl.data import pipeline as pipeline_lib
 from crl.evaluators import classification
 from crl.models import precision
@@ -40,10 +41,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
 
 
 def build_dataset(config: ml_collections.ConfigDict) -> Any:
+  """The registered dataset `config.data` names."""
   return config_lib.build(registry.DATASETS, config.data)
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> Any:
+  """The registered model `config.model` names, for `num_classes`, in the
+  compute dtype of `config.compute_dtype`."""
   return precision.with_compute_dtype(
       config_lib.build(registry.MODELS, config.model, num_classes=num_classes),
       config.get("compute_dtype", "float32"))
@@ -57,6 +61,8 @@ def input_spec(dataset: Any) -> tuple[str, tuple[int, ...]]:
 
 
 def check_evals(config: ml_collections.ConfigDict) -> None:
+  """One-line `ConfigError` for a `config.evals` section naming no known
+  evaluator."""
   for name, section in config.get("evals", {}).items():
     if "type" not in section or section.type not in registry.EVALUATORS:
       raise config_lib.ConfigError(
@@ -81,7 +87,7 @@ class ClassificationTask:
     self.model = build_model(config, self.num_classes)
     self.input_key, self.input_shape = input_spec(self.dataset)
     self.mesh = (mesh if mesh is not None
-                 else train.make_mesh(runtime.fsdp_size(config)))
+                 else runtime.make_mesh(runtime.fsdp_size(config)))
     self.pipeline = pipeline_lib.InputPipeline(
         self.dataset, self.mesh, config.batch_size, config.eval_batch_size,
         runtime.batch_axes(self.mesh))
@@ -90,10 +96,10 @@ class ClassificationTask:
     # An attribute, not a config read in `objective`: a population sets it
     # per member to a traced value (crl.population).
     self.label_smoothing = config.loss.label_smoothing
-    rngs = train.eval_rngs(config.seed)
+    rngs = runtime.eval_rngs(config.seed)
     self.predict_fn = jax.jit(
         lambda params, batch: self.model.apply(
-            train.model_variables(params), batch[self.input_key],
+            train_step.model_variables(params), batch[self.input_key],
             train=False, rngs=rngs)[0],
         out_shardings=self.pipeline.sharding)
 
@@ -200,8 +206,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   train.check_config(config)
   check_evals(config)
-  if config.get("xla_fast_compile", False):
-    # Process-wide: small runs whose time is all compilation (tests, :tiny).
-    jax.config.update("jax_disable_most_optimizations", True)
+  runtime.setup_fast_compile(config)
   return train.run(config, workdir, (task_cls or ClassificationTask)(config),
                    stop_at)

@@ -33,11 +33,13 @@ import optax
 from crl import config_lib
 from crl import registry
 from crl import train
+from crl import runtime
 from crl.data import pipeline as pipeline_lib
 from crl.evaluators import classification as classification_eval
 from crl.evaluators import fairness as fairness_eval
 from crl.models import precision
 from crl.trainers import classification
+from crl.trainers import runs
 
 PENALTIES = ("squared", "absolute")
 GROUP_LOSSES = ("bce", "mse")
@@ -148,40 +150,34 @@ def check_fairness_config(config: ml_collections.ConfigDict,
         "target.")
 
 
-_SHARED: dict[Any, Any] = {}
-_SHARED_MAX = 16
+def _made(shared: runs.Shared | None, key: Any, make: Any) -> Any:
+  """`make()`, or the study's item of `key` when `shared` is given."""
+  return make() if shared is None else shared.get(key, make)
 
 
-def _shared(key: Any, make: Any) -> Any:
-  """A small process-wide cache, so that the trainings of a study (same
-  data, same model) reuse one input pipeline and one compiled predict
-  function instead of compiling their own."""
-  if key not in _SHARED:
-    if len(_SHARED) >= _SHARED_MAX:
-      _SHARED.pop(next(iter(_SHARED)))
-    _SHARED[key] = make()
-  return _SHARED[key]
-
-
-def shared_pipeline(dataset: Any, mesh: jax.sharding.Mesh, batch_size: int,
-                    eval_batch_size: int) -> pipeline_lib.InputPipeline:
-  """The `InputPipeline` of (dataset, mesh, batch sizes), built once."""
-  return _shared(
-      ("pipeline", dataset, mesh, batch_size, eval_batch_size),
+def input_pipeline(dataset: Any, mesh: jax.sharding.Mesh, batch_size: int,
+                   eval_batch_size: int, shared: runs.Shared | None = None
+                   ) -> pipeline_lib.InputPipeline:
+  """The `InputPipeline` of (dataset, mesh, batch sizes); one per study
+  when the study passes its `shared` items."""
+  return _made(
+      shared, ("pipeline", dataset, mesh, batch_size, eval_batch_size),
       lambda: pipeline_lib.InputPipeline(dataset, mesh, batch_size,
-                                         eval_batch_size, train.DATA_AXIS))
+                                         eval_batch_size, runtime.DATA_AXIS))
 
 
 def model_functions(model: Any, input_key: str, sharding: Any,
-                    seed: int) -> dict[str, Any]:
+                    seed: int, shared: runs.Shared | None = None
+                    ) -> dict[str, Any]:
   """Jitted `(params, batch) ->` logits / features / all heads of `model`.
 
   Keys: 'predict' (logits), 'features' (aux['features']), 'heads'
   ({'logits', 'features'} and 'group_logits' if the model has them). Built
-  once per (model, input key, sharding, seed).
+  once per (model, input key, sharding, seed) of a study that passes its
+  `shared` items, so that its trainings compile them once.
   """
   def make():
-    rngs = train.eval_rngs(seed)
+    rngs = runtime.eval_rngs(seed)
 
     def apply(params, batch):
       return model.apply({"params": params}, batch[input_key], train=False,
@@ -200,21 +196,27 @@ def model_functions(model: Any, input_key: str, sharding: Any,
         "features": jax.jit(lambda p, b: apply(p, b)[1]["features"],
                             out_shardings=sharding),
         "heads": jax.jit(heads, out_shardings=sharding)}
-  return _shared(("model", model, input_key, sharding, seed), make)
+  return _made(shared, ("model", model, input_key, sharding, seed), make)
 
 
 class FairClassificationTask(classification.ClassificationTask):
-  """Cross-entropy plus lambda times the parity penalty (module docstring)."""
+  """Cross-entropy plus lambda times the parity penalty (module docstring).
+
+  `shared`: the items a study's trainings share (`crl.trainers.runs.Shared`;
+  input pipeline, jitted predict functions), or None for a run of its own.
+  """
 
   progress_keys = ("loss", "accuracy", "parity_gap", "learning_rate")
 
   def __init__(self, config: ml_collections.ConfigDict,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None,
+               shared: runs.Shared | None = None):
     super().__init__(config, mesh)
     check_fairness_config(config, self.dataset)
     self.num_groups = int(self.dataset.num_groups)
-    self.pipeline = shared_pipeline(self.dataset, self.mesh, config.batch_size,
-                                    config.eval_batch_size)
+    self.shared = shared
+    self.pipeline = input_pipeline(self.dataset, self.mesh, config.batch_size,
+                                   config.eval_batch_size, shared)
     self.batch_sharding = self.pipeline.sharding
     self.bind_model(self.model)
 
@@ -222,7 +224,7 @@ class FairClassificationTask(classification.ClassificationTask):
     """Sets the model and its (shared) jitted predict functions."""
     self.model = model
     fns = model_functions(model, self.input_key, self.pipeline.sharding,
-                          self.config.seed)
+                          self.config.seed, self.shared)
     self.predict_fn = fns["predict"]
     self.features_fn = fns["features"]
     self.heads_fn = fns["heads"]
@@ -293,12 +295,13 @@ class TwoHeadsTask(FairClassificationTask):
   progress_keys = ("loss", "accuracy", "group_accuracy", "learning_rate")
 
   def __init__(self, config: ml_collections.ConfigDict,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None,
+               shared: runs.Shared | None = None):
     if config.model.name != "two_heads":
       raise config_lib.ConfigError(
           f"The two-heads task needs config.model.name='two_heads', got "
           f"{config.model.name!r}.")
-    super().__init__(config, mesh)
+    super().__init__(config, mesh, shared)
     self.bind_model(precision.with_compute_dtype(
         config_lib.build(registry.MODELS, config.model,
                          num_classes=self.num_classes,
@@ -329,11 +332,13 @@ class TwoHeadsTask(FairClassificationTask):
             jnp.argmax(group_logits, -1) == batch["group"])}
 
 
-def make_task(config: ml_collections.ConfigDict) -> FairClassificationTask:
-  """`TwoHeadsTask` for model 'two_heads', else `FairClassificationTask`."""
+def make_task(config: ml_collections.ConfigDict,
+              shared: runs.Shared | None = None) -> FairClassificationTask:
+  """`TwoHeadsTask` for model 'two_heads', else `FairClassificationTask`;
+  `shared`: the items of the study the training belongs to, if any."""
   if config.model.name == "two_heads":
-    return TwoHeadsTask(config)
-  return FairClassificationTask(config)
+    return TwoHeadsTask(config, shared=shared)
+  return FairClassificationTask(config, shared=shared)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -346,8 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   train.check_config(config)
   classification.check_evals(config)
-  if config.get("xla_fast_compile", False):
-    jax.config.update("jax_disable_most_optimizations", True)
+  runtime.setup_fast_compile(config)
   return train.run(config, workdir, make_task(config), stop_at)
 
 

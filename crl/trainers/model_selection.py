@@ -33,7 +33,9 @@ import ml_collections
 
 from crl import train
 from crl import workdir as workdir_lib
+from crl.evaluators import common
 from crl.evaluators import fairness as fm
+from crl.evaluators import metrics as metrics_lib
 
 RECORD = "selection.json"
 PARAMS = "selected_params.msgpack"
@@ -45,8 +47,10 @@ def _check_points(num_steps: int, every_steps: int) -> list[int]:
 
 def validation_average_precision(task: Any, params: Any) -> float:
   """The target's average precision on 'validation' (margin as score)."""
-  val = fm.collect(task.pipeline, task.heads_fn, params, "validation")
-  return fm.average_precision(val["label"], fm.binary_margin(val["logits"]))
+  val = common.collect(task.pipeline, task.heads_fn, params, "validation",
+                       fm.KEYS)
+  return metrics_lib.average_precision(fm.binary_margin(val["logits"]),
+                                       val["label"])
 
 
 def _latest_step(workdir: str) -> int:

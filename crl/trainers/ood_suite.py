@@ -42,6 +42,7 @@ import numpy as np
 from crl import checkpointing
 from crl import config_lib
 from crl import registry
+from crl import runtime
 from crl import train
 from crl import workdir as workdir_lib
 from crl.data import member_augment
@@ -50,6 +51,7 @@ from crl.evaluators import suite_loop
 from crl.reports import ood_report
 from crl.trainers import classification
 from crl.trainers import fine_tune
+from crl.trainers import runs
 from crl.trainers import suite_groups
 
 AUGMENTATIONS = member_augment.AUGMENTATIONS
@@ -122,6 +124,8 @@ def _identity(plain: dict[str, Any]) -> dict[str, Any]:
   if isinstance(out.get("data"), dict):
     out["data"] = {k: v for k, v in out["data"].items()
                    if k != "eval_examples"}
+  out["model"] = config_lib.with_component_defaults(registry.MODELS,
+                                                    out.get("model"))
   return out
 
 
@@ -133,25 +137,7 @@ def finished_step(member: ml_collections.ConfigDict, member_dir: str
   Raises:
     CheckpointError: `member_dir` holds checkpoints of another config.
   """
-  ckpt_dir = os.path.join(member_dir, "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(ckpt_dir)
-                 if d.isdigit()) if os.path.isdir(ckpt_dir) else []
-  if not steps:
-    return None
-  path = os.path.join(member_dir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = _identity(json.load(f))
-    old["model"] = config_lib.with_component_defaults(registry.MODELS,
-                                                      old.get("model"))
-    new = _identity(json.loads(json.dumps(config_lib.to_plain(member))))
-    diffs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diffs:
-      raise checkpointing.CheckpointError(
-          f"{member_dir} holds a member trained with another config (keys "
-          f"that differ: {', '.join(diffs)}). Delete that folder to retrain "
-          "it, or use another --workdir.")
-  return steps[-1] if steps[-1] >= member.num_steps else None
+  return runs.finished_step(member, member_dir, _identity)
 
 
 def train_or_load(member: ml_collections.ConfigDict, member_dir: str,
@@ -159,21 +145,21 @@ def train_or_load(member: ml_collections.ConfigDict, member_dir: str,
                   ) -> tuple[Any, int, bool]:
   """`(params, step, reused)`: the finished checkpoint, or train to it (a
   strategy or regime of `crl.trainers.fine_tune` through its engine)."""
-  if finished_step(member, member_dir) is not None:
-    params, step = train.restore_trained(member, member_dir, task)
-    if step >= member.num_steps:
-      return params, step, True
   if fine_tune.needs_engine(member):
+    if finished_step(member, member_dir) is not None:
+      params, step = train.restore_trained(member, member_dir, task)
+      if step >= member.num_steps:
+        return params, step, True
     out = _train_engine(member, member_dir, task)
     if "failed_at_step" in out:
       raise _Preempted(f"The member in {member_dir} diverged at step "
                        f"{out['failed_at_step']}; it is left untrained.")
     return out["params"], out["step"], False
-  out = train.run(member, member_dir, task)
+  out = runs.train_or_reuse(member, member_dir, task, identity=_identity)
   if out.get("preempted"):
     raise _Preempted(f"Stopped while training the member in {member_dir} at "
                      f"step {out['step']}; run the same command to continue.")
-  return out["params"], out["step"], False
+  return out["params"], out["step"], bool(out.get("reused"))
 
 
 def _train_engine(member, member_dir, task) -> dict[str, Any]:
@@ -233,8 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     The content of `results.json`.
   """
   names = _check(config)
-  if config.get("xla_fast_compile", False):
-    jax.config.update("jax_disable_most_optimizations", True)
+  runtime.setup_fast_compile(config)
   os.makedirs(workdir, exist_ok=True)
   lock = workdir_lib.WorkdirLock(workdir)
   # The tasks of a job array share the workdir; each unit has its own lock.

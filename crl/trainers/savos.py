@@ -39,6 +39,7 @@ import ml_collections
 
 from crl import config_lib
 from crl import registry
+from crl import runtime
 from crl import train
 from crl.reports import amodal_pictures
 from crl.data import occluded_video
@@ -67,7 +68,7 @@ class _Periodic:
 
 
 class SavosTask:
-  """SaVos on `OccludedVideo` for `crl.train.run` (see `train.Task`).
+  """SaVos on `OccludedVideo` for `crl.train.run` (see `train_step.Task`).
 
   Args:
     config: the experiment config (configs/savos.py).
@@ -79,7 +80,7 @@ class SavosTask:
     final_splits: the splits scored at the end (default `config.eval.splits`).
     method: the name of the results (default: 'savos' or 'supervised').
     pipeline, evaluator: shared instances (built when None).
-    mesh: the device mesh (default `train.make_mesh()`).
+    mesh: the device mesh (default `runtime.make_mesh()`).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, *,
@@ -106,7 +107,7 @@ class SavosTask:
     if pipeline is None:
       dataset = build_dataset(config)
       pipeline = savos_pipeline.VideoPipeline(
-          dataset, mesh or train.make_mesh(), config.batch_size,
+          dataset, mesh or runtime.make_mesh(), config.batch_size,
           config.eval_batch_size, noise=input_noise(config))
     self.pipeline = pipeline
     self.dataset = pipeline.dataset
@@ -338,11 +339,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     parameters) and "step"; `{"step", "preempted": True}` when stopped.
   """
   check_config(config)
-  if config.get("xla_fast_compile", False):
-    jax.config.update("jax_disable_most_optimizations", True)
+  runtime.setup_fast_compile(config)
   t_start = time.time()
   timing: dict[str, float] = {}
-  mesh = train.make_mesh()
+  mesh = runtime.make_mesh()
   dataset = build_dataset(config)
   check_dataset_names(config, dataset)
   pipeline = savos_pipeline.VideoPipeline(

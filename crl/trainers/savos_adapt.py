@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from crl.evaluators import amodal as amodal_eval
-from crl.evaluators.classification import gather
+from crl.evaluators.common import gather
 from crl.data import occluded_video
 from crl.models import savos as savos_lib
 from crl.trainers import savos_losses

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from crl import preemption
-from crl import train
+from crl import runtime
 from crl.data import occluded_video
 from crl.data import pipeline as pipeline_lib
 from crl.data import tracker_noise
@@ -34,7 +34,7 @@ class VideoPipeline(pipeline_lib.InputPipeline):
   """
 
   def __init__(self, dataset: Any, mesh: jax.sharding.Mesh, global_batch: int,
-               eval_batch: int, data_axis: str = train.DATA_AXIS,
+               eval_batch: int, data_axis: str = runtime.DATA_AXIS,
                noise: tracker_noise.TrackerNoise = tracker_noise.TrackerNoise()):
     super().__init__(dataset, mesh, global_batch, eval_batch, data_axis)
     self.noise = noise

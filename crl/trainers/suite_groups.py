@@ -19,7 +19,6 @@ checkpoint) is never trained again.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Callable
@@ -28,7 +27,6 @@ from absl import logging
 import jax
 import ml_collections
 
-from crl import checkpointing
 from crl import config_lib
 from crl import population
 from crl import workdir as workdir_lib
@@ -116,20 +114,17 @@ def array_share(config: ml_collections.ConfigDict, all_units: list[Any]
 def check_workdir_config(config: ml_collections.ConfigDict,
                          workdir: str) -> None:
   """Refuses a suite workdir whose config.json came from another config."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    old = json.load(f)
-  new = json.loads(json.dumps(config_lib.to_plain(config), default=str))
-  for d in (old, new):
-    for key in _PER_TASK_KEYS:
-      d.get("population", {}).pop(key, None)
-  diffs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-  if diffs:
-    raise checkpointing.CheckpointError(
-        f"{workdir} holds a population of another config (differences in: "
-        f"{', '.join(diffs)}); use a new --workdir.")
+
+  def identity(plain):
+    out = dict(plain)
+    if isinstance(out.get("population"), dict):
+      out["population"] = {k: v for k, v in out["population"].items()
+                           if k not in _PER_TASK_KEYS}
+    return out
+
+  workdir_lib.check_run_identity(
+      workdir, config_lib.to_plain(config), identity,
+      holds="a population of another config", advice="Use a new --workdir.")
 
 
 def init_params(member: ml_collections.ConfigDict, task: Any) -> Any:

@@ -7,9 +7,9 @@ dataset with a binary target and a binary protected attribute:
    in `config.study.seeds`, `config.model` is trained under the parity
    penalty (`crl.trainers.fairness.FairClassificationTask`) in its own workdir
    `WORKDIR/lambda_<v>/` (`.../seed_<s>/` with several seeds), through
-   `crl.train.run`: a killed study run again resumes the unfinished run and
-   only re-evaluates the finished ones. lambda = 0 is the unconstrained
-   model.
+   `crl.trainers.runs.train_or_reuse`: a killed study run again resumes the
+   unfinished run and restores the finished ones. lambda = 0 is the
+   unconstrained model.
 2. Probes. Each trained network is frozen; a linear probe on its
    penultimate features predicts the protected attribute on the test split:
    fitted on the training split with its regularisation chosen on a held-out
@@ -42,7 +42,6 @@ method; `penalty_sweep`, `two_heads`, `group_thresholds` all details;
 from __future__ import annotations
 
 import copy
-import json
 import os
 from typing import Any
 
@@ -53,14 +52,18 @@ import numpy as np
 
 from crl import config_lib
 from crl import registry
+from crl import runtime
 from crl import train
+from crl import workdir as workdir_lib
 from crl.data import fair_tabular
+from crl.evaluators import common
 from crl.evaluators import fairness as fm
 from crl.evaluators import probes
 from crl.models import two_heads as two_heads_lib
 from crl.trainers import classification
 from crl.trainers import fairness
 from crl.trainers import model_selection
+from crl.trainers import runs
 from crl.trainers import two_heads_summary as summary_lib
 
 _ROW_KEYS = ("accuracy", "average_precision", "ddp", "abs_ddp",
@@ -114,14 +117,18 @@ def _row(margin, label, group) -> dict[str, float]:
   return {k: float(full[k]) for k in _ROW_KEYS if k in full}
 
 
-def _train(config, workdir, stop_at, select_every_steps: int = 0):
-  """One training; with `select_every_steps`, its parameters are those of
-  the best validation average precision (`crl.trainers.model_selection`)."""
-  task = fairness.make_task(config)
+def _train(config, workdir, stop_at, shared: runs.Shared,
+           select_every_steps: int = 0):
+  """One training of the study (a finished one is reused,
+  `runs.train_or_reuse`); with `select_every_steps`, its parameters are
+  those of the best validation average precision
+  (`crl.trainers.model_selection`)."""
+  task = fairness.make_task(config, shared)
   if select_every_steps:
     return task, model_selection.train_and_select(
         config, workdir, task, select_every_steps, stop_at)
-  return task, train.run(config, workdir, task, stop_at)
+  return task, runs.train_or_reuse(config, workdir, task, stop_at,
+                                   evaluated=True)
 
 
 def _selected(out: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +139,7 @@ def _selected(out: dict[str, Any]) -> dict[str, Any]:
 
 def _outputs(task, params, split: str) -> dict[str, np.ndarray]:
   """Logits and features (and attribute logits) of one pass over `split`."""
-  return fm.collect(task.pipeline, task.heads_fn, params, split)
+  return common.collect(task.pipeline, task.heads_fn, params, split, fm.KEYS)
 
 
 def _probes(task, params, val, test, seed: int) -> dict[str, Any]:
@@ -224,8 +231,8 @@ def _export_check(task, params, frontier, z1t, z2t) -> dict[str, Any]:
   model = two_heads_lib.backbone_model(task.model)
   exported = two_heads_lib.export_params(params, point["b"], point["c"])
   fn = fairness.model_functions(model, task.input_key, task.pipeline.sharding,
-                                task.config.seed)["predict"]
-  out = fm.collect(task.pipeline, fn, exported, "test")
+                                task.config.seed, task.shared)["predict"]
+  out = common.collect(task.pipeline, fn, exported, "test", fm.KEYS)
   single = fm.binary_margin(out["output"])
   merged = z1t + point["b"] * z2t + point["c"]
   return {"eps": point["eps"],
@@ -234,6 +241,8 @@ def _export_check(task, params, frontier, z1t, z2t) -> dict[str, Any]:
 
 
 def check_study_config(config: ml_collections.ConfigDict) -> None:
+  """One-line `ConfigError` for an impossible `config.study`, before
+  anything is trained."""
   study = config.get("study")
   if study is None:
     raise config_lib.ConfigError("The two-heads trainer needs config.study "
@@ -282,13 +291,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         "The two-heads study (merge search, group thresholds, signed DDP) "
         f"needs a binary protected attribute; config.data has "
         f"{getattr(dataset, 'num_groups', None)} groups.")
-  if config.get("xla_fast_compile", False):
-    jax.config.update("jax_disable_most_optimizations", True)
+  runtime.setup_fast_compile(config)
   study = config.study
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config_lib.to_plain(config), f, indent=2, sort_keys=True)
+    workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"),
+                                  config_lib.to_plain(config), sort_keys=True)
+  shared = runs.Shared()  # one input pipeline, one compile per model
   seeds = tuple(int(s) for s in study.seeds)
   lambdas = tuple(float(v) for v in study.lambdas)
 
@@ -298,7 +307,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       sub = _sub_config(config, seed, lam, two_heads=False)
       path = _workdir(workdir, f"lambda_{_name(lam)}", seed, seeds)
       logging.info("Study: lambda %g, seed %d in %s.", lam, seed, path)
-      task, out = _train(sub, path, stop_at, study.select_every_steps)
+      task, out = _train(sub, path, stop_at, shared,
+                         study.select_every_steps)
       if out.get("preempted"):
         return {"preempted": True, "workdir": path}
       run = {**_penalty_run(task, out["params"], lam, seed), **_selected(out)}
@@ -309,7 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     sub = _sub_config(config, seed, 0.0, two_heads=True)
     path = _workdir(workdir, "two_heads", seed, seeds)
     logging.info("Study: two heads, seed %d in %s.", seed, path)
-    task, out = _train(sub, path, stop_at, study.select_every_steps)
+    task, out = _train(sub, path, stop_at, shared, study.select_every_steps)
     if out.get("preempted"):
       return {"preempted": True, "workdir": path}
     heads.append({**_two_heads_run(task, out["params"], study, seed),
@@ -339,7 +349,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if study.plots:
       from crl.reports import fairness_plots  # pylint: disable=g-import-not-at-top
       out["plots"] = fairness_plots.write_plots(out, workdir)
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(out, f, indent=2)
+    workdir_lib.write_json_atomic(os.path.join(workdir, "results.json"), out)
     print(summary_lib.format_summary(summary), flush=True)
   return out

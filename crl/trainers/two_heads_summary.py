@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 def mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+  """The mean of each key present in every row."""
   keys = [k for k in rows[0] if all(k in r for r in rows)]
   return {k: float(np.mean([r[k] for r in rows])) for k in keys}
 

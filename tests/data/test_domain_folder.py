@@ -115,9 +115,9 @@ def test_bad_folders(tmp_path):
 
 
 def test_through_the_input_pipeline(root):
-  from crl import train  # pylint: disable=g-import-not-at-top
+  from crl import runtime  # pylint: disable=g-import-not-at-top
   ds = domain_folder.DomainFolder(root=root, domain="art", resolution=8)
-  pipe = pipeline.InputPipeline(ds, train.make_mesh(), 4, 4)
+  pipe = pipeline.InputPipeline(ds, runtime.make_mesh(), 4, 4)
   batch = next(iter(pipe.train_batches(0)))
   assert batch["image"].shape == (4, 8, 8, 3)
   pipeline.check_batch(batch, ds.image_shape, ds.num_classes, "train")

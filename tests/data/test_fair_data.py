@@ -21,7 +21,7 @@ from crl.data.fair_shapes import FairShapes
 from crl.data.fair_tabular import FairTabular
 from crl.data.pipeline import InputPipeline
 from crl.evaluators import fairness as fair_eval
-from crl import train
+from crl import runtime
 
 
 def test_stratified_groups_every_window_has_the_proportions():
@@ -137,7 +137,7 @@ def test_pipeline_serves_stratified_tabular_batches():
   config = config_lib.component_config(registry.DATASETS, "fair_tabular",
                                        eval_examples=50)
   ds = config_lib.build(registry.DATASETS, config)
-  pipe = InputPipeline(ds, train.make_mesh(), 64, 32)
+  pipe = InputPipeline(ds, runtime.make_mesh(), 64, 32)
   batches = list(itertools.islice(pipe.train_batches(0), 3))
   for b in batches:
     assert sorted(b) == ["features", "group", "label"]
@@ -243,7 +243,7 @@ def test_celeba_labels_match_records_and_eval_covers_once(celeba):
 
 def test_celeba_batches_reach_the_fairness_evaluator(celeba):
   ds = celeba(resolution=16, shuffle_buffer=64)
-  pipe = InputPipeline(ds, train.make_mesh(), 8, 8)
+  pipe = InputPipeline(ds, runtime.make_mesh(), 8, 8)
   batch = next(pipe.train_batches(0))
   assert sorted(batch) == ["group", "image", "label"]
   assert batch["group"].shape == (8,) and batch["group"].dtype == jnp.int32

@@ -103,12 +103,12 @@ def test_registered_dataset_and_domain_shifts(photo):
 
 
 def test_ood_suite_evaluates_the_domain_pairs():
-  from crl import train  # pylint: disable=g-import-not-at-top
+  from crl import runtime  # pylint: disable=g-import-not-at-top
   from crl.data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   from crl.evaluators import ood_suite  # pylint: disable=g-import-not-at-top
   ds = md.MultiDomainShapes(domain="cartoon", resolution=8, num_classes=3,
                             eval_examples=16)
-  pipe = pipeline_lib.InputPipeline(ds, train.make_mesh(), 8, 8)
+  pipe = pipeline_lib.InputPipeline(ds, runtime.make_mesh(), 8, 8)
   w = jnp.asarray(np.random.default_rng(0).normal(size=(8 * 8 * 3, 3)),
                   jnp.float32)
   predict_fn = jax.jit(lambda p, b: b["image"].reshape(

@@ -233,9 +233,9 @@ def test_config_section_from_fields():
 
 def test_end_to_end_through_the_input_pipeline(mocked):
   del mocked
-  from crl import train  # pylint: disable=g-import-not-at-top
+  from crl import runtime  # pylint: disable=g-import-not-at-top
   ds = TFDSImageClassification(tfds_name="cifar10")
-  p = pipeline.InputPipeline(ds, train.make_mesh(), global_batch=8,
+  p = pipeline.InputPipeline(ds, runtime.make_mesh(), global_batch=8,
                              eval_batch=8)
   b = next(p.train_batches(0))
   assert b["image"].shape == (8, 32, 32, 3)

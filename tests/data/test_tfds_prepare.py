@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from crl import config_lib
 from crl import registry
-from crl import train
+from crl.trainers import classification
 from tests import helpers
 
 
@@ -54,7 +54,7 @@ def test_prepare_a_local_tfds_dataset_and_train_on_it(tmp_path):
       registry.DATASETS, "tfds", tfds_name="crl_tiny_tfds_shapes",
       data_dir=data_dir, shuffle_buffer=16)
   config.lock()
-  out = train.train_and_evaluate(config, str(tmp_path / "run"))
+  out = classification.train_and_evaluate(config, str(tmp_path / "run"))
   assert out["step"] == 3 and out["dataset"] == "tfds"
   assert out["results"]["test"]["num_examples"] == 32
   assert np.isfinite(out["results"]["test"]["nll"])

@@ -155,12 +155,12 @@ def test_bad_attack():
 
 def test_evaluator_on_a_pipeline_matches_the_function():
   from crl import registry  # pylint: disable=g-import-not-at-top
-  from crl import train  # pylint: disable=g-import-not-at-top
+  from crl import runtime  # pylint: disable=g-import-not-at-top
   from crl.data import multi_domain  # pylint: disable=g-import-not-at-top
   from crl.data import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   ds = multi_domain.MultiDomainShapes(resolution=8, num_classes=3,
                                       eval_examples=20)
-  pipe = pipeline_lib.InputPipeline(ds, train.make_mesh(), 8, 8)
+  pipe = pipeline_lib.InputPipeline(ds, runtime.make_mesh(), 8, 8)
   rng = np.random.default_rng(0)
   params = {"w": jnp.asarray(rng.normal(size=(8 * 8 * 3, 3)), jnp.float32)}
   predict_fn = jax.jit(lambda p, b: jnp.einsum(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from crl import train
+from crl import runtime
 from crl.data import causal_shapes
 from crl.data import pipeline as pipeline_lib
 from crl.evaluators import any_model
@@ -36,7 +36,7 @@ def test_rows_match_the_suite_evaluator_and_sklearn(setup):
                                        shifts=shifts, model="linear",
                                        eval_batch_size=8, ece_bins=10)
   # The suite's own evaluator on the same model, batch-dict predict_fn.
-  pipe = pipeline_lib.InputPipeline(ds, train.make_mesh(), 8, 8)
+  pipe = pipeline_lib.InputPipeline(ds, runtime.make_mesh(), 8, 8)
   ev = ood_suite.OODSuiteEvaluator(
       pipeline=pipe, predict_fn=jax.jit(lambda p, b: _apply(p, b["image"])),
       num_classes=10, shifts=shifts, ece_bins=10)

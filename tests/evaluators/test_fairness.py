@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crl import train
+from crl import runtime
 from crl.data.fair_tabular import FairTabular
 from crl.data.pipeline import InputPipeline
 from crl.evaluators import fairness as fm
+from crl.evaluators import metrics as metrics_lib
 
 fairlearn_metrics = pytest.importorskip("fairlearn.metrics")
 sk_metrics = pytest.importorskip("sklearn.metrics")
@@ -55,7 +56,7 @@ def test_metrics_match_fairlearn_and_sklearn(seed, groups, ties):
     assert tpr[g] == pytest.approx(by_group.loc[g, "tpr"])
     assert fpr[g] == pytest.approx(by_group.loc[g, "fpr"])
   score = 1. / (1. + np.exp(-margin))
-  assert fm.average_precision(y, score) == pytest.approx(
+  assert metrics_lib.average_precision(score, y) == pytest.approx(
       sk_metrics.average_precision_score(y, score), abs=1e-12)
   assert fm.accuracy(y, pred) == pytest.approx(
       sk_metrics.accuracy_score(y, pred))
@@ -158,7 +159,7 @@ def test_signed_ddp_by_hand_and_edge_cases():
         y, 0 * p, sensitive_features=g))
   assert fm.equalized_odds_difference(y, p, g) == pytest.approx(want)
   assert np.isnan(fm.demographic_parity_ratio(0 * p, g))
-  assert np.isnan(fm.average_precision(0 * y, np.arange(6.)))
+  assert np.isnan(metrics_lib.average_precision(np.arange(6.), 0 * y))
   with pytest.raises(ValueError, match="no examples"):
     fm.signed_ddp(p, 0 * g)
   with pytest.raises(ValueError, match="0/1"):
@@ -200,7 +201,7 @@ def test_group_threshold_search_matches_brute_force():
 
 def test_evaluator_runs_a_model_over_the_splits():
   ds = FairTabular(eval_examples=90)
-  pipe = InputPipeline(ds, train.make_mesh(), 32, 40)
+  pipe = InputPipeline(ds, runtime.make_mesh(), 32, 40)
   w = jnp.zeros((ds.num_features, 2)).at[:6, 1].set(1.)  # reads u
 
   def predict(params, batch):

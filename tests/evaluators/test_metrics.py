@@ -70,6 +70,23 @@ def test_auroc_matches_sklearn_with_ties():
       skm.roc_auc_score(pos, scores))
 
 
+def test_average_precision_matches_sklearn_with_ties():
+  rng = np.random.default_rng(3)
+  scores = rng.integers(0, 5, 200).astype(np.float64)  # many ties
+  positives = rng.random(200) < 0.3
+  assert metrics.average_precision(scores, positives) == pytest.approx(
+      skm.average_precision_score(positives, scores), abs=1e-12)
+  # Hand case: scores 3, 2, 2, 1 with labels 1, 0, 1, 0: thresholds 3
+  # (P=1, R=1/2) and 2 (P=2/3, R=1): 1/2 * 1 + 1/2 * 2/3 = 5/6.
+  assert metrics.average_precision([3., 2., 2., 1.], [1, 0, 1, 0]) == (
+      pytest.approx(5 / 6))
+  assert np.isnan(metrics.average_precision([1., 2.], [0, 0]))
+  with pytest.raises(ValueError, match="NaN"):
+    metrics.average_precision([np.nan, 1.], [1, 0])
+  with pytest.raises(ValueError, match="same length"):
+    metrics.average_precision([1., 2.], [1])
+
+
 def test_classification_metrics_keys(data):
   logits, labels, mask = data
   row = metrics.classification_metrics(logits, labels, mask)

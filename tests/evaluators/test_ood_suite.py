@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 
 from crl import config_lib
 from crl import registry
-from crl import train
+from crl import runtime
 from crl.data import causal_shapes
 from crl.data import pipeline as pipeline_lib
 from crl.data import tfds_input
@@ -60,7 +60,7 @@ def _host_logits(images):
 @pytest.fixture(scope="module")
 def shapes():
   ds = causal_shapes.CausalShapes(eval_examples=N)
-  return ds, pipeline_lib.InputPipeline(ds, train.make_mesh(), 8, 8)
+  return ds, pipeline_lib.InputPipeline(ds, runtime.make_mesh(), 8, 8)
 
 
 def _split(ds, name):
@@ -258,7 +258,7 @@ def mocked():
 
 def _tfds_pipeline(**kwargs):
   ds = tfds_input.TFDSImageClassification(**kwargs)
-  return ds, pipeline_lib.InputPipeline(ds, train.make_mesh(), 8, 8)
+  return ds, pipeline_lib.InputPipeline(ds, runtime.make_mesh(), 8, 8)
 
 
 def _read(tfds_name, split, resolution=None):
