@@ -10,7 +10,8 @@ import pytest
 from crl import config_lib
 from crl import train
 from crl.data import occluded_video
-from crl.trainers import savos as savos_task
+from crl.trainers import savos_config
+from crl.trainers import savos_task
 from tests import helpers
 
 TINY = "configs/savos.py:tiny"
@@ -47,7 +48,9 @@ def test_main_end_to_end_writes_results_and_pictures(tmp_path):
   for p in pictures:
     assert os.path.getsize(os.path.join(workdir, p)) > 0
   assert "convex_hull" in proc.stdout and "savos_adapted" in proc.stdout
-  assert out["official_protocol"].startswith("official:")
+  assert set(out["official_protocols"]) == {"official", "official_px"}
+  removed = out["official_filters_removed"]["test"]["official"]
+  assert removed["present"]["tracks"] >= removed["kept"]["tracks"]
   tta = out["tta"]
   assert tta["test"]["steps"] == [0, 1, 2]
   assert len(tta["test"]["occluded_miou_all"]) == 3
@@ -85,7 +88,7 @@ def test_official_variant_builds_and_its_losses_evaluate():
   """configs/savos.py:official_tiny (abstract evaluation only)."""
   config = config_lib.load_config(os.path.join(
       helpers.ROOT, "configs/savos.py:official_tiny"))
-  savos_task.check_config(config)
+  savos_config.check_config(config)
   ssl = savos_task.SavosTask(config)
   sup = savos_task.SavosTask(config, mode="supervised",
                              pipeline=ssl.pipeline, evaluator=ssl.evaluator)
@@ -101,7 +104,7 @@ def test_official_variant_builds_and_its_losses_evaluate():
 
 def test_bad_configs_fail_before_anything_is_compiled():
   config = config_lib.load_config(os.path.join(helpers.ROOT, TINY))
-  dataset = savos_task.build_dataset(config)
+  dataset = savos_config.build_dataset(config)
 
   def edited(**values):
     c = config.copy_and_resolve_references()
@@ -112,26 +115,26 @@ def test_bad_configs_fail_before_anything_is_compiled():
     return c
 
   with pytest.raises(config_lib.ConfigError, match="adapt.split"):
-    savos_task.check_config(edited(**{"adapt.split": "gum",
+    savos_config.check_config(edited(**{"adapt.split": "gum",
                                       "eval.splits": ("test",)}))
   with pytest.raises(config_lib.ConfigError, match="unknown split.*'tset'"):
-    savos_task.check_dataset_names(edited(**{"pictures.splits": ("tset",)}),
+    savos_config.check_dataset_names(edited(**{"pictures.splits": ("tset",)}),
                                    dataset)
   with pytest.raises(config_lib.ConfigError, match="adapt.intervention"):
-    savos_task.check_dataset_names(
+    savos_config.check_dataset_names(
         edited(**{"adapt.intervention": "shiftd"}), dataset)
   with pytest.raises(config_lib.ConfigError, match="supervised.num_steps"):
-    savos_task.check_config(edited(**{"supervised.num_steps": 0}))
+    savos_config.check_config(edited(**{"supervised.num_steps": 0}))
   with pytest.raises(config_lib.ConfigError, match="mode"):
     savos_task.SavosTask(config, mode="semi")
   with pytest.raises(config_lib.ConfigError, match="inputs.*unknown"):
-    savos_task.check_config(edited(**{"inputs.blur": 1.}))
+    savos_config.check_config(edited(**{"inputs.blur": 1.}))
   with pytest.raises(config_lib.ConfigError, match="missed_frames"):
-    savos_task.check_config(edited(**{"inputs.missed_frames": 2.}))
+    savos_config.check_config(edited(**{"inputs.missed_frames": 2.}))
   with pytest.raises(config_lib.ConfigError, match="normalization"):
-    savos_task.check_config(edited(**{"loss.normalization": "sum"}))
+    savos_config.check_config(edited(**{"loss.normalization": "sum"}))
   with pytest.raises(config_lib.ConfigError, match="eval.official"):
-    savos_task.check_config(edited(**{"eval.official": {"enabled": True,
+    savos_config.check_config(edited(**{"eval.official": {"enabled": True,
                                                         "size": 3}}))
 
 
