@@ -10,9 +10,11 @@ import pytest
 from crl import config_lib
 from crl import train
 from crl.data import occluded_video
+from crl.trainers import savos as savos_study
 from crl.trainers import savos_config
 from crl.trainers import savos_task
 from tests import helpers
+from tests.data.test_mask_formats import write_fishbowl
 
 TINY = "configs/savos.py:tiny"
 METHODS = {"savos", "supervised", "visible", "convex_hull"}
@@ -153,3 +155,22 @@ def test_noisy_inputs_train_on_perturbed_and_score_on_exact_masks():
   amodal = np.asarray(batch["amodal"])
   np.testing.assert_array_equal(gt, amodal * (1. - np.asarray(
       batch["gt_occluder"])))
+
+
+def test_fishbowl_files_train_and_score(tmp_path):
+  """configs/savos.py:fishbowl_tiny on FISHBOWL files in the public layout
+  (the loader tests' writer): SaVos and its upper bound train and are
+  scored on the clips; no adaptation (FISHBOWL has no shifted split)."""
+  for kind in ("train", "test"):
+    write_fishbowl(str(tmp_path / "fishbowl"), kind=kind)
+  config = helpers.load_with("configs/savos.py:fishbowl_tiny", {
+      "data.root": str(tmp_path / "fishbowl"), "pictures.num_videos": 0})
+  out = savos_study.train_and_evaluate(config, str(tmp_path / "run"))
+  assert out["step"] == 3 and set(out["results"]) == {"test"}
+  row = out["results"]["test"]
+  assert {"savos", "supervised", "visible", "convex_hull"} == set(row)
+  # One clip of 2 tracks x 4 frames, all present (object 1 only in 2).
+  assert row["savos"]["num_object_frames"] == 6
+  assert 0. <= row["savos"]["full_miou_all"] <= 1.
+  with open(tmp_path / "run" / "results.json") as f:
+    assert json.load(f)["results"]["test"].keys() == row.keys()
