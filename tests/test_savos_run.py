@@ -157,18 +157,22 @@ def test_noisy_inputs_train_on_perturbed_and_score_on_exact_masks():
       batch["gt_occluder"])))
 
 
+@pytest.mark.slow
 def test_fishbowl_files_train_and_score(tmp_path):
   """configs/savos.py:fishbowl_tiny on FISHBOWL files in the public layout
-  (the loader tests' writer): SaVos and its upper bound train and are
-  scored on the clips; no adaptation (FISHBOWL has no shifted split)."""
+  (the loader tests' writer): SaVos trains and is scored on the clips with
+  the baselines (the upper bound is left out to keep the test short; no
+  adaptation: FISHBOWL has no shifted split). About 4 minutes on the
+  loaded 2-core machine (load average 15)."""
   for kind in ("train", "test"):
     write_fishbowl(str(tmp_path / "fishbowl"), kind=kind)
   config = helpers.load_with("configs/savos.py:fishbowl_tiny", {
-      "data.root": str(tmp_path / "fishbowl"), "pictures.num_videos": 0})
+      "data.root": str(tmp_path / "fishbowl"), "pictures.num_videos": 0,
+      "supervised.enabled": False})
   out = savos_study.train_and_evaluate(config, str(tmp_path / "run"))
   assert out["step"] == 3 and set(out["results"]) == {"test"}
   row = out["results"]["test"]
-  assert {"savos", "supervised", "visible", "convex_hull"} == set(row)
+  assert {"savos", "visible", "convex_hull"} == set(row)
   # One clip of 2 tracks x 4 frames, all present (object 1 only in 2).
   assert row["savos"]["num_object_frames"] == 6
   assert 0. <= row["savos"]["full_miou_all"] <= 1.
