@@ -178,3 +178,14 @@ def test_fishbowl_files_train_and_score(tmp_path):
   assert 0. <= row["savos"]["full_miou_all"] <= 1.
   with open(tmp_path / "run" / "results.json") as f:
     assert json.load(f)["results"]["test"].keys() == row.keys()
+
+
+def test_fishbowl_without_a_root_names_the_flag(tmp_path):
+  config = config_lib.load_config(os.path.join(helpers.ROOT,
+                                               "configs/savos.py:fishbowl"))
+  with pytest.raises(config_lib.ConfigError, match="--config.data.root=DIR"):
+    savos_config.build_dataset(config)
+  missing = helpers.load_with("configs/savos.py:fishbowl",
+                              {"data.root": str(tmp_path)})
+  with pytest.raises(config_lib.ConfigError, match="train_data, test_data"):
+    savos_config.build_dataset(missing)
