@@ -164,11 +164,14 @@ class FishbowlClips:
     return (int(self.num_objects), int(self.num_frames)) + self._frame_size
 
   def eval_splits(self) -> dict[str, str]:
+    """`{split: description}` of the eval splits present ('test', and
+    'validation' when `val_data/` exists)."""
     names = {"test": "FISHBOWL test_data clips",
              "validation": "FISHBOWL val_data clips"}
     return {s: d for s, d in names.items() if s in self._ranges}
 
   def parse_intervention(self, intervention: str) -> tuple[str, ...]:
+    """Always raises: FISHBOWL has no interventions."""
     raise ValueError(f"FISHBOWL has no interventions (got "
                      f"{intervention!r}); disable adapt and tta.")
 
@@ -185,6 +188,7 @@ class FishbowlClips:
                      split == "train" else 1], np.int32)
 
   def eval_code(self, name: str) -> np.ndarray:
+    """`encode(name, None)` for an eval split (a `ValueError` otherwise)."""
     if name not in self.eval_splits():
       raise ValueError(f"Unknown eval split {name!r}; known eval splits: "
                        f"{', '.join(self.eval_splits())}.")

@@ -146,6 +146,8 @@ class SavosTask:
                                  self.config.eval.periodic_splits), every)}
 
   def final_evaluation(self, params: Any, step: int) -> dict[str, Any]:
+    """Scores `params` on `final_splits`: `{'results': {split: {method:
+    metrics}}, ...}`, the format of the study's results.json."""
     results = {s: {self.method: self.evaluator.model_metrics(params, s)}
                for s in self.final_splits}
     if jax.process_index() == 0:
