@@ -11,8 +11,9 @@ Runtime: not measured end to end in its present form. On the shared 2-core
   python -m crl.main --config=configs/savos.py:reduced --workdir=runs/savos
   SaVos 600 steps 27 min, the upper bound 600 steps 21 min, final
   evaluations about 1.5 min each, the per-video adaptation (8 validation
-  videos at 2 learning rates, then 192 test videos) over 30 min (not finished at the time of
-  writing), the baselines 9 min (load average 15-19).
+  videos at 2 learning rates, then 192 test videos) over 30 min (not
+  finished at the time of writing), the baselines 9 min (load average
+  15-19).
 Expected (`reduced`, measured 2026-12-05 under load; mIoU on 192 videos
   per split; crl: per-frame protocol; official: the public code's
   test-set filters with its pixel sizes scaled to 64 px frames; official_px:
