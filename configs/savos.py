@@ -37,7 +37,8 @@ Expected (`reduced`, measured 2026-12-05 under load; mIoU on 192 videos
   vs .578); on the shifted split the bound is ahead. Scaled to 64 px the
   official filters remove no track of these data (only their occlusion
   bounds act), so official = crl; at the public code's own pixel sizes
-  they leave 0, 11 and 8 frames (test, gum, shifted).
+  they leave 0, 11 and 8 frames (test, gum, shifted). The per-video
+  adaptation curve ('tta') was not finished: no measured gain.
 
 Variants (`configs/savos.py:<variant>`):
   (none)  64 px frames, 8 frames, 3 objects, 32 px crops; SaVos and the
