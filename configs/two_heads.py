@@ -6,7 +6,9 @@ Command (default, CPU):
 Runtime: 4m09s wall on the 2-core CPU (measured 2026-12-01 with a second
   training job on the machine): 21 trainings of 2000 steps. Running it again
   on a finished workdir re-evaluates only.
-Expected (test split, means over 3 seeds; measured 2026-12-01):
+Expected (test split, means over 3 seeds; measured 2026-12-01 and not
+  since the training-split probes were added beside this one, which is
+  fitted on the validation split with C = 1):
   lambda    0     1     5     10    20    50
   accuracy  .837  .828  .812  .810  .806  .798
   |DDP|     .342  .211  .139  .126  .114  .091
@@ -23,11 +25,6 @@ Expected (test split, means over 3 seeds; measured 2026-12-01):
   attribute at prediction time, are +0.008 more accurate than the penalty at
   the same |DDP| (better in 14 of 15 runs).
 
-Writes WORKDIR/results.json (`summary` holds the numbers to quote),
-WORKDIR/probe_vs_ddp.png and WORKDIR/frontier.png; every training has its
-own workdir (lambda_<v>/seed_<s>/, two_heads/seed_<s>/), so running the
-command again resumes a killed study.
-
 Weak proxies (`configs/two_heads.py:weak_proxy`):
   python -m crl.main --config=configs/two_heads.py:weak_proxy \
       --workdir=runs/two_heads_weak_proxy
@@ -35,7 +32,7 @@ Runtime: 10m44s wall (2m39s CPU) on the shared 2-core CPU, measured
   2026-12-05 under heavy load (load average 12-15, other engineers' jobs):
   21 trainings of 2000 steps.
 Expected (test split, 3 seeds, mean +- 95% t-interval over seeds; measured
-  2026-12-05). A linear probe on the raw inputs reads the attribute at
+  2026-12-05; raw output in docs/results/two_heads_weak_proxy/). A linear probe on the raw inputs reads the attribute at
   .72 (majority .60; the default data: .93).
   lambda    0          1          5          10         20         50
   accuracy  .837       .836       .807       .781       .755       .726

@@ -65,6 +65,7 @@ DATASETS = Registry("dataset", {
     "celeba": "crl.data.celeba:CelebAFairness",
     "fairface": "crl.data.fairface:FairFace",
     "occluded_video": "crl.data.occluded_video:OccludedVideo",
+    "fishbowl": "crl.data.fishbowl_clips:FishbowlClips",
     "multi_domain": "crl.data.multi_domain:MultiDomainShapes",
     "pretrain_source": "crl.data.multi_domain:PretrainSource",
     "domain_folder": "crl.data.domain_folder:DomainFolder",

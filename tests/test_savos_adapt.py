@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from crl import config_lib
-from crl.trainers import savos as savos_task
+from crl.trainers import savos_config
+from crl.trainers import savos_task
 from crl.trainers import savos_adapt
 from tests import helpers
 
@@ -72,11 +73,11 @@ def test_bad_tta_configs_fail_before_compiling(tiny_task):
     c.unlock()
     c.tta[key] = value
     with pytest.raises(config_lib.ConfigError, match=match):
-      savos_task.check_config(c)
+      savos_config.check_config(c)
   c = config.copy_and_resolve_references()
   c.unlock()
   c.tta.intervention = "shiftd"
   with pytest.raises(config_lib.ConfigError, match="tta.intervention"):
-    savos_task.check_dataset_names(c, savos_task.build_dataset(c))
+    savos_config.check_dataset_names(c, savos_config.build_dataset(c))
   with pytest.raises(ValueError, match="increasing"):
     savos_adapt.make_adapt_fn(None, (3, 1), {})

@@ -42,6 +42,7 @@ import numpy as np
 
 from crl import config_lib
 from crl import registry
+from crl import runtime
 from crl import workdir as workdir_lib
 from crl.evaluators import classification
 from crl.trainers import ood_suite
@@ -201,8 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Sweeps every candidate, trains its seeds at the chosen learning rate,
   evaluates them; writes and returns `WORKDIR/results.json`."""
   names = check(config)
-  if config.get("xla_fast_compile", False):
-    jax.config.update("jax_disable_most_optimizations", True)
+  runtime.setup_fast_compile(config)
   os.makedirs(workdir, exist_ok=True)
   lock = workdir_lib.WorkdirLock(workdir)
   lock.acquire()

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from crl.evaluators import amodal as amodal_eval
+from crl.evaluators import amodal_metrics
 from crl.evaluators.common import gather
 from crl.data import occluded_video
 from crl.models import savos as savos_lib
@@ -95,9 +96,9 @@ def make_adapt_fn(model: Any, steps: Sequence[int], loss_kwargs: dict,
         params, observed, learning_rate)                   # [B, S, ...]
     probs = jnp.moveaxis(probs, 1, 0)
     truth = amodal_eval.ground_truth(batch)
-    pred = amodal_eval.composite(batch["visible"], batch["occluder"], probs,
-                                 threshold)
-    stats = amodal_eval.object_frame_stats(
+    pred = amodal_metrics.composite(batch["visible"], batch["occluder"],
+                                    probs, threshold)
+    stats = amodal_metrics.object_frame_stats(
         pred, truth["amodal"], truth["visible"], truth["occluder"])
     # Ground-truth-only entries have no step axis yet.
     stats = {k: jnp.broadcast_to(v, pred.shape[:-2])
@@ -123,9 +124,7 @@ def curve(stats: dict[str, np.ndarray], steps: Sequence[int],
           evaluator: amodal_eval.AmodalEvaluator) -> dict[str, Any]:
   """`{'steps', metric: [value per step]}` with crl's and the official
   protocol's metrics."""
-  rows = [amodal_eval.summarize({k: v[i] for k, v in stats.items()},
-                                evaluator.min_occlusion,
-                                evaluator.max_occlusion, evaluator.official)
+  rows = [evaluator.summarize({k: v[i] for k, v in stats.items()})
           for i in range(len(steps))]
   out: dict[str, Any] = {"steps": list(steps)}
   for key in rows[0]:

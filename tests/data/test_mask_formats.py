@@ -66,11 +66,12 @@ def test_flo_by_bytes_and_round_trip(tmp_path):
     mf.read_flo(short)
 
 
-def _write_fishbowl(root, t=4, h=12, w=16):
-  """A FISHBOWL split of one video: object 0 in all frames, object 1 in
-  frames 1..2 only (a shorter track), object 1 in front of object 0."""
-  data_dir = os.path.join(root, "test_data")
-  frames_dir = os.path.join(data_dir, "test_frames", "7")
+def write_fishbowl(root, t=4, h=12, w=16, kind="test"):
+  """A FISHBOWL split `<root>/<kind>_data` of one video: object 0 in all
+  frames, object 1 in frames 1..2 only (a shorter track), object 1 in front
+  of object 0."""
+  data_dir = os.path.join(root, f"{kind}_data")
+  frames_dir = os.path.join(data_dir, f"{kind}_frames", "7")
   os.makedirs(frames_dir)
   rs = np.random.RandomState(0)
   frames = (rs.rand(t, h, w, 3) * 255).astype(np.uint8)
@@ -78,7 +79,7 @@ def _write_fishbowl(root, t=4, h=12, w=16):
     Image.fromarray(frames[i]).save(os.path.join(frames_dir, f"{i:05d}.png"))
   flows = {}
   for d, sign in (("flow", 1.), ("flow_reverse", -1.)):
-    fdir = os.path.join(data_dir, f"test_{d}", fishbowl.FLOW_DIR, "7")
+    fdir = os.path.join(data_dir, f"{kind}_{d}", fishbowl.FLOW_DIR, "7")
     os.makedirs(fdir)
     flows[d] = sign * rs.rand(t - 1, h, w, 2).astype(np.float32)
     for i in range(t - 1):
@@ -97,13 +98,13 @@ def _write_fishbowl(root, t=4, h=12, w=16):
         "loss_mask_weight": [mf.rle_encode(~(amodal[1 - k, s] if k == 0
                                               else np.zeros((h, w), bool)))],
         "VM_bx": [0, 0, 0, 0], "FM_bx": [0, 0, 0, 0]} for s in steps}
-  with open(os.path.join(data_dir, "test_data.pkl"), "wb") as f:
+  with open(os.path.join(data_dir, f"{kind}_data.pkl"), "wb") as f:
     pickle.dump(summary, f)
   return data_dir, frames, flows, visible, amodal
 
 
 def test_fishbowl_reads_the_public_layout(tmp_path):
-  data_dir, frames, flows, visible, amodal = _write_fishbowl(str(tmp_path))
+  data_dir, frames, flows, visible, amodal = write_fishbowl(str(tmp_path))
   reader = fishbowl.FishbowlVideos(data_dir)
   assert reader.video_ids() == ["7"]
   v = reader.video("7")
@@ -126,7 +127,7 @@ def test_fishbowl_reads_the_public_layout(tmp_path):
 def test_fishbowl_errors_name_the_file(tmp_path):
   with pytest.raises(fishbowl.FishbowlError, match="test_data.pkl"):
     fishbowl.FishbowlVideos(str(tmp_path / "test_data"))
-  data_dir, *_ = _write_fishbowl(str(tmp_path))
+  data_dir, *_ = write_fishbowl(str(tmp_path))
   fdir = os.path.join(data_dir, "test_flow", fishbowl.FLOW_DIR, "7")
   os.remove(os.path.join(fdir, "00002.flo"))
   with pytest.raises(fishbowl.FishbowlError, match="2 .flo files"):
