@@ -52,11 +52,19 @@ def load(run: str, name: str = "results.json",
 
 
 def provenance(run: str, root: pathlib.Path = RESULTS) -> str:
-  """One line: the command of `run`, when and where it ran, and its wall time."""
+  """One line: the command of `run`, when and where it ran, and its wall time
+  (`run.json`; a run committed with a free-text `command.txt` instead gives
+  its command and points to that file)."""
   meta = load(run, "run.json", root)
   if meta is None:
-    raise FileNotFoundError(f"{root / run / 'run.json'} is missing: every "
-                            "committed run needs its command and date")
+    text = root / run / "command.txt"
+    if not text.exists():
+      raise FileNotFoundError(f"{root / run / 'run.json'} is missing: every "
+                              "committed run needs its command and date")
+    command = text.read_text().strip().splitlines()[0]
+    command = command.removeprefix("command:").strip()
+    return (f"`{command}`; date, machine, load and wall time in "
+            f"`docs/results/{run}/command.txt`.")
   return (f"`{meta['command']}`: {meta['wall']} wall, {meta['date']}, "
           f"{meta['machine']}, {meta['load']}.")
 
@@ -125,10 +133,66 @@ def circuits(root: pathlib.Path) -> str:
                     "L1 change of the read-in attention"], shifts))
 
 
+def _f3(x: float | None) -> str:
+  """.834 (three decimals without the leading zero), '-' for None."""
+  return "-" if x is None else f"{x:.3f}".replace("0.", ".", 1)
+
+
+def savos(root: pathlib.Path) -> str:
+  """mIoU of SaVos, its supervised bound and the baselines per split, under
+  crl's protocol and the official ones (`docs/results/savos/`)."""
+  own = load("savos", root=root)["results"]
+  sup = load("savos/supervised", root=root)["results"]
+  base = load("savos", "baselines_and_filters.json", root)
+  rows = []
+  for split in own:
+    methods = {**own[split], **sup.get(split, {}),
+               **base.get(split, {}).get("baselines", {})}
+    for name in ("savos", "supervised", "convex_hull", "visible"):
+      if name in methods:
+        m = methods[name]
+        rows.append([split, name] + [_f3(m.get(f"{p}{k}_miou"))
+                                     for p in ("", "official_", "official_px_")
+                                     for k in ("full", "occluded")])
+  header = ["split", "method", "full", "occluded", "official full",
+            "official occluded", "official_px full", "official_px occluded"]
+  return provenance("savos", root) + "\n\n" + _table(header, rows)
+
+
+def digits(root: pathlib.Path) -> str:
+  """The folder-of-images preset on scikit-learn's digits."""
+  test = load("digits", root=root)["results"]["test"]
+  return (provenance("digits", root) + "\n\n" + _table(
+      ["split", "examples", "accuracy", "NLL", "ECE"],
+      [["test", str(test["num_examples"]), f"{100 * test['accuracy']:.2f}%",
+        f"{test['nll']:.3f}", f"{test['ece']:.3f}"]]))
+
+
+def two_heads_weak_proxy(root: pathlib.Path) -> str:
+  """Accuracy, |DDP|, probe accuracy and effective rank per lambda, mean
+  and 95% interval over seeds (`configs/two_heads.py:weak_proxy`)."""
+  summary = load("two_heads_weak_proxy", root=root)["summary"]
+
+  def ci(row, key):
+    i = row[key]
+    return f"{_f3(i['mean'])} ± {_f3(i['half_width'])}"
+  rows = [[f"{r['lambda']:g}", _f3(r["accuracy"]), ci(r, "abs_ddp_interval"),
+           ci(r, "probe_train_interval"),
+           f"{r['effective_rank_interval']['mean']:.1f} ± "
+           f"{r['effective_rank_interval']['half_width']:.1f}"]
+          for r in summary["per_lambda"]]
+  return (provenance("two_heads_weak_proxy", root) + "\n\n" + _table(
+      ["lambda", "accuracy", "abs DDP", "probe (training-split features)",
+       "effective rank (of 32)"], rows))
+
+
 TABLES: dict[str, Callable[[pathlib.Path], str]] = {
     "nac_default": nac_default,
     "comparison": comparison,
     "circuits": circuits,
+    "savos": savos,
+    "digits": digits,
+    "two_heads_weak_proxy": two_heads_weak_proxy,
 }
 
 
