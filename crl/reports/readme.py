@@ -61,8 +61,9 @@ def provenance(run: str, root: pathlib.Path = RESULTS) -> str:
     if not text.exists():
       raise FileNotFoundError(f"{root / run / 'run.json'} is missing: every "
                               "committed run needs its command and date")
-    command = text.read_text().strip().splitlines()[0]
-    command = command.removeprefix("command:").strip()
+    lines = [l.strip().removeprefix("command:").strip()
+             for l in text.read_text().strip().splitlines()]
+    command = next((l for l in lines if l.startswith("python ")), lines[0])
     return (f"`{command}`; date, machine, load and wall time in "
             f"`docs/results/{run}/command.txt`.")
   return (f"`{meta['command']}`: {meta['wall']} wall, {meta['date']}, "
@@ -186,6 +187,30 @@ def two_heads_weak_proxy(root: pathlib.Path) -> str:
        "effective rank (of 32)"], rows))
 
 
+def sweep_domain(root: pathlib.Path) -> str:
+  """The equal-effort learning-rate sweep: validation accuracy per rate and
+  the seeds' accuracy at the chosen rate, mean ± 95% interval
+  (`configs/sweep.py`, `docs/results/sweep_domain/`)."""
+  r = load("sweep_domain", root=root)
+  grid = r["grid"]
+  first = next(iter(r["candidates"].values()))["accuracy"]
+  splits = list(first)
+  val = [[name] + [_f3(a) for a in c["sweep"]["validation_accuracy"]]
+         + [f"{c['sweep']['chosen_learning_rate']:g}"]
+         for name, c in r["candidates"].items()]
+  acc = [[name] + [f"{_f3(c['accuracy'][s]['mean'])} ± "
+                   f"{_f3(c['accuracy'][s]['half_width'])}" for s in splits]
+         for name, c in r["candidates"].items()]
+  seeds = ", ".join(str(x) for x in r["seeds"])
+  return (provenance("sweep_domain", root) + "\n\n"
+          + _table(["validation accuracy (seed 0)"]
+                   + [f"base lr {g:g}" for g in grid] + ["chosen"], val)
+          + "\n\n"
+          + _table([f"accuracy, seeds {seeds}, mean ± 95%"]
+                   + [("photo (ID test)" if s == "test" else s)
+                      for s in splits], acc))
+
+
 TABLES: dict[str, Callable[[pathlib.Path], str]] = {
     "nac_default": nac_default,
     "comparison": comparison,
@@ -193,6 +218,7 @@ TABLES: dict[str, Callable[[pathlib.Path], str]] = {
     "savos": savos,
     "digits": digits,
     "two_heads_weak_proxy": two_heads_weak_proxy,
+    "sweep_domain": sweep_domain,
 }
 
 
