@@ -211,6 +211,31 @@ def sweep_domain(root: pathlib.Path) -> str:
                       for s in splits], acc))
 
 
+TRANSFER_PROXIES = (("id_accuracy", "ID accuracy"), ("nll", "NLL"),
+                    ("ece", "ECE"), ("brier", "Brier"),
+                    ("adversarial_accuracy", "PGD accuracy"),
+                    ("mean_corruption_accuracy", "mean corruption acc."))
+
+
+def transfer(root: pathlib.Path) -> str:
+  """Spearman correlation of each ID-measurable quantity with OOD accuracy
+  across the study's members, per shift kind, with its bootstrap interval."""
+  r = load("transfer", root=root)
+  kinds = r["proxies"]["by_kind"]
+  npairs = {k: sum(1 for p in r["proxies"]["by_pair"]
+                   if (p.split("->", 1)[1].split("/")[0] == "domain") ==
+                   (k == "domain")) for k in kinds}
+
+  def cell(v):
+    return (f"{v['spearman']:+.2f} [{v['spearman_low']:+.2f}, "
+            f"{v['spearman_high']:+.2f}]")
+  rows = [[f"{k} ({npairs[k]} pairs)"] + [cell(kinds[k][q]) if q in kinds[k]
+                                           else "-" for q, _ in
+                                           TRANSFER_PROXIES] for k in kinds]
+  return (provenance("transfer", root) + "\n\n" + _table(
+      ["shift kind"] + [label for _, label in TRANSFER_PROXIES], rows))
+
+
 TABLES: dict[str, Callable[[pathlib.Path], str]] = {
     "nac_default": nac_default,
     "comparison": comparison,
@@ -219,6 +244,7 @@ TABLES: dict[str, Callable[[pathlib.Path], str]] = {
     "digits": digits,
     "two_heads_weak_proxy": two_heads_weak_proxy,
     "sweep_domain": sweep_domain,
+    "transfer": transfer,
 }
 
 
