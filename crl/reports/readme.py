@@ -236,6 +236,22 @@ def transfer(root: pathlib.Path) -> str:
       ["shift kind"] + [label for _, label in TRANSFER_PROXIES], rows))
 
 
+def population_bench(root: pathlib.Path) -> str:
+  """8 members trained together in each step layout against one at a time:
+  member x examples/s, the ratio, and peak memory (`crl.bench --population`)."""
+  rows = []
+  for r in load("population_bench", root=root)["population"]:
+    rows.append([r["model"], "one at a time",
+                 f"{r['alone_member_examples_per_s']:.1f}", "1.00x",
+                 f"{r['alone_peak_mib']:.0f}"])
+    for name, lay in r["layouts"].items():
+      rows.append([r["model"], f"{r['members']} together, `{name}`",
+                   f"{lay['member_examples_per_s']:.1f}",
+                   f"{lay['speedup']:.2f}x", f"{lay['peak_mib']:.0f}"])
+  return (provenance("population_bench", root) + "\n\n" + _table(
+      ["model", "how", "member x examples/s", "speed-up", "peak MiB"], rows))
+
+
 TABLES: dict[str, Callable[[pathlib.Path], str]] = {
     "nac_default": nac_default,
     "comparison": comparison,
@@ -245,6 +261,7 @@ TABLES: dict[str, Callable[[pathlib.Path], str]] = {
     "two_heads_weak_proxy": two_heads_weak_proxy,
     "sweep_domain": sweep_domain,
     "transfer": transfer,
+    "population_bench": population_bench,
 }
 
 
