@@ -26,6 +26,7 @@ import ml_collections
 from crl import config_lib
 from crl import registry
 from crl.config_base import base_config
+from crl.config_base import tiny_schedule
 
 MODEL_FILES = {"vit": "vit.py", "nac": "nac.py", "perceiver": "perceiver.py",
                "interpreters": "interpreters.py", "resnet": "resnet.py"}
@@ -98,15 +99,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.evals.test.every_steps = 100
     c.data.eval_examples = 1000
   elif tiny:
-    c.data.eval_examples = 64
-    c.xla_fast_compile = True
-    c.batch_size = 32
-    c.eval_batch_size = 32
-    c.num_steps = 20
-    c.log_every_steps = 5
-    c.optimizer.warmup_steps = 5
+    tiny_schedule(c)
     c.checkpoint.every_steps = 10
-    c.evals.test.every_steps = 10
   else:
     c.num_steps = 2000
     c.evals.test.every_steps = 500

@@ -135,6 +135,17 @@ class FolderImages:
   def _items(self, split_name: str) -> list[tuple[str, int]]:
     raise NotImplementedError
 
+  def _check_fields(self) -> None:
+    """ValueError naming the class unless `test_fraction` is in (0, 1) and
+    `resolution` an integer >= 8."""
+    name = type(self).__name__
+    if not 0. < self.test_fraction < 1.:
+      raise ValueError(f"{name}: test_fraction must be in (0, 1), got "
+                       f"{self.test_fraction}.")
+    if int(self.resolution) != self.resolution or self.resolution < 8:
+      raise ValueError(f"{name}: resolution must be an integer >= 8, "
+                       f"got {self.resolution}.")
+
   @property
   def image_shape(self) -> tuple[int, int, int]:
     return (int(self.resolution), int(self.resolution), 3)
@@ -232,12 +243,7 @@ class DomainFolder(FolderImages):
 
   def __init__(self, **kwargs: Any):
     config_lib.init_fields(self, kwargs)
-    if not 0. < self.test_fraction < 1.:
-      raise ValueError(f"DomainFolder: test_fraction must be in (0, 1), got "
-                       f"{self.test_fraction}.")
-    if int(self.resolution) != self.resolution or self.resolution < 8:
-      raise ValueError(f"DomainFolder: resolution must be an integer >= 8, "
-                       f"got {self.resolution}.")
+    self._check_fields()
     tree = scan(self.root)
     if self.domain not in tree:
       raise DomainFolderError(

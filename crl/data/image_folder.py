@@ -95,12 +95,7 @@ class ImageFolder(domain_folder.FolderImages):
 
   def __init__(self, **kwargs: Any):
     config_lib.init_fields(self, kwargs)
-    if not 0. < self.test_fraction < 1.:
-      raise ValueError(f"ImageFolder: test_fraction must be in (0, 1), got "
-                       f"{self.test_fraction}.")
-    if int(self.resolution) != self.resolution or self.resolution < 8:
-      raise ValueError(f"ImageFolder: resolution must be an integer >= 8, "
-                       f"got {self.resolution}.")
+    self._check_fields()
     train, test = scan(self.root)
     classes = sorted(set(train) | set(test or {}))
     if len(classes) < 2:
