@@ -130,7 +130,7 @@ def test_a_small_study_end_to_end(tmp_path):
   c = _config()
   c.grid.domains = ("photo",)
   c.grid.pretrained = (True,)
-  c.grid.strategies = ("head", "lp_ft")
+  c.grid.strategies = ("lp_ft",)  # its probe phase trains the head only
   c.grid.regimes = ("fewshot10",)
   c.grid.augmentations = ("none",)
   c.grid.per_cell = 0
@@ -142,7 +142,7 @@ def test_a_small_study_end_to_end(tmp_path):
   workdir = str(tmp_path / "run")
   out = transfer.train_and_evaluate(c, workdir)
   names = {f"photo_{a}_pt_{s}_fewshot10_none_s0"
-           for a in ("vit", "resnet") for s in ("head", "lp_ft")}
+           for a in ("vit", "resnet") for s in ("lp_ft",)}
   assert set(out["members"]) == names
   for arch in ("vit", "resnet"):
     assert os.path.exists(os.path.join(workdir, "pretrain", arch,
@@ -164,7 +164,7 @@ def test_a_small_study_end_to_end(tmp_path):
                           ("domain/sketch", "accuracy")):
       assert (n, shift, metric) in metrics
   strat = {r["model"]: r["strategy"] for r in rows if r["model"] in names}
-  assert strat["photo_vit_pt_head_fewshot10_none_s0"] == "head"
+  assert set(strat.values()) == {"lp_ft"}
   with open(os.path.join(workdir, "results.json")) as f:
     res = json.load(f)
   assert set(res["proxies"]["by_kind"]) == {"corruption", "domain"}
@@ -172,7 +172,9 @@ def test_a_small_study_end_to_end(tmp_path):
   assert set(domain) == set(transfer.QUANTITIES)
   assert "pearson_low" in domain["id_accuracy"]
   fit = res["factors"]["domain"]["ood"]
-  assert "architecture=vit" in fit and "strategy=lp_ft" in fit
+  # Two members cannot fit the factor model; the analysis says so in place
+  # (the fit itself: tests/evaluators/test_transfer_analysis.py).
+  assert "got 2 members" in fit["error"]
   assert "plots/transfer/proxies_by_kind.png" in res["plots"]
   assert os.path.exists(os.path.join(workdir, "plots", "transfer",
                                      "id_vs_ood_domain_by_architecture.png"))
