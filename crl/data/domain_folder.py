@@ -135,6 +135,16 @@ class FolderImages:
   def _items(self, split_name: str) -> list[tuple[str, int]]:
     raise NotImplementedError
 
+  @property
+  def classes(self) -> tuple[str, ...]:
+    """The class names, sorted (label i is `classes[i]`)."""
+    return self._classes
+
+  @property
+  def num_classes(self) -> int:
+    """How many classes."""
+    return len(self._classes)
+
   def _check_fields(self) -> None:
     """ValueError naming the class unless `test_fraction` is in (0, 1) and
     `resolution` an integer >= 8."""
@@ -261,14 +271,6 @@ class DomainFolder(FolderImages):
     object.__setattr__(self, "_splits", splits)
 
   # Interface ---------------------------------------------------------------
-
-  @property
-  def classes(self) -> tuple[str, ...]:
-    return self._classes
-
-  @property
-  def num_classes(self) -> int:
-    return len(self._classes)
 
   @property
   def domains(self) -> tuple[str, ...]:

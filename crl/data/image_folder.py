@@ -120,14 +120,6 @@ class ImageFolder(domain_folder.FolderImages):
     object.__setattr__(self, "_classes", tuple(classes))
     object.__setattr__(self, "_splits", splits)
 
-  @property
-  def classes(self) -> tuple[str, ...]:
-    return self._classes
-
-  @property
-  def num_classes(self) -> int:
-    return len(self._classes)
-
   def eval_splits(self) -> dict[str, str]:
     return {"test": f"held-out images of {self.root!r} "
                     f"({self.num_examples('test')})"}
