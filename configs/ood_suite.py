@@ -167,13 +167,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.plots = True
   # Members that share a model, batch size and optimizer structure train
   # together in one program (crl.population): group="on"; "off": one at a
-  # time; "auto": on accelerators only (on a 2-core CPU 8 members together
-  # ran at 0.51x (NAC) and 0.65x (ViT) the rate of one at a time).
+  # time; "auto": on accelerators only (on the 2-core CPU 8 members together
+  # ran slower than one at a time: docs/results/population_bench).
+  # layout: the grouped step's layout (crl.population_step.LAYOUTS; "":
+  # per_member on CPU, vmap on accelerators).
   # member_devices: devices on the mesh's `member` axis (0: all).
   # num_tasks > 0: this process is task `task_index` of a job array and
   # trains only its share (launch/slurm_population.sh).
   c.population = ml_collections.ConfigDict(dict(
-      group="auto", member_devices=0, num_tasks=0, task_index=0))
+      group="auto", layout="", member_devices=0, num_tasks=0, task_index=0))
   # Panels of the reliability diagrams besides the ID split (default: the
   # first three covariate shifts evaluated).
   c.reliability_shifts = ("hue_independent", "unseen_combination",

@@ -92,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.plots = not tiny
   c.reliability_shifts = ()
   c.population = ml_collections.ConfigDict(dict(
-      group=True, member_devices=0, num_tasks=0, task_index=0))
+      group=True, layout="", member_devices=0, num_tasks=0, task_index=0))
   # The models (a complete classification config each, without data).
   c.models = ml_collections.ConfigDict({
       a: suite.member(f"{a}:tiny" if tiny else a, num_steps=1)

@@ -164,7 +164,8 @@ def _check_members(members: list[Member]) -> str:
 def train_population(members: list[Member], workdir: str,
                      mesh: Mesh | None = None, stop_at: int | None = None,
                      checkpoint_every: int = 0, final_eval: bool = True,
-                     member_chunk: int | None = None) -> dict[str, Any]:
+                     member_chunk: int | None = None,
+                     layout: str | None = None) -> dict[str, Any]:
   """Trains `members` (one group, see `group_key`) together in `workdir`.
 
   Args:
@@ -180,6 +181,8 @@ def train_population(members: list[Member], workdir: str,
       when it finishes.
     member_chunk: members vmapped at once (`crl.population_step`); None:
       all of them; 1: one member after the other inside the one program.
+    layout: the step's layout (`crl.population_step.LAYOUTS`); None:
+      `population_step.default_layout()`.
 
   Returns:
     `{"step", "members": {name: {"step", "params", "results"}}, "failed":
@@ -198,13 +201,13 @@ def train_population(members: list[Member], workdir: str,
   lock.acquire()
   try:
     return _train(members, workdir, plain, mesh or make_mesh(), stop_at,
-                  checkpoint_every, final_eval, member_chunk)
+                  checkpoint_every, final_eval, member_chunk, layout)
   finally:
     lock.release()
 
 
 def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
-           final_eval, member_chunk):
+           final_eval, member_chunk, layout):
   task, opt = members[0].task, members[0].config.optimizer
   n_real = len(members)
   n_dev = mesh.shape[MEMBER_AXIS]
@@ -272,7 +275,7 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
   batch_sharding = NamedSharding(mesh, P(MEMBER_AXIS, "data"))
   step_fn = jax.jit(make_population_step(
       task, opt, member_chunk, members[0].config.get("grad_accum_steps", 1),
-      population_step.shared_constants(hps)),
+      population_step.shared_constants(hps), layout),
                     in_shardings=(state_sharding, stacked, stacked,
                                   batch_sharding),
                     out_shardings=(state_sharding, stacked, stacked),

@@ -177,7 +177,8 @@ def train_unit(config: ml_collections.ConfigDict, workdir: str,
        for n in group],
       os.path.join(workdir, "population", name),
       mesh=population.make_mesh(settings.get("member_devices") or None),
-      checkpoint_every=min(members[n].checkpoint.every_steps for n in group))
+      checkpoint_every=min(members[n].checkpoint.every_steps for n in group),
+      layout=settings.get("layout") or None)
   if result.get("preempted"):
     return {"preempted": result["step"]}
   seconds = (time.time() - t0) / len(group)
