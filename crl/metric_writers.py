@@ -22,6 +22,8 @@ from absl import logging
 import jax
 import numpy as np
 
+from crl import workdir as workdir_lib
+
 
 def _plain(value: Any) -> Any:
   try:
@@ -99,10 +101,8 @@ def drop_rows_after(workdir: str, step: int) -> int:
       kept.append(line)
   if len(kept) == len(lines):
     return 0
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
+  with workdir_lib.atomic_write(path) as f:
     f.writelines(kept)
-  os.replace(tmp, path)
   logging.info("metrics.jsonl: dropped %d row(s) after step %d (rewritten "
                "by this run).", len(lines) - len(kept), step)
   return len(lines) - len(kept)
@@ -116,10 +116,9 @@ def save_window(workdir: str, step: int, window: list[Mapping[str, Any]]
   """Keeps the metrics of the steps after the last log line of a run that
   stops at `step` (host values), for `load_window` on resume."""
   rows = [{k: float(v) for k, v in m.items()} for m in window]
-  tmp = os.path.join(workdir, f".{_WINDOW}.tmp.{os.getpid()}")
-  with open(tmp, "w") as f:
-    json.dump({"step": int(step), "rows": rows}, f)
-  os.replace(tmp, os.path.join(workdir, _WINDOW))
+  workdir_lib.write_json_atomic(os.path.join(workdir, _WINDOW),
+                                {"step": int(step), "rows": rows},
+                                indent=None)
 
 
 def load_window(workdir: str, step: int) -> list[dict[str, float]]:

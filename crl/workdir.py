@@ -4,11 +4,12 @@ the run about to use it (`check_run_identity`, `check_no_previous_run`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
-from typing import Any, Callable, Mapping
+from typing import IO, Any, Callable, Iterator, Mapping
 
 from absl import logging
 
@@ -17,19 +18,35 @@ from crl import checkpointing
 LOCK_NAME = "run.lock"
 
 
-def write_json_atomic(path: str, obj, sort_keys: bool = False,
-                      indent: int = 2) -> None:
-  """Writes `obj` as JSON so that a reader sees the old file or the new one.
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w") -> Iterator[IO[Any]]:
+  """A file whose content replaces `path` in one step when the block ends.
 
-  The one writer of a run's JSON files (config.json, results.json, reports).
-  Other processes of a multi-process run read workdir files (e.g.
-  `config.json` on resume) while process 0 rewrites them; a plain
-  `open(path, "w")` lets them read an empty, truncated file.
+  The one way crl rewrites a file that other processes or a resumed run may
+  read (JSON files, metrics.jsonl, saved parameters): it writes a hidden
+  temporary file next to `path`, flushes it to disk and renames it over
+  `path`, so a reader sees the old file or the new one, never a part of
+  either; an exception inside the block leaves `path` as it was.
   """
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
+  folder, name = os.path.split(path)
+  tmp = os.path.join(folder, f".{name}.tmp.{os.getpid()}")
+  try:
+    with open(tmp, mode) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_json_atomic(path: str, obj, sort_keys: bool = False,
+                      indent: int | None = 2) -> None:
+  """Writes `obj` as JSON through `atomic_write`: the one writer of a run's
+  JSON files (config.json, results.json, reports)."""
+  with atomic_write(path) as f:
     json.dump(obj, f, indent=indent, sort_keys=sort_keys)
-  os.replace(tmp, path)
 
 
 def _json_plain(value: Any) -> Any:

@@ -23,7 +23,6 @@ describes them:
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Sequence
 
@@ -31,6 +30,7 @@ import jax
 import networkx as nx
 import numpy as np
 
+from crl import workdir as workdir_lib
 from crl.analysis import module_dropping
 from crl.evaluators import common as eval_common
 from crl.models import nac as nac_lib
@@ -279,6 +279,5 @@ def write_report(report: dict[str, Any], outdir: str) -> dict[str, str]:
   png = draw(k, os.path.join(outdir, "circuit_graph.png"),
              report["averaged"]["communities"])
   path = os.path.join(outdir, "circuits.json")
-  with open(path, "w") as f:
-    json.dump(report, f, indent=1)
+  workdir_lib.write_json_atomic(path, report, indent=1)
   return {"json": path, "png": png}

@@ -21,7 +21,6 @@ of constant accuracy) are written as null in JSON and nan in CSV.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from typing import Any, Mapping
@@ -30,6 +29,7 @@ import jax
 import numpy as np
 
 from crl import config_lib
+from crl import workdir as workdir_lib
 from crl.reports import plots
 from crl.evaluators import population
 from crl.evaluators import suite_loop
@@ -302,8 +302,8 @@ def write(workdir: str, config: Any, evaluator: Any,
       writer.writerow([r["model"], r["shift"], r["kind"], r["metric"],
                        "nan" if r["value"] is None or not math.isfinite(
                            r["value"]) else repr(float(r["value"]))])
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(out, f, indent=1)
+  workdir_lib.write_json_atomic(os.path.join(workdir, "results.json"), out,
+                                indent=1)
   print(format_table(evaluator, results, stats, members), flush=True)
   print(f"\nWrote {len(rows)} numbers to {workdir}/results.csv and "
         f"results.json, {len(paths)} plots to {plot_dir}/.", flush=True)

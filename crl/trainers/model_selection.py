@@ -62,11 +62,9 @@ def _latest_step(workdir: str) -> int:
 
 
 def _save_params(path: str, params: Any) -> None:
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "wb") as f:
+  with workdir_lib.atomic_write(path, "wb") as f:
     f.write(serialization.msgpack_serialize(
         serialization.to_state_dict(jax.device_get(params))))
-  os.replace(tmp, path)
 
 
 def _load_params(path: str) -> Any:
