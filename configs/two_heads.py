@@ -3,27 +3,28 @@ two-headed model and the baselines ("Are Two Heads the Same as One?").
 
 Command (default, CPU):
   python -m crl.main --config=configs/two_heads.py --workdir=runs/two_heads
-Runtime: 4m09s wall on the 2-core CPU (measured 2026-12-01 with a second
-  training job on the machine): 21 trainings of 2000 steps. Running it again
-  on a finished workdir re-evaluates only.
-Expected (test split, means over 3 seeds; measured 2026-12-01 and not
-  since the training-split probes were added beside this one, which is
-  fitted on the validation split with C = 1):
+Runtime: 6m43s wall (2m34s CPU) on the 2-core CPU, measured 2026-12-06
+  with four other engineers' jobs on the machine (load average 7-9): 21
+  trainings of 2000 steps. Running it again on a finished workdir
+  re-evaluates only.
+Expected (test split, means over 3 seeds, probe fitted on the validation
+  split with C = 1; measured 2026-12-06, raw output in
+  docs/results/two_heads/):
   lambda    0     1     5     10    20    50
-  accuracy  .837  .828  .812  .810  .806  .798
-  |DDP|     .342  .211  .139  .126  .114  .091
-  probe     .846  .869  .912  .898  .871  .805   (majority group .600)
-  Probe accuracy for the attribute rises from .846 (unconstrained) to .912
+  accuracy  .837  .827  .812  .810  .806  .798
+  |DDP|     .342  .210  .138  .125  .114  .091
+  probe     .848  .871  .912  .899  .871  .805   (majority group .600)
+  Probe accuracy for the attribute rises from .848 (unconstrained) to .912
   at lambda 5 and stays above the unconstrained value up to lambda 20 (the
   paper's range), then falls at lambda 50: not monotone in lambda
-  (Spearman over all runs -0.11). The two-headed model merged on validation
-  traces the same accuracy-|DDP| frontier as the penalty sweep (-0.0010
-  accuracy on average at the same |DDP|, range -0.003..+0.001 over 15
+  (Spearman over all runs -0.15). The two-headed model merged on validation
+  traces the same accuracy-|DDP| frontier as the penalty sweep (-0.0011
+  accuracy on average at the same |DDP|, range -0.004..+0.001 over 15
   runs), recovers the unconstrained model at eps = 1 (.838 vs .837) and
-  reaches |DDP| near .02, below any lambda (lambda 50: .091); its trunk
-  encodes the attribute (probe .932). Group thresholds, which need the
-  attribute at prediction time, are +0.008 more accurate than the penalty at
-  the same |DDP| (better in 14 of 15 runs).
+  reaches |DDP| .024 at eps = .01, below any lambda (lambda 50: .091); its
+  trunk encodes the attribute (probe .932). Group thresholds, which need
+  the attribute at prediction time, are +0.008 more accurate than the
+  penalty at the same |DDP| (better in 14 of 15 runs).
 
 Weak proxies (`configs/two_heads.py:weak_proxy`):
   python -m crl.main --config=configs/two_heads.py:weak_proxy \
