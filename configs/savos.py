@@ -133,10 +133,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       flow_noise_cell=4, seed=0))
   # Test-time adaptation on each scored video itself (crl.trainers.savos_adapt):
   # learning rate and steps chosen on held-out shifted videos.
+  # `examples`: scored videos per split (the first ones; 0: all);
+  # `reference_splits`: also adapted at the same choice (in distribution).
   c.tta = ml_collections.ConfigDict(dict(
       enabled=True, split="shifted", intervention="shifted",
       validation_examples=32, learning_rates=(1e-4, 3e-4, 1e-3),
-      steps=(0, 5, 10, 20, 40)))
+      steps=(0, 5, 10, 20, 40), examples=0, reference_splits=("test",)))
   c.pictures = ml_collections.ConfigDict(dict(num_videos=4,
                                               splits=("test", "gum")))
   if variant == "default":
@@ -169,9 +171,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint.every_steps = 200
     c.eval.every_steps = 0
     c.adapt.enabled = False
-    c.tta.validation_examples = 8
-    c.tta.learning_rates = (3e-4, 1e-3)
-    c.tta.steps = (0, 5, 10)
+    c.tta.validation_examples = 16
+    c.tta.learning_rates = (3e-4, 1e-3, 3e-3)
+    c.tta.steps = (0, 4, 8, 16)
+    c.tta.examples = 64
   elif variant in ("fishbowl", "fishbowl_tiny"):
     # Local FISHBOWL files (crl.data.fishbowl_clips), 320x480 frames resized
     # to 64x96; no shifted distribution, so no adaptation.
@@ -255,3 +258,4 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.tta.validation_examples = 4
   c.tta.learning_rates = (1e-3,)
   c.tta.steps = (0, 1, 2)
+  c.tta.reference_splits = ()
