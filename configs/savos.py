@@ -172,8 +172,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval.every_steps = 0
     c.adapt.enabled = False
     c.tta.validation_examples = 16
-    c.tta.learning_rates = (3e-4, 1e-3, 3e-3)
-    c.tta.steps = (0, 4, 8, 16)
+    c.tta.steps = (0, 2, 4, 8, 16)
     c.tta.examples = 64
   elif variant in ("fishbowl", "fishbowl_tiny"):
     # Local FISHBOWL files (crl.data.fishbowl_clips), 320x480 frames resized
