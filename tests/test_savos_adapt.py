@@ -1,6 +1,7 @@
 """Per-video test-time adaptation of SaVos (crl.trainers.savos_adapt) and its
 protocol (crl.trainers.savos_tta)."""
 
+import json
 import os
 
 import jax
@@ -129,3 +130,30 @@ def test_bad_tta_configs_fail_before_compiling(tiny_task):
     savos_config.check_dataset_names(c, savos_config.build_dataset(c))
   with pytest.raises(ValueError, match="increasing"):
     savos_adapt.check_steps((3, 1))
+
+
+def test_readme_renders_the_curve_and_the_gain(tmp_path):
+  from crl.reports import readme  # pylint: disable=g-import-not-at-top
+  curve = {"steps": [0, 4], "occluded_miou": [0.5, 0.52],
+           "full_miou": [0.7, 0.69]}
+  gain = {"occluded": {"gain": 0.02, "interval": [0.005, 0.031],
+                       "videos": 64, "improved": 40},
+          "full": {"gain": -0.01, "interval": [-0.02, 0.001], "videos": 64,
+                   "improved": 20}}
+  out = {"tta": {"validation": {"0.001": curve},
+                 "chosen": {"learning_rate": 1e-3, "steps": 4,
+                            "by": "occluded_miou on 16 held-out videos"},
+                 "splits": {"shifted": {"videos": 64, "curve": curve,
+                                        "gain": gain}}},
+         "occlusion": {"test": {"occluded_px_per_object_frame": 40.5}}}
+  (tmp_path / "savos_tta").mkdir()
+  (tmp_path / "savos_tta" / "results.json").write_text(json.dumps(out))
+  (tmp_path / "savos_tta" / "run.json").write_text(json.dumps(dict(
+      command="python -m crl.main", date="d", machine="m", load="l",
+      wall="w")))
+  text = readme.savos_tta(tmp_path)
+  assert "| validation, lr 0.001 | occluded | .500 | .520 |" in text
+  assert "| shifted (64) | full | .700 | .690 |" in text
+  assert "| shifted | occluded | +.020 | [+.005, +.031] | 40 of 64 |" in text
+  assert "| shifted | full | -.010 | [-.020, +.001] | 20 of 64 |" in text
+  assert "learning rate 0.001, 4 steps" in text and "test 40.5" in text
