@@ -136,15 +136,16 @@ def test_readme_renders_the_curve_and_the_gain(tmp_path):
   from crl.reports import readme  # pylint: disable=g-import-not-at-top
   curve = {"steps": [0, 4], "occluded_miou": [0.5, 0.52],
            "full_miou": [0.7, 0.69]}
-  gain = {"occluded": {"gain": 0.02, "interval": [0.005, 0.031],
-                       "videos": 64, "improved": 40},
-          "full": {"gain": -0.01, "interval": [-0.02, 0.001], "videos": 64,
-                   "improved": 20}}
+  none = {"gain": 0., "interval": [0., 0.], "videos": 64, "improved": 0}
+  gains = {"occluded": [none, {"gain": 0.02, "interval": [0.005, 0.031],
+                               "videos": 64, "improved": 40}],
+           "full": [none, {"gain": -0.01, "interval": [-0.02, 0.001],
+                           "videos": 64, "improved": 20}]}
   out = {"tta": {"validation": {"0.001": curve},
                  "chosen": {"learning_rate": 1e-3, "steps": 4,
                             "by": "occluded_miou on 16 held-out videos"},
                  "splits": {"shifted": {"videos": 64, "curve": curve,
-                                        "gain": gain}}},
+                                        "gains": gains}}},
          "occlusion": {"test": {"occluded_px_per_object_frame": 40.5}}}
   (tmp_path / "savos_tta").mkdir()
   (tmp_path / "savos_tta" / "results.json").write_text(json.dumps(out))
@@ -154,6 +155,7 @@ def test_readme_renders_the_curve_and_the_gain(tmp_path):
   text = readme.savos_tta(tmp_path)
   assert "| validation, lr 0.001 | occluded | .500 | .520 |" in text
   assert "| shifted (64) | full | .700 | .690 |" in text
-  assert "| shifted | occluded | +.020 | [+.005, +.031] | 40 of 64 |" in text
-  assert "| shifted | full | -.010 | [-.020, +.001] | 20 of 64 |" in text
+  assert "| split | mIoU | 4 steps (chosen) |" in text
+  assert "| shifted | occluded | +.020 [+.005, +.031] |" in text
+  assert "| shifted | full | -.010 [-.020, +.001] |" in text
   assert "learning rate 0.001, 4 steps" in text and "test 40.5" in text

@@ -182,17 +182,20 @@ def savos_tta(root: pathlib.Path) -> str:
     for metric in ("occluded", "full"):
       rows.append([f"{split} ({row['videos']})", metric] + [
           _f3(v) for v in row["curve"][f"{metric}_miou"]])
-      g = row["gain"][metric]
-      low, high = g["interval"] or (None, None)
-      gains.append([split, metric, _gain(g["gain"]),
-                    f"[{_gain(low)}, {_gain(high)}]",
-                    f"{g['improved']} of {g['videos']}"])
+      cells = []
+      for g in row["gains"][metric][1:]:
+        low, high = g["interval"] or (None, None)
+        cells.append(f"{_gain(g['gain'])} [{_gain(low)}, {_gain(high)}]")
+      gains.append([split, metric] + cells)
   lines = [provenance("savos_tta", root), "",
            f"Chosen on the held-out shifted videos: learning rate "
            f"{chosen['learning_rate']}, {chosen['steps']} steps ("
            f"{chosen['by']}).", "", _table(header, rows), "",
-           _table(["split", "mIoU", f"gain at {chosen['steps']} steps",
-                   "95% interval", "videos improved"], gains)]
+           "Gain over no adaptation, mean over videos of each video's own "
+           "difference, with its 95% paired bootstrap interval:", "",
+           _table(["split", "mIoU"] + [
+               f"{n} steps" + (" (chosen)" if n == chosen["steps"] else "")
+               for n in steps[1:]], gains)]
   if occlusion:
     lines += ["", "Occluded pixels per object-frame: " + ", ".join(
         f"{s} {o['occluded_px_per_object_frame']:.1f}"
