@@ -75,6 +75,11 @@ Variants (`configs/savos.py:<variant>`):
           public code's train_data/ and test_data/), 8-frame clips resized
           to 64x96, no adaptation. Not run: no FISHBOWL on this machine.
           fishbowl_tiny: for tests, on files the tests write.
+  kins    local KINS-Video-Car (`--config.data.root=DIR`: the KINS JSON,
+          the KITTI devkit mapping files, raw/ frames and flow/ with
+          estimated .flo flows, which KINS lacks; crl.data.kins_clips),
+          frames resized to 64 px high, no adaptation. Not run: no KINS
+          here. kins_tiny: for tests, on files the tests write.
 """
 
 import ml_collections
@@ -86,7 +91,7 @@ from crl.config_base import base_config
 
 VARIANTS = ("default", "reduced", "tiny", "official", "official_tiny",
             "noisy", "noisy_tiny", "long", "large", "fishbowl",
-            "fishbowl_tiny")
+            "fishbowl_tiny", "kins", "kins_tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -193,6 +198,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant == "fishbowl_tiny":
       _tiny(c)
       c.data.resolution = 16
+  elif variant in ("kins", "kins_tiny"):
+    # Local KINS-Video-Car files with estimated flows (crl.data.kins_clips),
+    # frames resized to 64 px high; no shifted distribution, no adaptation.
+    c.data = config_lib.component_config(
+        registry.DATASETS, "kins_video", root="", resolution=64,
+        num_frames=c.data.num_frames, num_objects=c.data.num_objects)
+    c.eval.splits = c.eval.periodic_splits = c.pictures.splits = ("test",)
+    c.adapt.enabled = c.tta.enabled = False
+    if variant == "kins_tiny":
+      _tiny(c)
+      c.data.resolution, c.data.num_frames = 16, 3
   elif variant == "tiny":
     _tiny(c)
   elif variant == "long":
