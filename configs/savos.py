@@ -146,7 +146,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       flow_noise_cell=4, seed=0))
   # Test-time adaptation on each scored video itself (crl.trainers.savos_adapt):
   # learning rate and steps chosen on held-out shifted videos.
-  # `examples`: scored videos per split (the first ones; 0: all);
+  # `examples`: scored videos per split (the first ones; 0: all, and the
+  # adapted model joins the results table as 'savos_tta');
   # `reference_splits`: also adapted at the same choice (in distribution).
   c.tta = ml_collections.ConfigDict(dict(
       enabled=True, split="shifted", intervention="shifted",
