@@ -66,6 +66,7 @@ DATASETS = Registry("dataset", {
     "fairface": "crl.data.fairface:FairFace",
     "occluded_video": "crl.data.occluded_video:OccludedVideo",
     "fishbowl": "crl.data.fishbowl_clips:FishbowlClips",
+    "kins_video": "crl.data.kins_clips:KinsClips",
     "multi_domain": "crl.data.multi_domain:MultiDomainShapes",
     "pretrain_source": "crl.data.multi_domain:PretrainSource",
     "domain_folder": "crl.data.domain_folder:DomainFolder",

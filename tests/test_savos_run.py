@@ -54,9 +54,14 @@ def test_main_end_to_end_writes_results_and_pictures(tmp_path):
   removed = out["official_filters_removed"]["test"]["official"]
   assert removed["present"]["tracks"] >= removed["kept"]["tracks"]
   tta = out["tta"]
-  assert tta["test"]["steps"] == [0, 1, 2]
-  assert len(tta["test"]["occluded_miou_all"]) == 3
+  shifted = tta["splits"]["shifted"]
+  assert shifted["curve"]["steps"] == [0, 1, 2] and shifted["videos"] == 8
+  assert len(shifted["curve"]["occluded_miou_all"]) == 3
   assert tta["chosen"]["learning_rate"] == 1e-3
+  assert set(shifted["gain"]) == {"occluded", "full"}
+  # Step 0 is SaVos itself, scored on the same videos.
+  assert shifted["curve"]["full_miou"][0] == pytest.approx(
+      results["shifted"]["savos"]["full_miou"], abs=1e-6)
   assert set(out["occlusion"]) == {"test", "gum", "shifted"}
   assert out["occlusion"]["test"]["occluded_px_per_object_frame"] > 0.
 

@@ -84,8 +84,7 @@ class FishbowlClips:
       raise ValueError(f"{self.root} has no {', '.join(missing)} "
                        "directory (expected the FISHBOWL layout of the "
                        "public SaVos code)")
-    parts, self._ranges = [], {}
-    offset = 0
+    per_split = {}
     for split, directory in SPLIT_DIRS.items():
       path = os.path.join(self.root, directory)
       if not os.path.isdir(path):
@@ -93,8 +92,15 @@ class FishbowlClips:
       clips = self._read_split(path)
       if not clips:
         raise ValueError(f"{path}: no video has {self.num_frames} frames")
-      self._ranges[split] = (offset, len(clips))
-      offset += len(clips)
+      per_split[split] = clips
+    self._store(per_split)
+
+  def _store(self, per_split: dict[str, list[dict[str, np.ndarray]]]
+             ) -> None:
+    """Holds every split's clips (`_clips` dicts) as device arrays."""
+    parts, self._ranges = [], {}
+    for split, clips in per_split.items():
+      self._ranges[split] = (len(parts), len(clips))
       parts += clips
     self._arrays = {k: jnp.asarray(np.stack([c[k] for c in parts]))
                     for k in BATCH_KEYS}

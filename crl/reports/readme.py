@@ -160,6 +160,49 @@ def savos(root: pathlib.Path) -> str:
   return provenance("savos", root) + "\n\n" + _table(header, rows)
 
 
+def _gain(x: float | None) -> str:
+  """+.012 / -.004 (signed `_f3`)."""
+  return "-" if x is None else _f3(abs(x)).join(("+" if x >= 0 else "-", ""))
+
+
+def savos_tta(root: pathlib.Path) -> str:
+  """SaVos adapted on each scored video: the choice on held-out shifted
+  videos, the curves against steps and the gains at the chosen steps with
+  their paired bootstrap intervals (`docs/results/savos_tta/`)."""
+  out = load("savos_tta", root=root)
+  tta, occlusion = out["tta"], out.get("occlusion", {})
+  steps = tta["validation"][next(iter(tta["validation"]))]["steps"]
+  chosen = tta["chosen"]
+  header = ["videos", "mIoU"] + [f"{n} steps" for n in steps]
+  rows = [[f"validation, lr {lr}", "occluded"] + [_f3(v) for v in
+                                                 c["occluded_miou"]]
+          for lr, c in tta["validation"].items()]
+  gains = []
+  for split, row in tta["splits"].items():
+    for metric in ("occluded", "full"):
+      rows.append([f"{split} ({row['videos']})", metric] + [
+          _f3(v) for v in row["curve"][f"{metric}_miou"]])
+      cells = []
+      for g in row["gains"][metric][1:]:
+        low, high = g["interval"] or (None, None)
+        cells.append(f"{_gain(g['gain'])} [{_gain(low)}, {_gain(high)}]")
+      gains.append([split, metric] + cells)
+  lines = [provenance("savos_tta", root), "",
+           f"Chosen on the held-out shifted videos: learning rate "
+           f"{chosen['learning_rate']}, {chosen['steps']} steps ("
+           f"{chosen['by']}).", "", _table(header, rows), "",
+           "Gain over no adaptation, mean over videos of each video's own "
+           "difference, with its 95% paired bootstrap interval:", "",
+           _table(["split", "mIoU"] + [
+               f"{n} steps" + (" (chosen)" if n == chosen["steps"] else "")
+               for n in steps[1:]], gains)]
+  if occlusion:
+    lines += ["", "Occluded pixels per object-frame: " + ", ".join(
+        f"{s} {o['occluded_px_per_object_frame']:.1f}"
+        for s, o in occlusion.items()) + "."]
+  return "\n".join(lines)
+
+
 def digits(root: pathlib.Path) -> str:
   """The folder-of-images preset on scikit-learn's digits."""
   test = load("digits", root=root)["results"]["test"]
@@ -257,6 +300,7 @@ TABLES: dict[str, Callable[[pathlib.Path], str]] = {
     "comparison": comparison,
     "circuits": circuits,
     "savos": savos,
+    "savos_tta": savos_tta,
     "digits": digits,
     "two_heads_weak_proxy": two_heads_weak_proxy,
     "sweep_domain": sweep_domain,

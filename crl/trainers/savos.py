@@ -15,8 +15,10 @@ metrics):
    unlabeled videos of the shifted distribution (its training stream, so
    disjoint from the scored videos);
 
-4. test-time adaptation on each scored video itself
-   (`crl.trainers.savos_adapt`, `config.tta`);
+4. test-time adaptation on each scored video itself, all videos of a batch
+   in one compiled program (`crl.trainers.savos_adapt`), steps and learning
+   rate chosen on held-out shifted videos, with the curve against steps and
+   the gain's interval (`crl.trainers.savos_tta`, `config.tta`);
 
 then scores SaVos, the upper bound, the baselines (visible mask, convex hull)
 and the adapted models (`crl.evaluators.amodal`) under crl's protocol and
@@ -55,6 +57,7 @@ from crl.reports import amodal_pictures
 from crl.trainers import savos_adapt
 from crl.trainers import savos_config
 from crl.trainers import savos_pipeline
+from crl.trainers import savos_tta
 from crl.trainers.savos_task import SavosTask
 
 
@@ -135,24 +138,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   tta = None
   tta_config = config.get("tta")
   if tta_config is not None and tta_config.enabled:
-    loss_kwargs = dict(
-        consistency_weight=config.loss.consistency_weight,
-        photometric_weight=config.loss.photometric_weight,
-        normalization=config.loss.get("normalization", "mean"))
+    adapter = savos_adapt.VideoAdapter(
+        model, savos_config.loss_kwargs(config), pipeline.sharding,
+        evaluator.threshold)
     with _timed(timing, "tta"):
-      tta = savos_adapt.run_tta(
-          model=model, params=savos_params, pipeline=pipeline,
+      tta = savos_tta.run_tta(
+          adapter=adapter, params=savos_params, pipeline=pipeline,
           evaluator=evaluator, split=tta_config.split,
           intervention=tta_config.intervention,
           validation_examples=tta_config.validation_examples,
+          examples=tta_config.get("examples", 0),
           learning_rates=tuple(tta_config.learning_rates),
-          steps=tuple(tta_config.steps), loss_kwargs=loss_kwargs)
-      results[tta_config.split]["savos_tta"] = tta.pop("metrics")
+          steps=tuple(tta_config.steps),
+          reference_splits=tuple(tta_config.get("reference_splits", ())))
+    if not tta_config.get("examples", 0):
+      # Every video scored: the adapted model joins the split's table.
+      for s, row in tta["splits"].items():
+        results[s]["savos_tta"] = row["metrics"]
 
   with _timed(timing, "baselines"):
     for s in splits:
       results[s].update(evaluator.baseline_metrics(s))
-    occlusion = {s: savos_adapt.occlusion_stats(pipeline, s) for s in splits}
+    occlusion = {s: savos_tta.occlusion_stats(pipeline, s) for s in splits}
 
   pictures = []
   with _timed(timing, "pictures"):

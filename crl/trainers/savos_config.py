@@ -84,6 +84,14 @@ def make_evaluator(config: ml_collections.ConfigDict, pipeline: Any,
     raise config_lib.ConfigError(f"config.eval: {e}") from e
 
 
+def loss_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`config.loss` as keyword arguments of
+  `savos_losses.self_supervised_loss`."""
+  return dict(consistency_weight=config.loss.consistency_weight,
+              photometric_weight=config.loss.photometric_weight,
+              normalization=config.loss.get("normalization", "mean"))
+
+
 def derived_config(config: ml_collections.ConfigDict, *, num_steps: int,
                    learning_rate: float | None = None,
                    warmup_steps: int | None = None
@@ -138,6 +146,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise config_lib.ConfigError(
           f"config.tta.steps must increase from 0 (no adaptation), got "
           f"{steps}.")
+    unknown = [n for n in tta.get("reference_splits", ())
+               if n not in config.eval.splits]
+    if unknown:
+      raise config_lib.ConfigError(
+          f"config.tta.reference_splits has {unknown}, not in "
+          f"config.eval.splits {tuple(config.eval.splits)}.")
+    for key in ("examples", "validation_examples"):
+      value = tta.get(key, 0)
+      if not isinstance(value, int) or value < (key != "examples"):
+        raise config_lib.ConfigError(
+            f"config.tta.{key} must be an integer >= "
+            f"{int(key != 'examples')}, got {value!r}.")
     if not tta.learning_rates or min(tta.learning_rates) <= 0:
       raise config_lib.ConfigError(
           f"config.tta.learning_rates must be positive, got "

@@ -78,10 +78,13 @@ class VideoPipeline(pipeline_lib.InputPipeline):
       step += 1
       yield {k: current[k] for k in keys}
 
-  def eval_batches(self, name: str) -> Iterator[dict[str, jax.Array]]:
-    """One padded pass over eval split `name` (with 'mask')."""
+  def eval_batches(self, name: str, num: int | None = None
+                   ) -> Iterator[dict[str, jax.Array]]:
+    """One padded pass over eval split `name` (with 'mask'); its first
+    `num` videos only when given."""
+    total = self.dataset.num_examples(name)
     return self._padded(np.asarray(self.dataset.eval_code(name)),
-                        self.dataset.num_examples(name))
+                        total if num is None else min(num, total))
 
   def batches(self, split: str, intervention: str | None,
               num: int) -> Iterator[dict[str, jax.Array]]:

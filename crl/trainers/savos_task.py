@@ -121,9 +121,7 @@ class SavosTask:
                            rngs=rngs)
     if self.mode == "self_supervised":
       return savos_losses.self_supervised_loss(
-          out, consistency_weight=self.config.loss.consistency_weight,
-          photometric_weight=self.config.loss.photometric_weight,
-          normalization=self.config.loss.get("normalization", "mean"))
+          out, **savos_config.loss_kwargs(self.config))
     target = savos_lib.to_model_space(batch["amodal"], out["boxes"],
                                       self.model.patch_size)
     return savos_losses.supervised_loss(out, target)
