@@ -205,31 +205,14 @@ def make_population_step(task: Any, opt: ml_collections.ConfigDict,
     return jax.tree.map(lambda *x: jnp.stack(x), *outs)
 
   def grads_all(state, hp, batch):
+    if layout == "per_member":
+      return each(member_grads, (state, hp, batch), state.step.shape[0])
     if member_chunk is None:
       return jax.vmap(member_grads)(state, hp, batch)
     return jax.lax.map(lambda a: member_grads(*a), (state, hp, batch),
                        batch_size=None if member_chunk == 1 else member_chunk)
 
-  def per_member_step(state, hp, failed_at, batch):
-    """Each member's whole step on its slice, written back in place
-    (`.at[i].set` into the donated stack) rather than stacked anew: a
-    stack of every member's params and optimizer state, then a select,
-    was 23% of NAC's step (docs/results/population_bench/profile.md)."""
-    metrics = []
-    for i in range(failed_at.shape[0]):
-      mine = [jax.tree.map(lambda x, i=i: x[i], t) for t in (state, hp, batch)]
-      (loss, task_metrics), grads = member_grads(*mine)
-      params, opt_state = member_update(mine[0], mine[1], grads)
-      new, failed, m = member_finish(mine[0], mine[1], failed_at[i], loss,
-                                     task_metrics, grads, params, opt_state)
-      state = jax.tree.map(lambda a, x, i=i: a.at[i].set(x), state, new)
-      failed_at = failed_at.at[i].set(failed)
-      metrics.append(m)
-    return state, failed_at, jax.tree.map(lambda *x: jnp.stack(x), *metrics)
-
   def step(state, hp, failed_at, batch):
-    if layout == "per_member":
-      return per_member_step(state, hp, failed_at, batch)
     (loss, task_metrics), grads = grads_all(state, hp, batch)
     if layout == "vmap":
       params, opt_state = jax.vmap(member_update)(state, hp, grads)
