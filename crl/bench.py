@@ -80,6 +80,9 @@ _POPULATION = flags.DEFINE_bool(
     "population", False, "Only the population bench: --members members of "
     "default-size NAC and ViT trained together vs one at a time.")
 _MEMBERS = flags.DEFINE_integer("members", 8, "Members (--population).")
+_PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir", "", "With --population: a jax.profiler trace of one step "
+    "of each way in this folder, summarised in the report.")
 _CORRUPTIONS = flags.DEFINE_bool(
     "corruptions", False, "Also measure the corruptions against "
     "imagecorruptions (needs the [test] extra).")
@@ -289,7 +292,8 @@ def main(argv: Sequence[str]) -> None:
     for name in population_bench.MODELS:
       rows.append(population_bench.measure(
           name, _MEMBERS.value, _BATCH.value, _STEPS.value,
-          load_config=load_model_config, memory_mib=_memory_mib))
+          load_config=load_model_config, memory_mib=_memory_mib,
+          profile_dir=_PROFILE_DIR.value or None))
       print(population_bench.format_row(rows[-1]), flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the process: {rss:.0f} MiB")

@@ -23,10 +23,18 @@ from crl import train_step
 from crl import workdir as workdir_lib
 
 
+def population_identity(plain: dict[str, Any]) -> dict[str, Any]:
+  """`{member name: workdir.model_identity of its config}`: what a
+  population directory must match (the keys a finished member ignores)."""
+  return {name: workdir_lib.model_identity(member)
+          for name, member in plain.items()}
+
+
 def check_population_dir(workdir: str, plain: dict[str, Any]) -> None:
-  """Refuses a population directory written for other members."""
+  """Refuses a population directory written for other members (changes that
+  do not change a trained model, `workdir.VOLATILE_KEYS`, are accepted)."""
   workdir_lib.check_run_identity(
-      workdir, plain, holds="a population of other members or configs",
+      workdir, plain, population_identity, holds="a population of other members or configs",
       advice="Use a new workdir for this population.")
 
 

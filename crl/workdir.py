@@ -14,8 +14,14 @@ from typing import IO, Any, Callable, Iterator, Mapping
 from absl import logging
 
 from crl import checkpointing
+from crl import config_lib
+from crl import registry
 
 LOCK_NAME = "run.lock"
+# Config keys that may change between invocations without making a trained
+# member another model: how it is checkpointed, logged, evaluated, compiled.
+VOLATILE_KEYS = ("checkpoint", "log_every_steps", "tensorboard", "evals",
+                 "final_eval", "eval_batch_size", "xla_fast_compile")
 
 
 @contextlib.contextmanager
@@ -91,6 +97,21 @@ def check_run_identity(workdir: str, plain: Mapping[str, Any],
     raise checkpointing.CheckpointError(
         f"{workdir} holds {holds}; differences:\n  " + "\n  ".join(diffs) +
         f"\n{advice}")
+
+
+def model_identity(plain: Mapping[str, Any]) -> dict[str, Any]:
+  """What makes a member's config (plain) another model: all of it but
+  `VOLATILE_KEYS` and `data.eval_examples`, `model` with today's defaults of
+  fields it lacks. The identity of a finished member of a study
+  (`crl.trainers.ood_suite.finished_step`) and of a population's members
+  (`crl.population_io.check_population_dir`)."""
+  out = {k: v for k, v in plain.items() if k not in VOLATILE_KEYS}
+  if isinstance(out.get("data"), dict):
+    out["data"] = {k: v for k, v in out["data"].items()
+                   if k != "eval_examples"}
+  out["model"] = config_lib.with_component_defaults(registry.MODELS,
+                                                    out.get("model"))
+  return out
 
 
 _PREVIOUS_RUN_FILES = ("config.json", "metrics.jsonl", "results.json")

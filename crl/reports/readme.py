@@ -281,18 +281,23 @@ def transfer(root: pathlib.Path) -> str:
 
 def population_bench(root: pathlib.Path) -> str:
   """8 members trained together in each step layout against one at a time:
-  member x examples/s, the ratio, and peak memory (`crl.bench --population`)."""
+  member x examples/s, the ratio, peak memory and XLA's GFLOP per step of
+  all 8 (`crl.bench --population`); the profile is `profile.md` there."""
   rows = []
   for r in load("population_bench", root=root)["population"]:
+    gflop = r.get("alone_gflop")
     rows.append([r["model"], "one at a time",
                  f"{r['alone_member_examples_per_s']:.1f}", "1.00x",
-                 f"{r['alone_peak_mib']:.0f}"])
+                 f"{r['alone_peak_mib']:.0f}",
+                 "" if gflop is None else f"{gflop:.1f}"])
     for name, lay in r["layouts"].items():
       rows.append([r["model"], f"{r['members']} together, `{name}`",
                    f"{lay['member_examples_per_s']:.1f}",
-                   f"{lay['speedup']:.2f}x", f"{lay['peak_mib']:.0f}"])
+                   f"{lay['speedup']:.2f}x", f"{lay['peak_mib']:.0f}",
+                   f"{lay['gflop']:.1f}" if "gflop" in lay else ""])
   return (provenance("population_bench", root) + "\n\n" + _table(
-      ["model", "how", "member x examples/s", "speed-up", "peak MiB"], rows))
+      ["model", "how", "member x examples/s", "speed-up", "peak MiB",
+       "GFLOP per step of all"], rows))
 
 
 TABLES: dict[str, Callable[[pathlib.Path], str]] = {

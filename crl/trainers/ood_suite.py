@@ -41,7 +41,6 @@ import numpy as np
 
 from crl import checkpointing
 from crl import config_lib
-from crl import registry
 from crl import runtime
 from crl import train
 from crl import workdir as workdir_lib
@@ -61,9 +60,6 @@ augment = member_augment.augment
 # Member keys filled in from the suite config (every member sees one dataset
 # and one evaluation protocol).
 SHARED_KEYS = ("data", "eval_batch_size", "xla_fast_compile")
-# Keys that may change without making a finished member another model.
-_VOLATILE_KEYS = ("checkpoint", "log_every_steps", "tensorboard", "evals",
-                  "final_eval", "eval_batch_size", "xla_fast_compile")
 
 
 class _Preempted(Exception):
@@ -118,15 +114,9 @@ def member_config(config: ml_collections.ConfigDict,
   return ml_collections.ConfigDict(config_lib.from_plain(member.to_dict()))
 
 
-def _identity(plain: dict[str, Any]) -> dict[str, Any]:
-  """What makes a member another model (not how it is evaluated)."""
-  out = {k: v for k, v in plain.items() if k not in _VOLATILE_KEYS}
-  if isinstance(out.get("data"), dict):
-    out["data"] = {k: v for k, v in out["data"].items()
-                   if k != "eval_examples"}
-  out["model"] = config_lib.with_component_defaults(registry.MODELS,
-                                                    out.get("model"))
-  return out
+# What makes a member another model (not how it is evaluated); a population's
+# directory uses the same (crl.population_io.check_population_dir).
+_identity = workdir_lib.model_identity
 
 
 def finished_step(member: ml_collections.ConfigDict, member_dir: str
