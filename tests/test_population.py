@@ -103,8 +103,11 @@ def test_diverging_member_is_frozen_and_others_continue(tmp_path):
   pretrained = members[2].task.init_params(jax.random.PRNGKey(7))
   members[2].init_params = pretrained
   members[0].train_indices = np.arange(8)  # few-shot: 8 examples
+  # The vmap layout: one compile for the three members; freezing and the
+  # trainable mask are the same per-member functions in every layout, and
+  # batched members are where a NaN could leak into the others.
   out = population.train_population(members, str(tmp_path / "pop"),
-                                    final_eval=False)
+                                    final_eval=False, layout="vmap")
   assert set(out["failed"]) == {"bad"}
   assert 1 <= out["failed"]["bad"] <= 3
   assert set(out["members"]) == {"ok", "head"}
