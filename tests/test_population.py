@@ -72,7 +72,7 @@ def test_member_matches_single_run_and_resumes(spec, accum, tmp_path):
   for c in configs.values():
     c.grad_accum_steps = accum
   members = _members(configs, str(tmp_path))
-  if spec == "vit:tiny":  # resume once (each call compiles the step again)
+  if spec == "vit:tiny":  # resume once (the second call's step: from the cache)
     stopped = population.train_population(members, str(tmp_path / "pop"),
                                           stop_at=2)
     assert stopped == {"step": 2, "preempted": True}
