@@ -3,9 +3,11 @@ divergence isolation, resume, the (member, data) mesh.
 
 Equivalence is bitwise on CPU: gradients are vmapped (bitwise equal to the
 single run's), the optimizer update is applied per member (the default on
-CPU, `population_step.default_update`), and hyperparameters every member
-shares are constants as in the single run. Across meshes the reductions are
-split differently, so those agree to `ATOL`.
+CPU, `population_step.default_layout`), and hyperparameters every member
+shares are constants as in the single run. The mesh test uses the
+accelerators' `vmap` layout (members batched, one compiled program whatever
+the member count, padding included): across meshes the reductions are split
+differently, so those agree to `ATOL`.
 """
 
 import os
@@ -70,7 +72,7 @@ def test_member_matches_single_run_and_resumes(spec, accum, tmp_path):
   for c in configs.values():
     c.grad_accum_steps = accum
   members = _members(configs, str(tmp_path))
-  if spec == "vit:tiny":  # resume once (each call compiles the step again)
+  if spec == "vit:tiny":  # resume once (the second call's step: from the cache)
     stopped = population.train_population(members, str(tmp_path / "pop"),
                                           stop_at=2)
     assert stopped == {"step": 2, "preempted": True}
@@ -101,8 +103,11 @@ def test_diverging_member_is_frozen_and_others_continue(tmp_path):
   pretrained = members[2].task.init_params(jax.random.PRNGKey(7))
   members[2].init_params = pretrained
   members[0].train_indices = np.arange(8)  # few-shot: 8 examples
+  # The vmap layout: one compile for the three members; freezing and the
+  # trainable mask are the same per-member functions in every layout, and
+  # batched members are where a NaN could leak into the others.
   out = population.train_population(members, str(tmp_path / "pop"),
-                                    final_eval=False)
+                                    final_eval=False, layout="vmap")
   assert set(out["failed"]) == {"bad"}
   assert 1 <= out["failed"]["bad"] <= 3
   assert set(out["members"]) == {"ok", "head"}
@@ -178,7 +183,7 @@ for shape in [(1, 1), (2, 2), (4, 1)]:
   mesh = jax.sharding.Mesh(devices.reshape(shape), ("member", "data"))
   out = population.train_population(t._members(configs, root),
                                     os.path.join(root, "pop"), mesh=mesh,
-                                    final_eval=False)
+                                    final_eval=False, layout="vmap")
   outs[shape] = {n: v["params"] for n, v in out["members"].items()}
 for shape in [(2, 2), (4, 1)]:
   for n in configs:
