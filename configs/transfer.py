@@ -2,9 +2,14 @@
 
 Command (default, CPU):
   python -m crl.main --config=configs/transfer.py --workdir=runs/transfer
-Runtime: the default was not run to the end (the machine was shared by ~8
-jobs, load average 15-18 on 2 cores, when it was written). Measured on
-`:reduced` instead, see docs/results/transfer/command.txt.
+Runtime: the whole default was not run. Measured 2026-12-06 on the shared
+2-core CPU (nice 5, load average 5-10, this process at about half a core):
+its ViT and ResNet arms on the photo and sketch targets (12 members, 6
+domain + 18 corruption pairs, 2 pretrainings of 300 steps) in RUNTIME_PART
+(docs/results/transfer/); per member 3-7 min there (41-128 s compiling
+each phase, 1.1-2.6 s per step of batch 128), per pretraining 8-11 min
+(docs/results/transfer/profile.md). Estimate for the whole default: about
+8,000 CPU-s, i.e. 70-80 min on 2 quiet cores, over 2 h on one.
 Expected: results.csv (model, shift, kind, metric, value + the factor
 columns target, architecture, pretrained, strategy, regime, augmentation,
 seed), results.json with `proxies` (per (ID, OOD) pair and per shift kind:
