@@ -57,6 +57,16 @@ def test_the_default_grid_is_the_study():
       assert cfg.init_from.endswith("pretrain/vit")
 
 
+def test_a_cells_members_do_not_depend_on_the_other_cells():
+  c = _config(os.path.join(helpers.ROOT, "configs/transfer.py"))
+  full = transfer.members(c, "/w")
+  c.grid.architectures = ("resnet", "vit")
+  c.grid.domains = ("sketch",)
+  part = transfer.members(c, "/w")
+  assert len(part) == 2 * c.grid.per_cell
+  assert set(part) <= set(full)
+
+
 def test_analysis_of_several_targets():
   """Pairs are (target, shift); a pair's population is its target's."""
   c = _config()

@@ -7,15 +7,20 @@ one choice per factor (`FACTORS`): pretrained or from scratch, a strategy
 domain (`config.grid.domains`) and architecture (a *cell*), either every
 combination of the other choices (`config.grid.per_cell = 0`, the full
 factorial) or `per_cell` of them, drawn from a permutation of the
-combinations seeded by `config.grid.design_seed` (one per architecture)
-and taken in turn by the domains, so that the targets together cover
-`len(domains) * per_cell` different combinations of every architecture.
+combinations seeded by `config.grid.design_seed` and the architecture's
+name, and taken in turn by the domains in their canonical order
+(`multi_domain.DOMAINS`, else the sorted names), so that the targets
+together cover `len(domains) * per_cell` different combinations of every
+architecture. A cell's members depend only on its architecture and domain
+names, not on which others the grid lists, so a run restricted to some
+architectures or domains trains members that the full grid reuses.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import zlib
 
 import ml_collections
 import numpy as np
@@ -98,16 +103,24 @@ def _combinations(g: ml_collections.ConfigDict) -> list[tuple]:
                                 g.augmentations, g.seeds))
 
 
-def _chosen(g: ml_collections.ConfigDict, arch_index: int,
+def _chosen(g: ml_collections.ConfigDict, arch: str,
             domain_index: int) -> list[tuple]:
   combos = _combinations(g)
   k = int(g.get("per_cell", 0) or 0)
   if not k:
     return combos
   order = np.random.default_rng(
-      [int(g.get("design_seed", 0)), arch_index]).permutation(len(combos))
+      [int(g.get("design_seed", 0)), zlib.crc32(arch.encode())]
+  ).permutation(len(combos))
   return [combos[order[(domain_index * k + r) % len(combos)]]
           for r in range(k)]
+
+
+def _domain_order(config: ml_collections.ConfigDict) -> list[str]:
+  """The canonical order of the target domains (see the module docstring)."""
+  if config.data.name == "multi_domain":
+    return list(multi_domain.DOMAINS)
+  return sorted(domains(config))
 
 
 def init_from(config: ml_collections.ConfigDict, workdir: str,
@@ -151,10 +164,12 @@ def members(config: ml_collections.ConfigDict, workdir: str
   """`{name: (member config, factors)}`, by target domain then
   architecture (see the module docstring)."""
   g = config.grid
+  order = _domain_order(config)
   out = {}
-  for j, target in enumerate(domains(config)):
-    for i, arch in enumerate(g.architectures):
-      for pre, strategy, regime, aug, seed in _chosen(g, i, j):
+  for target in domains(config):
+    for arch in g.architectures:
+      for pre, strategy, regime, aug, seed in _chosen(g, arch,
+                                                      order.index(target)):
         name = (f"{target}_{arch}_{'pt' if pre else 'scratch'}_{strategy}_"
                 f"{regime}_{aug}_s{seed}")
         out[name] = (member(config, workdir, arch, pre, strategy, regime,
