@@ -108,6 +108,14 @@ def test_analysis_of_several_targets():
   assert by_kind["domain"][0] == value[("photo_0", "domain/sketch",
                                         "accuracy")]
   assert "target=sketch" in out["factors"]["domain"]["ood"]
+  # The mean corruption accuracy contains a corruption pair's own accuracy:
+  # a proxy for domain shifts, not for corruptions.
+  assert "mean_corruption_accuracy" in out["proxies"]["by_kind"]["domain"]
+  assert "mean_corruption_accuracy" not in out["proxies"]["by_kind"][
+      "corruption"]
+  assert "mean_corruption_accuracy" not in out["proxies"]["by_pair"][
+      "photo->corruption/contrast/5"]
+  assert out["excluded_proxies"]["corruption"] == ["mean_corruption_accuracy"]
 
 
 @pytest.mark.parametrize("key,value,message", [

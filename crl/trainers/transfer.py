@@ -218,13 +218,14 @@ def analyse(config: ml_collections.ConfigDict, rows: list[dict[str, Any]],
   boot = dict(n_boot=int(config.analysis.n_boot),
               seed=int(config.analysis.seed), level=float(config.analysis.level))
   by_pair = {}
-  for pair, (target, shift, _) in sorted(pairs.items()):
+  for pair, (target, shift, kind) in sorted(pairs.items()):
     idx = [i for i, n in enumerate(names) if factors[n]["target"] == target]
     by_pair[pair] = transfer_analysis.proxy_correlations(
-        {k: [v[i] for i in idx] for k, v in q.items()},
+        {k: [v[i] for i in idx] for k, v in _proxies(q, kind).items()},
         [_metric(rows, names[i], shift, "accuracy") for i in idx], **boot)
   ood_by_kind = ood_per_kind(rows, factors, names, pairs)
-  by_kind = {k: transfer_analysis.proxy_correlations(q, acc, **boot)
+  by_kind = {k: transfer_analysis.proxy_correlations(_proxies(q, k), acc,
+                                                     **boot)
              for k, acc in sorted(ood_by_kind.items())}
   # The factors in the OLS (`config.analysis.factors`; default all but the
   # seed): a small population cannot fit a column per level of every one.
@@ -240,9 +241,20 @@ def analyse(config: ml_collections.ConfigDict, rows: list[dict[str, Any]],
           "pairs": {p: {"target": t, "shift": s, "kind": k}
                     for p, (t, s, k) in pairs.items()},
           "quantities": list(q),
+          "excluded_proxies": {k: sorted(set(q) - set(_proxies(q, k)))
+                               for k in sorted(ood_by_kind)},
           "proxies": {"by_pair": by_pair, "by_kind": by_kind},
           "best_proxies": transfer_analysis.best_proxies(by_pair, kinds),
           "factors": effects, "bootstrap": boot}
+
+
+def _proxies(q: dict[str, list[float]], kind: str) -> dict[str, list[float]]:
+  """The ID quantities that may predict OOD accuracy on shifts of `kind`:
+  all but the mean corruption accuracy for corruption shifts, whose OOD
+  accuracy is one of the accuracies that mean is made of."""
+  if kind != "corruption":
+    return q
+  return {k: v for k, v in q.items() if k != "mean_corruption_accuracy"}
 
 
 def ood_per_kind(rows, factors, names, pairs) -> dict[str, list[float]]:
