@@ -49,12 +49,6 @@ class KinsClips(fishbowl_clips.FishbowlClips):
     train_json, test_json, mapping, rand, raw, flow: see the module
       docstring.
   """
-  root: str = ""
-  num_frames: int = 8
-  num_objects: int = 3
-  resolution: int = 0
-  width: int = 0
-  max_videos: int = 64
   train_json: str = "instances_train.json"
   test_json: str = "instances_val.json"
   mapping: str = "train_mapping.txt"
