@@ -171,11 +171,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ran slower than one at a time: docs/results/population_bench).
   # layout: the grouped step's layout (crl.population_step.LAYOUTS; "":
   # per_member on CPU, vmap on accelerators).
+  # trace_shared: hyperparameters that every member of a population shares
+  # are traced data, not constants: one compiled step for every member of
+  # an architecture, not bitwise equal to a single run (crl.population).
   # member_devices: devices on the mesh's `member` axis (0: all).
   # num_tasks > 0: this process is task `task_index` of a job array and
   # trains only its share (launch/slurm_population.sh).
   c.population = ml_collections.ConfigDict(dict(
-      group="auto", layout="", member_devices=0, num_tasks=0, task_index=0))
+      group="auto", layout="", trace_shared=False, member_devices=0,
+      num_tasks=0, task_index=0))
   # Panels of the reliability diagrams besides the ID split (default: the
   # first three covariate shifts evaluated).
   c.reliability_shifts = ("hue_independent", "unseen_combination",

@@ -100,8 +100,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.corruption_seed = 0
   c.plots = not tiny
   c.reliability_shifts = ()
+  # trace_shared: a member's hyperparameters are traced data even when it
+  # trains alone, so that the members of one architecture share compiled
+  # programs through the persistent cache below (crl.population).
   c.population = ml_collections.ConfigDict(dict(
-      group=True, layout="", member_devices=0, num_tasks=0, task_index=0))
+      group=True, layout="", trace_shared=True, member_devices=0,
+      num_tasks=0, task_index=0))
   # The models (a complete classification config each, without data).
   c.models = ml_collections.ConfigDict({
       a: suite.member(f"{a}:tiny" if tiny else a, num_steps=1)
@@ -146,7 +150,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.init_files = ml_collections.ConfigDict({a: "" for a in archs})
   c.checkpoint = config_dict.placeholder(str)
   # JAX's persistent cache in WORKDIR/compile_cache: the members of one
-  # architecture share their compiled programs (hyperparameters are data).
+  # architecture share their compiled programs (population.trace_shared).
   c.compile_cache_dir = "workdir"
   if variant == "reduced":  # the default grid, pairs and analyses, small
     c.models = ml_collections.ConfigDict({

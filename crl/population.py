@@ -165,7 +165,8 @@ def train_population(members: list[Member], workdir: str,
                      mesh: Mesh | None = None, stop_at: int | None = None,
                      checkpoint_every: int = 0, final_eval: bool = True,
                      member_chunk: int | None = None,
-                     layout: str | None = None) -> dict[str, Any]:
+                     layout: str | None = None,
+                     trace_shared: bool = False) -> dict[str, Any]:
   """Trains `members` (one group, see `group_key`) together in `workdir`.
 
   Args:
@@ -183,6 +184,13 @@ def train_population(members: list[Member], workdir: str,
       all of them; 1: one member after the other inside the one program.
     layout: the step's layout (`crl.population_step.LAYOUTS`); None:
       `population_step.default_layout()`.
+    trace_shared: hyperparameters that every member shares are traced data
+      like the others, not constants (`population_step.shared_constants`):
+      the step's program is then the same for any members of the same
+      architecture, batch and optimizer structure (one compile, or one
+      persistent-cache entry, for many populations), at the price of
+      bitwise equality with a single run (e.g. label smoothing divides in
+      float32, one rounding apart).
 
   Returns:
     `{"step", "members": {name: {"step", "params", "results"}}, "failed":
@@ -201,13 +209,14 @@ def train_population(members: list[Member], workdir: str,
   lock.acquire()
   try:
     return _train(members, workdir, plain, mesh or make_mesh(), stop_at,
-                  checkpoint_every, final_eval, member_chunk, layout)
+                  checkpoint_every, final_eval, member_chunk, layout,
+                  trace_shared)
   finally:
     lock.release()
 
 
 def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
-           final_eval, member_chunk, layout):
+           final_eval, member_chunk, layout, trace_shared):
   task, opt = members[0].task, members[0].config.optimizer
   n_real = len(members)
   n_dev = mesh.shape[MEMBER_AXIS]
@@ -275,7 +284,8 @@ def _train(members, workdir, plain, mesh, stop_at, checkpoint_every,
   batch_sharding = NamedSharding(mesh, P(MEMBER_AXIS, "data"))
   step_fn = jax.jit(make_population_step(
       task, opt, member_chunk, members[0].config.get("grad_accum_steps", 1),
-      population_step.shared_constants(hps), layout),
+      None if trace_shared else population_step.shared_constants(hps),
+      layout),
                     in_shardings=(state_sharding, stacked, stacked,
                                   batch_sharding),
                     out_shardings=(state_sharding, stacked, stacked),

@@ -103,14 +103,14 @@ def _phase(member: ml_collections.ConfigDict, **changes: Any
 
 
 def _train_one(member, member_dir, task, init_params, indices,
-               workdir) -> dict[str, Any]:
+               workdir, trace_shared) -> dict[str, Any]:
   result = population.train_population(
       [population.Member(os.path.basename(member_dir), member, task,
                          member_dir, init_params, indices,
                          task_data={"augment": member_augment.augment_flags(
                              tuple(member.get("augment", ()) or ()))})],
       workdir, checkpoint_every=int(member.checkpoint.every_steps),
-      final_eval=False)
+      final_eval=False, trace_shared=trace_shared)
   if result.get("preempted"):
     return {"preempted": result["step"]}
   if result["failed"]:
@@ -123,13 +123,15 @@ def _train_one(member, member_dir, task, init_params, indices,
 
 
 def train_member(member: ml_collections.ConfigDict, member_dir: str,
-                 task: Any, init_params: Any) -> dict[str, Any]:
+                 task: Any, init_params: Any, trace_shared: bool = False
+                 ) -> dict[str, Any]:
   """Trains a member that `needs_engine`; `{"params", "step"}`, or
   `{"failed_at_step"}` / `{"preempted": step}`.
 
   `init_params`: the starting parameters (e.g. `crl.pretrained`'s backbone
   over a fresh head), or None for fresh ones. The engine's own stacked
   checkpoints go to `MEMBER_DIR/engine` (phase: `lp_phase/engine`).
+  `trace_shared`: `crl.population.train_population`'s.
   """
   indices = train_indices(member, task)
   lp = int(member.get("lp_steps", 0) or 0)
@@ -142,9 +144,9 @@ def train_member(member: ml_collections.ConfigDict, member_dir: str,
     probe.log_every_steps = min(probe.log_every_steps, lp)
     lp_dir = os.path.join(member_dir, LP_DIR)
     first = _train_one(probe, lp_dir, task, init_params, indices,
-                       os.path.join(lp_dir, "engine"))
+                       os.path.join(lp_dir, "engine"), trace_shared)
     if "params" not in first:
       return first
     init_params = first["params"]
   return _train_one(member, member_dir, task, init_params, indices,
-                    os.path.join(member_dir, "engine"))
+                    os.path.join(member_dir, "engine"), trace_shared)

@@ -131,16 +131,17 @@ def finished_step(member: ml_collections.ConfigDict, member_dir: str
 
 
 def train_or_load(member: ml_collections.ConfigDict, member_dir: str,
-                  task: classification.ClassificationTask
-                  ) -> tuple[Any, int, bool]:
+                  task: classification.ClassificationTask,
+                  trace_shared: bool = False) -> tuple[Any, int, bool]:
   """`(params, step, reused)`: the finished checkpoint, or train to it (a
-  strategy or regime of `crl.trainers.fine_tune` through its engine)."""
+  strategy or regime of `crl.trainers.fine_tune` through its engine, with
+  `crl.population.train_population`'s `trace_shared`)."""
   if fine_tune.needs_engine(member):
     if finished_step(member, member_dir) is not None:
       params, step = train.restore_trained(member, member_dir, task)
       if step >= member.num_steps:
         return params, step, True
-    out = _train_engine(member, member_dir, task)
+    out = _train_engine(member, member_dir, task, trace_shared)
     if "failed_at_step" in out:
       raise _Preempted(f"The member in {member_dir} diverged at step "
                        f"{out['failed_at_step']}; it is left untrained.")
@@ -152,13 +153,14 @@ def train_or_load(member: ml_collections.ConfigDict, member_dir: str,
   return out["params"], out["step"], bool(out.get("reused"))
 
 
-def _train_engine(member, member_dir, task) -> dict[str, Any]:
+def _train_engine(member, member_dir, task, trace_shared) -> dict[str, Any]:
   """`fine_tune.train_member` in the form of `suite_groups.train_unit`'s
   entries: `{"params", "step", "seconds", "group"}` or `{"failed_at_step",
   "group"}`."""
   t0 = time.time()
   out = fine_tune.train_member(member, member_dir, task,
-                               suite_groups.init_params(member, task))
+                               suite_groups.init_params(member, task),
+                               trace_shared)
   if "preempted" in out:
     raise _Preempted(f"Stopped while training the member in {member_dir} at "
                      f"step {out['preempted']}; run the same command to "
@@ -291,7 +293,7 @@ def _population(config, workdir, names):
 
   def train_alone(name):
     return train_or_load(members[name], os.path.join(workdir, "models", name),
-                         tasks[name])
+                         tasks[name], suite_groups.trace_shared(config))
 
   if share is not None:  # one task of a job array: train its share only
     return suite_groups.train_share(config, workdir, share, members, tasks,
@@ -307,7 +309,8 @@ def _population(config, workdir, names):
                          "to continue.")
     elif fine_tune.needs_engine(members[unit[0]]) and not finished(unit[0]):
       trained[unit[0]] = _train_engine(members[unit[0]], os.path.join(
-          workdir, "models", unit[0]), tasks[unit[0]])
+          workdir, "models", unit[0]), tasks[unit[0]],
+                                       suite_groups.trace_shared(config))
   for i, (name, member) in enumerate(members.items()):
     member_dir = os.path.join(workdir, "models", name)
     t0 = time.time()
@@ -325,7 +328,8 @@ def _population(config, workdir, names):
       params, step = trained[name]["params"], trained[name]["step"]
       reused, seconds = False, trained[name]["seconds"]
     else:
-      params, step, reused = train_or_load(member, member_dir, tasks[name])
+      params, step, reused = train_or_load(member, member_dir, tasks[name],
+                                           suite_groups.trace_shared(config))
       seconds = time.time() - t0
     info[name] = {"model": member.model.name, "seed": member.seed,
                   "num_steps": member.num_steps, "step": step,

@@ -57,6 +57,12 @@ def grouping(mode: Any) -> bool:
   return mode == "on"
 
 
+def trace_shared(config: ml_collections.ConfigDict) -> bool:
+  """`config.population.trace_shared` (default False): see
+  `crl.population.train_population`."""
+  return bool((config.get("population") or {}).get("trace_shared", False))
+
+
 def units(config: ml_collections.ConfigDict,
           members: dict[str, ml_collections.ConfigDict]
           ) -> list[tuple[str, list[str]]]:
@@ -178,7 +184,8 @@ def train_unit(config: ml_collections.ConfigDict, workdir: str,
       os.path.join(workdir, "population", name),
       mesh=population.make_mesh(settings.get("member_devices") or None),
       checkpoint_every=min(members[n].checkpoint.every_steps for n in group),
-      layout=settings.get("layout") or None)
+      layout=settings.get("layout") or None,
+      trace_shared=trace_shared(config))
   if result.get("preempted"):
     return {"preempted": result["step"]}
   seconds = (time.time() - t0) / len(group)
