@@ -5,8 +5,9 @@ Command (default: `vit_small`, CPU):
 Other models: `configs/pretrain.py:<model>`, `:<model>_tiny` with model in
 vit, nac, perceiver, interpreters, resnet (the model section of
 `configs/<model>.py`, default or tiny variant; its learning rate too), and
-`:<model>_small` with model in vit, nac, perceiver (`small_model`, the
-models of configs/sweep.py; 1000 steps of batch 64, peak lr 1e-3).
+`:<model>_small` with model in vit, nac, perceiver, resnet (`small_model`,
+the models of configs/sweep.py and of the transfer study; 1000 steps of
+batch 64, peak lr 1e-3).
 Runtime: 7 min wall for the default (measured 2026-12-05 on the shared
 2-core CPU at load 8-19, nice 5); `:tiny` (20 steps) about 40 s.
 Expected (default, docs/results/pretrain_vit_small/): source test accuracy
@@ -33,13 +34,20 @@ MODEL_FILES = {"vit": "vit.py", "nac": "nac.py", "perceiver": "perceiver.py",
 DEFAULT_MODEL = "vit"
 DEFAULT_VARIANT = "vit_small"
 SIZES = ("", "tiny", "small")
+SMALL_MODELS = ("nac", "perceiver", "vit", "resnet")
 
 
 def small_model(model: str) -> ml_collections.ConfigDict:
   """The small models (2 blocks, 4 px patches: 64 tokens) that the CPU study
   of configs/sweep.py pretrains and compares, for 10 classes: NAC 147,376
   parameters (width 48), Perceiver IO 145,418 (width 64, matched to NAC
-  within 1.3%), ViT 43,930 (width 48; smaller, the secondary baseline)."""
+  within 1.3%), ViT 43,930 (width 48; smaller, the secondary baseline); and
+  the transfer study's ResNet-10 (one basic block per stage, width 8,
+  GroupNorm: 78,002 parameters)."""
+  if model == "resnet":
+    return config_lib.component_config(
+        registry.MODELS, "resnet", depth=10, width=8, stem="small",
+        norm="group")
   if model == "vit":
     return config_lib.component_config(
         registry.MODELS, "vit", patch_size=4, d_model=48, num_layers=2,
@@ -59,7 +67,7 @@ def small_model(model: str) -> ml_collections.ConfigDict:
         prior_fit_steps=100, graph_prior="barabasi_albert",
         graph_prior_kwargs={"m": 2})
   raise ValueError(f"No small model for {model!r}; known: nac, perceiver, "
-                   "vit.")
+                   "vit, resnet.")
 
 
 def _model_config(model: str, variant: str) -> ml_collections.ConfigDict:
@@ -77,11 +85,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = f"{DEFAULT_MODEL}_tiny"
   model, _, variant = arg.partition("_")
   if model not in MODEL_FILES or variant not in SIZES or (
-      variant == "small" and model not in ("nac", "perceiver", "vit")):
+      variant == "small" and model not in SMALL_MODELS):
     raise ValueError(
         f"Unknown variant {arg!r} of configs/pretrain.py; known: tiny, "
         f"<model> and <model>_tiny with model in {', '.join(MODEL_FILES)}, "
-        "<model>_small with model in nac, perceiver, vit.")
+        f"<model>_small with model in {', '.join(SMALL_MODELS)}.")
   tiny = variant == "tiny"
   source = _model_config(model, "tiny" if tiny else "default")
   c = base_config()

@@ -19,7 +19,8 @@ def _load(variant):
                                            ("perceiver_tiny", "perceiver_io"),
                                            ("nac_small", "nac"),
                                            ("perceiver_small", "perceiver_io"),
-                                           ("vit_small", "vit")])
+                                           ("vit_small", "vit"),
+                                           ("resnet_small", "resnet")])
 def test_variants_pretrain_on_the_source(variant, model):
   c = _load(variant)
   assert c.model.name == model and c.data.name == "pretrain_source"
@@ -30,8 +31,8 @@ def test_variants_pretrain_on_the_source(variant, model):
 def test_bad_variant_and_bad_data_are_one_line_errors():
   with pytest.raises(ValueError, match="Unknown variant 'huge'.*known"):
     _load("huge")
-  with pytest.raises(ValueError, match="Unknown variant 'resnet_small'"):
-    _load("resnet_small")
+  with pytest.raises(ValueError, match="Unknown variant 'interpreters_small'"):
+    _load("interpreters_small")
   c = _load("tiny")
   c.unlock()
   c.data = config_lib.component_config(registry.DATASETS, "multi_domain",
