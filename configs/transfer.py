@@ -174,7 +174,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       strategies=("full", "head", "lp_ft"),
       regimes=("all", "fewshot100", "fewshot10"),
       augmentations=("none", "standard", "randaugment", "augmix"),
-      seeds=(0,), per_cell=2 if tiny else 3, design_seed=0))
+      seeds=(0,), per_cell=2 if tiny else 3, design_seed=0,
+      # learning-rate multipliers and fine-tuning lengths as member choices
+      # (one level each by default: not part of the names)
+      lr_scales=(1.0,), steps=()))
   c.adversarial = ml_collections.ConfigDict(dict(
       attack="pgd", eps=1 / 255, steps=2 if tiny else 10, loss="ce", seed=0,
       max_examples=16 if tiny else 200))

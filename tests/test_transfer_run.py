@@ -35,6 +35,7 @@ def test_the_default_grid_is_the_study():
   assert levels["regime"] == {"all", "fewshot100", "fewshot10"}
   assert levels["augmentation"] == {"none", "standard", "randaugment",
                                     "augmix"}
+  assert levels["learning_rate"] == {"1"} and levels["steps"] == {"200"}
   for target in levels["target"]:  # every target: 3 other domains as OOD
     assert sum(f["target"] == target for f in factors) == 12
   pairs = len(levels["target"]) * (len(levels["target"]) - 1)
@@ -48,11 +49,12 @@ def test_the_default_grid_is_the_study():
       continue
     if f["strategy"] == "head":
       assert cfg.trainable == "head" and cfg.lp_steps == 0
-      assert cfg.optimizer.base_learning_rate == pytest.approx(10 * lr)
+      assert cfg.optimizer.base_learning_rate == pytest.approx(3 * lr)
     if f["strategy"] == "lp_ft":
-      assert cfg.trainable == "all" and cfg.lp_steps == 50
-      assert cfg.num_steps == 50
-      assert cfg.lp_learning_rate == pytest.approx(10 * lr)
+      assert cfg.trainable == "all" and cfg.lp_steps == 100
+      assert cfg.num_steps == 100
+      assert cfg.lp_learning_rate == pytest.approx(3 * lr)
+      assert cfg.optimizer.base_learning_rate == pytest.approx(0.3 * lr)
     if f["pretrained"] == "true":
       assert cfg.init_from.endswith("pretrain/vit")
 
@@ -65,6 +67,37 @@ def test_a_cells_members_do_not_depend_on_the_other_cells():
   part = transfer.members(c, "/w")
   assert len(part) == 2 * c.grid.per_cell
   assert set(part) <= set(full)
+
+
+def test_learning_rate_and_steps_are_member_choices():
+  c = _config(os.path.join(helpers.ROOT, "configs/transfer.py"))
+  c.grid.update(domains=("photo",), architectures=("vit",),
+                pretrained=(True,), strategies=("full",), regimes=("all",),
+                augmentations=("none",), per_cell=0, lr_scales=(0.5, 2.0),
+                steps=(100, 400))
+  transfer.check(c)
+  grid = transfer.members(c, "/w")
+  lr = c.models.vit.optimizer.base_learning_rate
+  assert len(grid) == 4
+  for name, (cfg, f) in grid.items():
+    scale, steps = float(f["learning_rate"]), int(f["steps"])
+    assert name == f"photo_vit_pt_full_all_none_s0_lr{scale:g}_{steps}steps"
+    assert cfg.optimizer.base_learning_rate == pytest.approx(scale * lr)
+    assert cfg.num_steps == steps
+  # One level: not in the names, which stay those of the default grid.
+  c.grid.update(lr_scales=(1.0,), steps=(200,))
+  assert list(transfer.members(c, "/w")) == ["photo_vit_pt_full_all_none_s0"]
+
+
+@pytest.mark.parametrize("key,value", [("lr_scales", (0.5, -1.0)),
+                                       ("lr_scales", (2.0, 2.0)),
+                                       ("steps", (100, 1)),
+                                       ("steps", (100, 2.5))])
+def test_bad_learning_rates_and_steps_are_one_line(key, value):
+  c = _config()
+  c.grid[key] = value
+  with pytest.raises(config_lib.ConfigError, match=f"config.grid.{key}="):
+    transfer.check(c)
 
 
 def test_analysis_of_several_targets():
@@ -147,9 +180,10 @@ def test_unknown_domain_exits_2_writing_nothing(tmp_path):
 def test_a_small_study_end_to_end(tmp_path):
   c = _config()
   c.grid.domains = ("photo",)
+  c.grid.architectures = ("vit",)  # one pretraining, one step program
   c.grid.pretrained = (True,)
   c.grid.strategies = ("lp_ft",)  # its probe phase trains the head only
-  c.grid.regimes = ("fewshot10",)
+  c.grid.regimes = ("fewshot10", "fewshot100")
   c.grid.augmentations = ("none",)
   c.grid.per_cell = 0
   c.shifts = ("domain/sketch", "corruption/contrast/5")
@@ -159,12 +193,11 @@ def test_a_small_study_end_to_end(tmp_path):
   c.plots = True
   workdir = str(tmp_path / "run")
   out = transfer.train_and_evaluate(c, workdir)
-  names = {f"photo_{a}_pt_{s}_fewshot10_none_s0"
-           for a in ("vit", "resnet") for s in ("lp_ft",)}
+  names = {f"photo_vit_pt_lp_ft_{r}_none_s0"
+           for r in ("fewshot10", "fewshot100")}
   assert set(out["members"]) == names
-  for arch in ("vit", "resnet"):
-    assert os.path.exists(os.path.join(workdir, "pretrain", arch,
-                                       "config.json"))
+  assert os.path.exists(os.path.join(workdir, "pretrain", "vit",
+                                     "config.json"))
   lp_phase = os.path.join(transfer.target_dir(workdir, "photo"), "models",
                           "photo_vit_pt_lp_ft_fewshot10_none_s0", "lp_phase")
   with open(os.path.join(lp_phase, "config.json")) as f:
@@ -195,7 +228,7 @@ def test_a_small_study_end_to_end(tmp_path):
   assert "got 2 members" in fit["error"]
   assert "plots/transfer/proxies_by_kind.png" in res["plots"]
   assert os.path.exists(os.path.join(workdir, "plots", "transfer",
-                                     "id_vs_ood_domain_by_architecture.png"))
+                                     "id_vs_ood_domain_by_regime.png"))
   assert set(res["analysed_members"]) == names
   # Robust accuracy never exceeds clean accuracy.
   value = {(r["model"], r["metric"]): float(r["value"]) for r in rows

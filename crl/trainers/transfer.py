@@ -233,7 +233,7 @@ def analyse(config: ml_collections.ConfigDict, rows: list[dict[str, Any]],
             if f != "seed"]
   effects = {k: transfer_analysis.factor_effects(
       q["id_accuracy"], acc,
-      {f: [factors[n][f] for n in names] for f in fitted},
+      {f: [factors[n].get(f, "") for n in names] for f in fitted},
       level=float(config.analysis.level))
              for k, acc in sorted(ood_by_kind.items())}
   kinds = {p: k for p, (_, _, k) in pairs.items()}
@@ -332,7 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           os.path.join(workdir, "plots", "transfer"), out,
           [_metric(rows, n, "test", "accuracy") for n in names],
           ood_per_kind(rows, factors, names, pairs),
-          {f: [factors[n][f] for n in names] for f in FACTORS})
+          {f: [factors[n].get(f, "") for n in names] for f in FACTORS})
       out["plots"] = [os.path.relpath(p, workdir) for p in paths]
     _write(workdir, rows, factors, out)
   return out

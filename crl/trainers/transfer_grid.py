@@ -3,7 +3,11 @@
 A member is one fine-tuning of one architecture on one target domain, with
 one choice per factor (`FACTORS`): pretrained or from scratch, a strategy
 (`STRATEGIES`), a data regime (`REGIMES`), an augmentation (a name of
-`config.augmentations`) and a seed. `members` lists them: for each target
+`config.augmentations`), a seed, a learning-rate multiplier
+(`config.grid.lr_scales`, on top of the architecture's rate and the
+strategy's `config.fine_tune.lr_scale`) and a number of fine-tuning steps
+(`config.grid.steps`; empty: `config.fine_tune.num_steps`). A factor the
+grid does not vary (one level) is not part of the member's name. `members` lists them: for each target
 domain (`config.grid.domains`) and architecture (a *cell*), either every
 combination of the other choices (`config.grid.per_cell = 0`, the full
 factorial) or `per_cell` of them, drawn from a permutation of the
@@ -35,7 +39,7 @@ STRATEGIES = {"full": ("all", 0.0), "head": ("head", 0.0),
 # regime -> examples per class (0: the target's whole training stream)
 REGIMES = {"all": 0, "fewshot100": 100, "fewshot10": 10}
 FACTORS = ("target", "architecture", "pretrained", "strategy", "regime",
-           "augmentation", "seed")
+           "augmentation", "seed", "learning_rate", "steps")
 
 
 def _error(message: str) -> config_lib.ConfigError:
@@ -92,20 +96,47 @@ def check(config: ml_collections.ConfigDict, known_augmentations) -> None:
   if bad:
     raise _error(f"config.analysis.factors: unknown factor(s) {bad}; known: "
                  f"{', '.join(FACTORS)}.")
+  for name, values, ok in (
+      ("lr_scales", g.get("lr_scales") or (), lambda x: x > 0),
+      ("steps", g.get("steps") or (), lambda x: int(x) == x and x >= 2)):
+    try:
+      good = all(ok(x) for x in values) and len(set(values)) == len(values)
+    except TypeError:
+      good = False
+    if not good:
+      raise _error(f"config.grid.{name}={tuple(values)!r}; expected distinct "
+                   + ("positive multipliers." if name == "lr_scales" else
+                      "integers >= 2 (an LP-FT member spends half in the "
+                      "probe)."))
   per_cell = g.get("per_cell", 0)
   if not isinstance(per_cell, int) or per_cell < 0:
     raise _error(f"config.grid.per_cell={per_cell!r}; expected an integer "
                  ">= 0 (0: every combination).")
 
 
-def _combinations(g: ml_collections.ConfigDict) -> list[tuple]:
+def lr_scales(config: ml_collections.ConfigDict) -> tuple[float, ...]:
+  """The learning-rate multipliers of the grid (default `(1.0,)`)."""
+  return tuple(float(x) for x in config.grid.get("lr_scales") or (1.0,))
+
+
+def steps(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The fine-tuning step counts of the grid (default: the one of
+  `config.fine_tune.num_steps`)."""
+  return tuple(int(x) for x in config.grid.get("steps") or
+               (config.fine_tune.num_steps,))
+
+
+def _combinations(config: ml_collections.ConfigDict) -> list[tuple]:
+  g = config.grid
   return list(itertools.product(g.pretrained, g.strategies, g.regimes,
-                                g.augmentations, g.seeds))
+                                g.augmentations, g.seeds, lr_scales(config),
+                                steps(config)))
 
 
-def _chosen(g: ml_collections.ConfigDict, arch: str,
+def _chosen(config: ml_collections.ConfigDict, arch: str,
             domain_index: int) -> list[tuple]:
-  combos = _combinations(g)
+  g = config.grid
+  combos = _combinations(config)
   k = int(g.get("per_cell", 0) or 0)
   if not k:
     return combos
@@ -133,13 +164,14 @@ def init_from(config: ml_collections.ConfigDict, workdir: str,
 
 
 def member(config: ml_collections.ConfigDict, workdir: str, arch: str,
-           pre: bool, strategy: str, regime: str, aug: str,
-           seed: int) -> ml_collections.ConfigDict:
+           pre: bool, strategy: str, regime: str, aug: str, seed: int,
+           lr_scale: float = 1.0, num_steps: int | None = None
+           ) -> ml_collections.ConfigDict:
   """One member's config (a classification config without `data`)."""
   c = config.models[arch].copy_and_resolve_references()
   c.seed = int(seed)
-  c.num_steps = int(config.fine_tune.num_steps)
-  lr = c.optimizer.base_learning_rate
+  c.num_steps = int(num_steps or config.fine_tune.num_steps)
+  lr = c.optimizer.base_learning_rate * float(lr_scale)
   c.optimizer.base_learning_rate = lr * float(
       config.fine_tune.lr_scale[strategy])
   trainable, lp_fraction = STRATEGIES[strategy]
@@ -165,16 +197,19 @@ def members(config: ml_collections.ConfigDict, workdir: str
   architecture (see the module docstring)."""
   g = config.grid
   order = _domain_order(config)
+  vary_lr, vary_steps = len(lr_scales(config)) > 1, len(steps(config)) > 1
   out = {}
   for target in domains(config):
     for arch in g.architectures:
-      for pre, strategy, regime, aug, seed in _chosen(g, arch,
-                                                      order.index(target)):
+      for pre, strategy, regime, aug, seed, lr, n in _chosen(
+          config, arch, order.index(target)):
         name = (f"{target}_{arch}_{'pt' if pre else 'scratch'}_{strategy}_"
-                f"{regime}_{aug}_s{seed}")
+                f"{regime}_{aug}_s{seed}" + (f"_lr{lr:g}" if vary_lr else "")
+                + (f"_{n}steps" if vary_steps else ""))
         out[name] = (member(config, workdir, arch, pre, strategy, regime,
-                            aug, seed), {
+                            aug, seed, lr, n), {
             "target": target, "architecture": arch,
             "pretrained": str(bool(pre)).lower(), "strategy": strategy,
-            "regime": regime, "augmentation": aug, "seed": str(seed)})
+            "regime": regime, "augmentation": aug, "seed": str(seed),
+            "learning_rate": f"{lr:g}", "steps": str(n)})
   return out
