@@ -28,6 +28,8 @@ import shutil
 import sys
 from typing import Any, Callable
 
+import numpy as np
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = REPO / "docs" / "results"
 BLOCK = re.compile(r"(<!-- results: (?P<name>[\w-]+) -->\n)(?P<body>.*?)"
@@ -261,8 +263,11 @@ TRANSFER_PROXIES = (("id_accuracy", "ID accuracy"), ("nll", "NLL"),
 
 
 def transfer(root: pathlib.Path) -> str:
-  """Spearman correlation of each ID-measurable quantity with OOD accuracy
-  across the study's members, per shift kind, with its bootstrap interval."""
+  """The study's answers: the population (mean accuracy per architecture
+  and pretraining), the Spearman correlation of each ID-measurable quantity
+  with OOD accuracy per shift kind (bootstrap interval) and in how many
+  pairs each is the best, and the effect of each choice on effective
+  robustness (OLS on probit accuracy with probit ID accuracy, interval)."""
   r = load("transfer", root=root)
   kinds = r["proxies"]["by_kind"]
   npairs = {k: sum(1 for p in r["proxies"]["by_pair"]
@@ -275,8 +280,68 @@ def transfer(root: pathlib.Path) -> str:
   rows = [[f"{k} ({npairs[k]} pairs)"] + [cell(kinds[k][q]) if q in kinds[k]
                                            else "-" for q, _ in
                                            TRANSFER_PROXIES] for k in kinds]
-  return (provenance("transfer", root) + "\n\n" + _table(
-      ["shift kind"] + [label for _, label in TRANSFER_PROXIES], rows))
+  best = r.get("best_proxies", {})
+  rows += [[f"best in, of {b['pairs']} {k} pairs"] +
+           [str(b["best_in"].get(q, "-")) for q, _ in TRANSFER_PROXIES]
+           for k, b in best.items()]
+  out = [provenance("transfer", root), _transfer_population(r), _table(
+      ["Spearman with OOD accuracy"] +
+      [label for _, label in TRANSFER_PROXIES], rows)]
+  effects = _transfer_effects(r)
+  if effects:
+    out.append(effects)
+  return "\n\n".join(out)
+
+
+def _transfer_population(r: dict[str, Any]) -> str:
+  """Members, mean ID and mean OOD accuracy per (architecture, pretrained)."""
+  factors = r["study"]["factors"]
+  acc = {}
+  for row in r["rows"]:
+    if (row["metric"] == "accuracy" and row["model"] in factors and
+        row["shift"] != "mean_corruption"):
+      acc.setdefault(row["model"], {})[row["kind"]] = acc.get(
+          row["model"], {}).get(row["kind"], []) + [row["value"]]
+  cells = {}
+  for name, f in factors.items():
+    a = acc.get(name, {})
+    if "id" in a:
+      cells.setdefault((f["architecture"], f["pretrained"]), []).append(
+          (a["id"][0], np.mean(a.get("domain", [np.nan])),
+           np.mean(a.get("corruption", [np.nan]))))
+  rows = []
+  for (arch, pre), v in sorted(cells.items()):
+    v = np.asarray(v)
+    rows.append([arch, "pretrained" if pre == "true" else "scratch",
+                 str(len(v)), f"{v[:, 0].mean():.3f}",
+                 f"{v[:, 0].min():.2f}-{v[:, 0].max():.2f}",
+                 f"{np.nanmean(v[:, 1]):.3f}", f"{np.nanmean(v[:, 2]):.3f}"])
+  return _table(["architecture", "backbone", "members", "mean ID accuracy",
+                 "ID range", "mean domain-OOD acc.",
+                 "mean corruption acc."], rows)
+
+
+def _transfer_effects(r: dict[str, Any]) -> str:
+  """Effect of each factor level on effective robustness per shift kind
+  (probit OOD accuracy beyond what probit ID accuracy predicts); `*` marks
+  an interval that excludes 0."""
+  kinds = sorted(r.get("factors", {}))
+  fits = {k: r["factors"][k].get("effective_robustness", {}) for k in kinds}
+  terms = sorted({t for f in fits.values() for t in f
+                  if not t.startswith("_") and t != "intercept"})
+  if not terms:
+    return ""
+
+  def cell(v):
+    if not v or "coef" not in v:
+      return "-"
+    star = "*" if v["low"] > 0 or v["high"] < 0 else ""
+    return f"{v['coef']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]{star}"
+  head = [f"{k} (n={int(fits[k]['_fit']['n'])}, R² {fits[k]['_fit']['r2']:.2f})"
+          if "_fit" in fits[k] else k for k in kinds]
+  return _table(["effect on probit OOD accuracy, controlling for probit ID "
+                 "accuracy"] + head,
+                [[t] + [cell(fits[k].get(t)) for k in kinds] for t in terms])
 
 
 def population_bench(root: pathlib.Path) -> str:
