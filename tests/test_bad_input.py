@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from crl.trainers import classification
 from crl.data import pipeline
 from tests import helpers
 
@@ -56,16 +55,3 @@ def test_missing_tfds_dataset_is_one_line_with_the_fix(tmp_path):
   assert err.startswith("crl: error:") and "cifar10" in err
   assert "tfds build" in proc.stderr and str(empty) in proc.stderr
   assert not list(empty.iterdir())  # nothing was downloaded
-
-
-def test_same_seed_same_metrics_other_seed_differs(tmp_path):
-  def run(seed, name):
-    config = helpers.tiny_config(
-        num_steps=3, log_every_steps=1, seed=seed,
-        **{"checkpoint.async_save": False, "evals": {},
-           "final_eval.splits": "test"})
-    return classification.train_and_evaluate(
-        config, str(tmp_path / name))["results"]
-  a, b, c = run(0, "a"), run(0, "b"), run(1, "c")
-  assert a == b
-  assert a["test"]["nll"] != c["test"]["nll"]

@@ -84,17 +84,34 @@ def _assert_same_run(straight, resumed, config, out_straight, out_resumed):
   assert _train_losses(straight) == _train_losses(resumed)
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """One uninterrupted `_fast_config()` run that several tests compare with
+  (trained once per module): (config, workdir, train_and_evaluate output)."""
+  config = _fast_config()
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  return config, workdir, classification.train_and_evaluate(config, workdir)
+
+
+def test_resume_reproduces_the_uninterrupted_run(straight_run, tmp_path):
   """Stops at several points (between checkpoints, twice): the same
   parameters bitwise, the same per-step losses and the same final metrics."""
-  config = _fast_config()
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  full = classification.train_and_evaluate(config, straight)
+  config, straight, full = straight_run
+  resumed = str(tmp_path / "resumed")
   for stop in (2, 9):
     assert classification.train_and_evaluate(config, resumed, stop_at=stop) == {
         "step": stop, "preempted": True}
   _assert_same_run(straight, resumed, config, full,
                    classification.train_and_evaluate(config, resumed))
+
+
+def test_same_seed_same_metrics_other_seed_differs(straight_run, tmp_path):
+  config, _, full = straight_run
+  again = classification.train_and_evaluate(config, str(tmp_path / "again"))
+  other = classification.train_and_evaluate(_fast_config(seed=1),
+                                            str(tmp_path / "other"))
+  assert again["results"] == full["results"]
+  assert full["results"]["test"]["nll"] != other["results"]["test"]["nll"]
 
 
 def test_resume_with_tfds_input_is_exact(tmp_path):
@@ -111,28 +128,26 @@ def test_resume_with_tfds_input_is_exact(tmp_path):
                      classification.train_and_evaluate(config, resumed))
 
 
-def test_eight_devices_match_one(tmp_path):
+def test_eight_devices_match_one(straight_run, tmp_path):
+  """The straight one-device run's per-step losses, on 8 devices."""
   code = """
 import json, sys
 import jax
 jax.config.update("jax_disable_most_optimizations", True)
 from crl.trainers import classification
-from tests import helpers
-cfg = helpers.tiny_config(num_steps=4, log_every_steps=1, evals={},
-                          **{"checkpoint.async_save": False})
-classification.train_and_evaluate(cfg, sys.argv[1] if len(sys.argv) > 1 else %r)
+from tests import test_train
+classification.train_and_evaluate(test_train._fast_config(), %r)
 print("DEVICES", jax.device_count())
 """
-  losses = {}
-  for devices in (1, 8):
-    workdir = str(tmp_path / f"d{devices}")
-    proc = helpers.run_python(code % workdir, devices=devices)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"DEVICES {devices}" in proc.stdout
-    losses[devices] = _train_losses(workdir)
-  assert list(losses[1]) == [1, 2, 3, 4]
-  np.testing.assert_allclose(list(losses[8].values()),
-                             list(losses[1].values()), rtol=2e-5)
+  config, straight, _ = straight_run
+  workdir = str(tmp_path / "d8")
+  proc = helpers.run_python(code % workdir, devices=8)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "DEVICES 8" in proc.stdout
+  one, eight = _train_losses(straight), _train_losses(workdir)
+  assert list(one) == list(range(1, config.num_steps + 1)) == list(eight)
+  np.testing.assert_allclose(list(eight.values()), list(one.values()),
+                             rtol=2e-5)
 
 
 def test_batch_not_divisible_by_the_devices_fails_at_startup(tmp_path):
