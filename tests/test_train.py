@@ -150,16 +150,6 @@ print("DEVICES", jax.device_count())
                              rtol=2e-5)
 
 
-def test_batch_not_divisible_by_the_devices_fails_at_startup(tmp_path):
-  # The other start-up errors run in one process: test_bad_inputs_table.
-  proc = helpers.run_main(f"--config={TINY}", f"--workdir={tmp_path}/w",
-                          "--config.batch_size=12", devices=8)
-  assert proc.returncode != 0
-  assert "not divisible by the 8 devices" in proc.stderr, proc.stderr[-2000:]
-  assert "Traceback" not in proc.stderr
-  assert not os.path.exists(f"{tmp_path}/w/checkpoints")
-
-
 def test_sigkill_then_rerun_continues(tmp_path):
   workdir = str(tmp_path / "run")
   cmd = [sys.executable, "-m", "crl.main", f"--config={TINY}",
