@@ -69,7 +69,10 @@ def test_main_end_to_end_writes_the_workdir(tmp_path):
 
 
 def _fast_config(**overrides):
-  values = {"num_steps": 12, "log_every_steps": 1,
+  # 8 steps like the in-process runs of test_faults, test_multiprocess and
+  # analysis/test_nac_analyses: one schedule, one compiled train step for
+  # all of them (the session's compilation cache).
+  values = {"num_steps": 8, "log_every_steps": 1,
             "checkpoint.every_steps": 4, "checkpoint.async_save": False,
             "final_eval.splits": "test", "evals": {}}
   values.update(overrides)
@@ -98,7 +101,7 @@ def test_resume_reproduces_the_uninterrupted_run(straight_run, tmp_path):
   parameters bitwise, the same per-step losses and the same final metrics."""
   config, straight, full = straight_run
   resumed = str(tmp_path / "resumed")
-  for stop in (2, 9):
+  for stop in (2, 6):
     assert classification.train_and_evaluate(config, resumed, stop_at=stop) == {
         "step": stop, "preempted": True}
   _assert_same_run(straight, resumed, config, full,
