@@ -249,8 +249,11 @@ def main(argv: list[str]) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   from crl import preemption  # pylint: disable=g-import-not-at-top
   from crl import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  # The runs of this process compile the same programs again and again.
+  # The runs of this process compile the same programs again and again; a
+  # cache given by the environment (the tests' session cache) is also the
+  # one the `crl.main` children read, so they find this process's programs.
   jax.config.update("jax_compilation_cache_dir",
+                    os.environ.get("JAX_COMPILATION_CACHE_DIR") or
                     os.path.join(_OUT.value, "xla_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   rng = random.Random(_SEED.value)

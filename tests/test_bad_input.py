@@ -1,11 +1,10 @@
-"""Bad data and missing datasets: one clear message, before compiling."""
+"""Bad data: one clear message, before compiling (the CLI's bad inputs,
+missing TFDS datasets included: test_bad_inputs_table)."""
 
 import numpy as np
 import pytest
 
-from crl.trainers import classification
 from crl.data import pipeline
-from tests import helpers
 
 
 def _batch(**changes):
@@ -42,30 +41,3 @@ def test_a_good_batch_passes_and_padding_labels_are_ignored():
   padded = _batch(label=np.array([0, 1, 2, 99], np.int32),
                   mask=np.array([1, 1, 1, 0], np.float32))
   pipeline.check_batch(padded, (8, 8, 3), 10, "x")
-
-
-def test_missing_tfds_dataset_is_one_line_with_the_fix(tmp_path):
-  empty = tmp_path / "tfds"
-  empty.mkdir()
-  proc = helpers.run_main("--config=configs/nac.py:tfds",
-                          f"--workdir={tmp_path}/w",
-                          f"--config.data.data_dir={empty}")
-  assert proc.returncode == 2
-  assert "Traceback" not in proc.stderr
-  err = proc.stderr.strip().splitlines()[-1]
-  assert err.startswith("crl: error:") and "cifar10" in err
-  assert "tfds build" in proc.stderr and str(empty) in proc.stderr
-  assert not list(empty.iterdir())  # nothing was downloaded
-
-
-def test_same_seed_same_metrics_other_seed_differs(tmp_path):
-  def run(seed, name):
-    config = helpers.tiny_config(
-        num_steps=3, log_every_steps=1, seed=seed,
-        **{"checkpoint.async_save": False, "evals": {},
-           "final_eval.splits": "test"})
-    return classification.train_and_evaluate(
-        config, str(tmp_path / name))["results"]
-  a, b, c = run(0, "a"), run(0, "b"), run(1, "c")
-  assert a == b
-  assert a["test"]["nll"] != c["test"]["nll"]

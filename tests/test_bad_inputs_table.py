@@ -34,7 +34,7 @@ def _setup(tmp):
   p = {k: str(tmp / k) for k in (
       "syntax.py", "noget.py", "nameerror.py", "afile", "w", "emptytfds",
       "busy", "previous", "brokenonly", "badjson", "listjson", "norun",
-      "nockpt", "notclassif")}
+      "nockpt", "notclassif", "noimages", "resnetrun")}
   with open(p["syntax.py"], "w") as f:
     f.write("def get_config(:\n")
   with open(p["noget.py"], "w") as f:
@@ -63,6 +63,10 @@ def _setup(tmp):
     with open(os.path.join(p[name], "config.json"), "w") as f:
       f.write(text)
   os.makedirs(p["norun"])
+  os.makedirs(p["noimages"])
+  os.makedirs(os.path.join(p["resnetrun"], "checkpoints", "5"))
+  with open(os.path.join(p["resnetrun"], "config.json"), "w") as f:
+    json.dump(dict(tiny, model={"name": "resnet"}), f)
   return p
 
 
@@ -112,6 +116,38 @@ def _cases(p):
        "must be divisible by the tokenizer's total stride 7"),
       ("unknown final split", [TINY, f"--workdir={w}",
                                "--config.final_eval.splits=nope"], "nope"),
+      ("unknown top-level key, named", [TINY, f"--workdir={w}",
+                                        "--config.num_stepz=3"], "num_stepz"),
+      ("unknown model, known ones listed",
+       [TINY, f"--workdir={w}", "--config.model.name=nacc"],
+       "Unknown model 'nacc'; known models:"),
+      ("unknown dataset, named", [TINY, f"--workdir={w}",
+                                  "--config.data.name=shapez"],
+       "Unknown dataset 'shapez'"),
+      ("model sizes that do not fit", [TINY, f"--workdir={w}",
+                                       "--config.model.d_state=30",
+                                       "--config.model.head_dim=32"],
+       "config.model"),
+      ("unknown periodic eval split", [TINY, f"--workdir={w}",
+                                       "--config.evals.test.splits=tset"],
+       "Unknown eval split(s) ['tset']"),
+      ("unsupported compute dtype", [TINY, f"--workdir={w}",
+                                     "--config.compute_dtype=float16"],
+       "config.compute_dtype='float16' is not supported; expected one of "
+       "float32, bfloat16."),
+      ("accumulation not dividing the batch", [TINY, f"--workdir={w}",
+                                               "--config.grad_accum_steps=3"],
+       "config.grad_accum_steps=3 does not divide the per-device batch 32"),
+      ("image folder without images",
+       ["--config=configs/folder.py:cnn,tiny", f"--workdir={w}",
+        f"--config.data.root={p['noimages']}"],
+       f"Image folder '{p['noimages']}' has no images"),
+      ("init_from a run of another model",
+       ["--config=configs/vit.py:tiny", f"--workdir={w}",
+        f"--config.init_from={p['resnetrun']}"],
+       f"crl: error: config.init_from={p['resnetrun']!r} is a run of model "
+       "'resnet' but config.model.name is 'vit'; expected a run of the same "
+       "model."),
       # Workdirs.
       ("workdir is a file", [TINY, f"--workdir={p['afile']}"],
        "is a file; expected a directory"),
@@ -134,7 +170,9 @@ def _cases(p):
       ("TFDS dataset not prepared", [TFDS, f"--workdir={w}",
                                      f"--config.data.data_dir="
                                      f"{p['emptytfds']}"],
-       f"is not prepared in data_dir {p['emptytfds']} "),
+       (f"TFDS dataset 'cifar10' is not prepared in data_dir "
+        f"{p['emptytfds']} ", f"`tfds build cifar10 --data_dir="
+        f"{p['emptytfds']}`")),
       ("unknown TFDS dataset", [TFDS, f"--workdir={w}",
                                 "--config.data.tfds_name=cifar11",
                                 f"--config.data.data_dir={p['emptytfds']}"],
@@ -197,26 +235,54 @@ _DRIVER = textwrap.dedent("""
     print("RESULTS" + json.dumps(out))
 """)
 
-def test_bad_inputs_give_one_line_exit_2_and_write_nothing(tmp_path):
-  p = _setup(tmp_path)
-  cases = _cases(p)
-  assert len(cases) >= 30
-  before = _files(tmp_path)
+def _run_cases(tmp_path, cases, devices=1):
+  """Runs `cases` in one forked driver on `devices` CPU devices; asserts
+  each is one `crl: error:` line holding its expected text(s), exit code
+  2, no traceback."""
   proc = helpers.run_python(_DRIVER.replace(
-      "CASES_JSON", repr(json.dumps([c[1] for c in cases]))), timeout=600)
+      "CASES_JSON", repr(json.dumps([c[1] for c in cases]))),
+                            devices=devices, timeout=600)
   assert "RESULTS" in proc.stdout, proc.stderr[-3000:]
   results = json.loads(proc.stdout.split("RESULTS", 1)[1])
   failures = []
   for (name, _, expected), r in zip(cases, results):
     lines = [l for l in r["stderr"].splitlines() if "error:" in l]
+    expected = expected if isinstance(expected, tuple) else (expected,)
     ok = (r["code"] == 2 and len(lines) == 1 and
-          lines[0].startswith("crl: error:") and expected in lines[0] and
+          lines[0].startswith("crl: error:") and
+          all(e in lines[0] for e in expected) and
           "Traceback" not in r["stderr"] and "PosixGPath" not in lines[0] and
           "bound method" not in lines[0])
     if not ok:
       failures.append(f"{name}: exit {r['code']}: {r['stderr'][-600:]}")
   assert not failures, "\n".join(failures)
+
+
+def test_bad_inputs_give_one_line_exit_2_and_write_nothing(tmp_path):
+  p = _setup(tmp_path)
+  cases = _cases(p)
+  assert len(cases) >= 30
+  before = _files(tmp_path)
+  _run_cases(tmp_path, cases)
   # Nothing written: no new file anywhere (the lock of the busy workdir and
-  # the fixtures are unchanged; no workdir was created with content).
+  # the fixtures are unchanged; no workdir was created with content; no
+  # TFDS data was downloaded).
   assert _files(tmp_path) == before
   assert not os.path.exists(p["w"]) or not _files(p["w"])
+
+
+def test_bad_inputs_on_8_devices_write_nothing(tmp_path):
+  w = str(tmp_path / "w")
+  _run_cases(tmp_path, [
+      ("batch not divisible by the devices", [TINY, f"--workdir={w}",
+                                              "--config.batch_size=12"],
+       "not divisible by the 8 devices"),
+      ("accumulation not dividing the per-device batch",
+       [TINY, f"--workdir={w}", "--config.grad_accum_steps=8"],
+       "config.grad_accum_steps=8 does not divide the per-device batch 4"),
+      ("FSDP axis not dividing the devices", [TINY, f"--workdir={w}",
+                                              "--config.mesh.fsdp=3"],
+       "config.mesh.fsdp=3 does not divide the 8 devices; use a divisor of "
+       "8."),
+  ], devices=8)
+  assert not os.path.exists(w)

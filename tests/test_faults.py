@@ -22,6 +22,8 @@ from tests import helpers
 
 FAST = {"checkpoint.async_save": False, "evals": {},
         "final_eval.splits": "test"}
+# The in-process runs are 8 steps long (checkpoints and logs vary): one
+# schedule, so one compiled train step for the whole file.
 
 
 def _steps(workdir):
@@ -44,12 +46,12 @@ def test_corrupted_data_is_detected_moved_aside_and_retrained(tmp_path,
                                                               caplog):
   # Same-size overwrite of 64 bytes inside an array file: Orbax restores it
   # without complaint; the integrity record catches it.
-  config = helpers.tiny_config(num_steps=12, **{"checkpoint.every_steps": 4},
+  config = helpers.tiny_config(num_steps=8, **{"checkpoint.every_steps": 2},
                                **FAST)
   workdir = str(tmp_path / "run")
-  classification.train_and_evaluate(config, workdir, stop_at=8)
-  assert _steps(workdir) == [4, 8]
-  step_dir = os.path.join(workdir, "checkpoints", "8")
+  classification.train_and_evaluate(config, workdir, stop_at=6)
+  assert _steps(workdir) == [2, 4, 6]
+  step_dir = os.path.join(workdir, "checkpoints", "6")
   assert os.path.exists(os.path.join(step_dir, checkpointing.RECORD_NAME))
   victim = _largest_data_file(step_dir)
   size = os.path.getsize(victim)
@@ -59,30 +61,30 @@ def test_corrupted_data_is_detected_moved_aside_and_retrained(tmp_path,
   assert os.path.getsize(victim) == size
   with caplog.at_level(logging.INFO):
     out = classification.train_and_evaluate(config, workdir)
-  assert out["step"] == 12
+  assert out["step"] == 8
   text = caplog.text
   rel = os.path.relpath(victim, step_dir)
-  assert f"checkpoints/8 is broken: file {rel} does not match" in text
+  assert f"checkpoints/6 is broken: file {rel} does not match" in text
   assert "Resumed from the checkpoint at step 4." in text
   assert "bound method" not in text
-  # Moved aside for inspection; step 8 was saved again by the retraining.
+  # Moved aside for inspection; step 6 was saved again by the retraining.
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  broken = [d for d in os.listdir(ckpt_dir) if d.startswith("broken-8-")]
-  assert len(broken) == 1 and 8 in _steps(workdir)
-  assert checkpointing.verify_record(os.path.join(ckpt_dir, "8")) is None
+  broken = [d for d in os.listdir(ckpt_dir) if d.startswith("broken-6-")]
+  assert len(broken) == 1 and 6 in _steps(workdir)
+  assert checkpointing.verify_record(os.path.join(ckpt_dir, "6")) is None
   # Each step's rows once, as in an uninterrupted run.
   train_steps = [r["step"] for r in _train_rows(workdir)
                  if r["split"] == "train"]
-  assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 12
+  assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 8
   # Readers (analysis, the OOD suite) go through the same check.
-  newest = os.path.join(ckpt_dir, "12")
+  newest = os.path.join(ckpt_dir, "8")
   with open(_largest_data_file(newest), "r+b") as f:
     f.seek(10)
     f.write(b"\xff" * 64)
   caplog.clear()
   _, step = train.restore_trained(config, workdir,
                                   classification.ClassificationTask(config))
-  assert step == 8 and "checkpoints/12 is broken" in caplog.text
+  assert step == 6 and "checkpoints/8 is broken" in caplog.text
 
 
 def test_unreadable_checkpoints_are_never_silently_reinitialised(tmp_path):
@@ -282,8 +284,8 @@ def _sigterm_self():
 
 def test_sigterm_during_final_evaluation_stops_then_rerun_finishes(
     tmp_path, monkeypatch):
-  config = helpers.tiny_config(num_steps=6, log_every_steps=2,
-                               **{"checkpoint.every_steps": 3}, **FAST)
+  config = helpers.tiny_config(num_steps=8, log_every_steps=2,
+                               **{"checkpoint.every_steps": 4}, **FAST)
   workdir = str(tmp_path / "run")
   original = classification.ClassificationTask.final_evaluation
 
@@ -294,25 +296,25 @@ def test_sigterm_during_final_evaluation_stops_then_rerun_finishes(
   monkeypatch.setattr(classification.ClassificationTask, "final_evaluation",
                       interrupted)
   out = classification.train_and_evaluate(config, workdir)
-  assert out == {"step": 6, "preempted": True}
+  assert out == {"step": 8, "preempted": True}
   assert not os.path.exists(os.path.join(workdir, "results.json"))
   assert not os.path.exists(os.path.join(workdir, "run.lock"))
-  assert _steps(workdir) == [3, 6]
+  assert _steps(workdir) == [4, 8]
   monkeypatch.setattr(classification.ClassificationTask, "final_evaluation",
                       original)
   out = classification.train_and_evaluate(config, workdir)
-  assert out["step"] == 6 and "results" in out
+  assert out["step"] == 8 and "results" in out
   assert os.path.exists(os.path.join(workdir, "results.json"))
   rows = _train_rows(workdir)
   keys = [(r["step"], r["split"]) for r in rows]
   assert len(keys) == len(set(keys))  # nothing twice
-  assert [k for k in keys if k[1] == "final/test"] == [(6, "final/test")]
+  assert [k for k in keys if k[1] == "final/test"] == [(8, "final/test")]
 
 
 def test_sigterm_while_the_last_checkpoint_is_finalised(tmp_path,
                                                         monkeypatch):
-  config = helpers.tiny_config(num_steps=4, log_every_steps=2,
-                               **{"checkpoint.every_steps": 4}, **FAST)
+  config = helpers.tiny_config(num_steps=8, log_every_steps=2,
+                               **{"checkpoint.every_steps": 8}, **FAST)
   workdir = str(tmp_path / "run")
   original = checkpointing.Checkpointer.wait
 
@@ -322,17 +324,17 @@ def test_sigterm_while_the_last_checkpoint_is_finalised(tmp_path,
 
   monkeypatch.setattr(checkpointing.Checkpointer, "wait", wait)
   out = classification.train_and_evaluate(config, workdir)
-  assert out == {"step": 4, "preempted": True}  # not ignored
-  assert _steps(workdir) == [4]
+  assert out == {"step": 8, "preempted": True}  # not ignored
+  assert _steps(workdir) == [8]
   assert not os.path.exists(os.path.join(workdir, "results.json"))
   monkeypatch.setattr(checkpointing.Checkpointer, "wait", original)
-  assert classification.train_and_evaluate(config, workdir)["step"] == 4
+  assert classification.train_and_evaluate(config, workdir)["step"] == 8
   assert os.path.exists(os.path.join(workdir, "results.json"))
 
 
 def test_resumed_records_equal_an_uninterrupted_run(tmp_path):
-  config = helpers.tiny_config(num_steps=10, log_every_steps=5,
-                               **{"checkpoint.every_steps": 5}, **FAST)
+  config = helpers.tiny_config(num_steps=8, log_every_steps=4,
+                               **{"checkpoint.every_steps": 4}, **FAST)
 
   def rows(workdir):
     wall = ("time", "examples_per_s")
@@ -345,7 +347,7 @@ def test_resumed_records_equal_an_uninterrupted_run(tmp_path):
   # checkpoint so that the rerun drops the rows after it and the final rows.
   classification.train_and_evaluate(config, stopped, stop_at=7)
   classification.train_and_evaluate(config, stopped)
-  shutil.rmtree(os.path.join(stopped, "checkpoints", "10"))
+  shutil.rmtree(os.path.join(stopped, "checkpoints", "8"))
   classification.train_and_evaluate(config, stopped)
   assert rows(stopped) == rows(str(tmp_path / "a"))
 

@@ -69,7 +69,10 @@ def test_main_end_to_end_writes_the_workdir(tmp_path):
 
 
 def _fast_config(**overrides):
-  values = {"num_steps": 12, "log_every_steps": 1,
+  # 8 steps like the in-process runs of test_faults, test_multiprocess and
+  # analysis/test_nac_analyses: one schedule, one compiled train step for
+  # all of them (the session's compilation cache).
+  values = {"num_steps": 8, "log_every_steps": 1,
             "checkpoint.every_steps": 4, "checkpoint.async_save": False,
             "final_eval.splits": "test", "evals": {}}
   values.update(overrides)
@@ -84,17 +87,34 @@ def _assert_same_run(straight, resumed, config, out_straight, out_resumed):
   assert _train_losses(straight) == _train_losses(resumed)
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """One uninterrupted `_fast_config()` run that several tests compare with
+  (trained once per module): (config, workdir, train_and_evaluate output)."""
+  config = _fast_config()
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  return config, workdir, classification.train_and_evaluate(config, workdir)
+
+
+def test_resume_reproduces_the_uninterrupted_run(straight_run, tmp_path):
   """Stops at several points (between checkpoints, twice): the same
   parameters bitwise, the same per-step losses and the same final metrics."""
-  config = _fast_config()
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  full = classification.train_and_evaluate(config, straight)
-  for stop in (2, 9):
+  config, straight, full = straight_run
+  resumed = str(tmp_path / "resumed")
+  for stop in (2, 6):
     assert classification.train_and_evaluate(config, resumed, stop_at=stop) == {
         "step": stop, "preempted": True}
   _assert_same_run(straight, resumed, config, full,
                    classification.train_and_evaluate(config, resumed))
+
+
+def test_same_seed_same_metrics_other_seed_differs(straight_run, tmp_path):
+  config, _, full = straight_run
+  again = classification.train_and_evaluate(config, str(tmp_path / "again"))
+  other = classification.train_and_evaluate(_fast_config(seed=1),
+                                            str(tmp_path / "other"))
+  assert again["results"] == full["results"]
+  assert full["results"]["test"]["nll"] != other["results"]["test"]["nll"]
 
 
 def test_resume_with_tfds_input_is_exact(tmp_path):
@@ -111,46 +131,26 @@ def test_resume_with_tfds_input_is_exact(tmp_path):
                      classification.train_and_evaluate(config, resumed))
 
 
-def test_eight_devices_match_one(tmp_path):
+def test_eight_devices_match_one(straight_run, tmp_path):
+  """The straight one-device run's per-step losses, on 8 devices."""
   code = """
 import json, sys
 import jax
 jax.config.update("jax_disable_most_optimizations", True)
 from crl.trainers import classification
-from tests import helpers
-cfg = helpers.tiny_config(num_steps=4, log_every_steps=1, evals={},
-                          **{"checkpoint.async_save": False})
-classification.train_and_evaluate(cfg, sys.argv[1] if len(sys.argv) > 1 else %r)
+from tests import test_train
+classification.train_and_evaluate(test_train._fast_config(), %r)
 print("DEVICES", jax.device_count())
 """
-  losses = {}
-  for devices in (1, 8):
-    workdir = str(tmp_path / f"d{devices}")
-    proc = helpers.run_python(code % workdir, devices=devices)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"DEVICES {devices}" in proc.stdout
-    losses[devices] = _train_losses(workdir)
-  assert list(losses[1]) == [1, 2, 3, 4]
-  np.testing.assert_allclose(list(losses[8].values()),
-                             list(losses[1].values()), rtol=2e-5)
-
-
-@pytest.mark.parametrize("args,devices,expected", [
-    (["--config.num_stepz=3"], 1, "num_stepz"),
-    (["--config.model.name=nacc"], 1, "Unknown model 'nacc'; known models:"),
-    (["--config.data.name=shapez"], 1, "Unknown dataset 'shapez'"),
-    (["--config.batch_size=12"], 8, "not divisible by the 8 devices"),
-    (["--config.model.d_state=30", "--config.model.head_dim=32"], 1,
-     "config.model"),
-    (["--config.evals.test.splits=tset"], 1, "Unknown eval split(s) ['tset']"),
-])
-def test_bad_config_fails_at_startup(tmp_path, args, devices, expected):
-  proc = helpers.run_main(f"--config={TINY}", f"--workdir={tmp_path}/w",
-                          *args, devices=devices)
-  assert proc.returncode != 0
-  assert expected in proc.stderr, proc.stderr[-2000:]
-  assert "Traceback" not in proc.stderr
-  assert not os.path.exists(f"{tmp_path}/w/checkpoints")
+  config, straight, _ = straight_run
+  workdir = str(tmp_path / "d8")
+  proc = helpers.run_python(code % workdir, devices=8)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "DEVICES 8" in proc.stdout
+  one, eight = _train_losses(straight), _train_losses(workdir)
+  assert list(one) == list(range(1, config.num_steps + 1)) == list(eight)
+  np.testing.assert_allclose(list(eight.values()), list(one.values()),
+                             rtol=2e-5)
 
 
 def test_sigkill_then_rerun_continues(tmp_path):
@@ -173,9 +173,13 @@ def test_sigkill_then_rerun_continues(tmp_path):
   proc.wait()
   killed_at = max(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
   assert 0 < killed_at < 100
+  # The rerun checkpoints less often and evaluates one split at the end
+  # (volatile settings, not part of the run's identity): what is tested is
+  # that it continues after the newest checkpoint.
   rerun = helpers.run_main(*cmd[3:5], "--config.num_steps=100",
-                           "--config.checkpoint.every_steps=5",
-                           "--config.evals.test.every_steps=0")
+                           "--config.checkpoint.every_steps=50",
+                           "--config.evals.test.every_steps=0",
+                           "--config.final_eval.splits=test")
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert "stale lock" in rerun.stderr
   assert f"Resumed from the checkpoint at step {killed_at}." in rerun.stderr

@@ -21,7 +21,7 @@ from tests import helpers
 def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("nac_run"))
   config = helpers.tiny_config(**{
-      "num_steps": 4, "evals.test.every_steps": 0,
+      "num_steps": 8, "evals.test.every_steps": 0,
       "final_eval.splits": "test", "data.eval_examples": 64,
       "tensorboard": False})
   classification.train_and_evaluate(config, workdir)
@@ -29,7 +29,7 @@ def run(tmp_path_factory):
 
 
 def test_load_run_restores_the_trained_params(run):
-  assert run.step == 4
+  assert run.step == 8
   assert run.model.num_mediator_modules == 8
 
 
