@@ -1,11 +1,17 @@
-"""The OOD suite end to end: `crl.main --config=configs/ood_suite.py:tiny`.
+"""The OOD suite end to end: the trainer that `crl.main
+--config=configs/ood_suite.py:tiny` runs (`config.trainer`).
 
-One subprocess trains the three tiny members and writes the report; a second
-run (in this process) reuses every checkpoint and reproduces the same
-numbers; one trained member is then evaluated alone (`--config.checkpoint`).
+One run trains the three tiny members and writes the report; a second run
+reuses every checkpoint and reproduces the same numbers; one trained member
+is then evaluated alone (`--config.checkpoint`). Both runs are in the test's
+process (a `crl.main` process would add its start-up and compile the
+evaluation programs a second time); reuse across processes is tested with
+the job array (tests/test_population_array.py).
 """
 
+import contextlib
 import csv
+import io
 import json
 import os
 
@@ -15,6 +21,7 @@ import pytest
 
 from crl import checkpointing
 from crl import config_lib
+from crl import registry
 from crl.trainers import ood_suite
 from tests import helpers
 
@@ -34,10 +41,11 @@ def _checkpoints(workdir):
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("ood_suite") / "run")
-  first = helpers.run_main("--config=configs/ood_suite.py:tiny",
-                           f"--workdir={workdir}", timeout=600)
-  assert first.returncode == 0, first.stderr[-3000:]
-  return workdir, first
+  config = config_lib.load_config(SPEC)
+  console = io.StringIO()
+  with contextlib.redirect_stdout(console):  # what crl.main runs
+    registry.TRAINERS.get(config.trainer)(config, workdir)
+  return workdir, console.getvalue()
 
 
 def _csv(workdir):
@@ -80,7 +88,7 @@ def test_results_files_and_plots(suite):
                    ["reliability", f"{m}.png"] for m in MEMBERS]:
     with open(os.path.join(workdir, "plots", *path), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
-  assert "OOD suite: 3 model(s), 13 shifts" in first.stdout
+  assert "OOD suite: 3 model(s), 13 shifts" in first
   for member in MEMBERS:
     assert os.path.exists(os.path.join(workdir, "models", member,
                                        "config.json"))
