@@ -2,9 +2,6 @@
 against the replicated one on 8 fake CPU devices, and checkpoints moved
 between meshes (8 devices with fsdp -> 1 device, 1 device -> 8 with fsdp)."""
 
-import os
-
-import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
