@@ -2,41 +2,39 @@
 
 Command (default, CPU):
   python -m crl.main --config=configs/transfer.py --workdir=runs/transfer
-Runtime: the whole default was not run. Measured 2026-12-06 on the shared
-2-core CPU (nice 5, load average 5-10, this process at about half a core):
-its ViT and ResNet arms on the photo and sketch targets (12 members, 6
-domain + 18 corruption pairs, 2 pretrainings of 300 steps) in 77 min wall,
-2,765 CPU-s (docs/results/transfer/); per member 3-7 min there (41-128 s
-compiling each phase, 1.1-2.6 s per step of batch 128), per pretraining
-8-11 min (docs/results/transfer/profile.md). Estimate for the whole
-default, scaled from those CPU-s: about 10,000 CPU-s, i.e. 80-100 min on 2
-quiet cores, about 3 h on one: over the 60-minute goal.
-Expected: results.csv (model, shift, kind, metric, value + the factor
-columns target, architecture, pretrained, strategy, regime, augmentation,
-seed), results.json with `proxies` (per (ID, OOD) pair and per shift kind:
-Pearson/Kendall/Spearman of each ID quantity with OOD accuracy, bootstrap
-intervals), `best_proxies` (per kind: in how many pairs each quantity
-correlates best) and `factors` (OLS effects on probit OOD accuracy, without
-and with probit ID accuracy, with intervals), and plots/transfer/. In the
-measured part, 11 of 12 members ended at ID accuracy .095-.215 (chance
-.10); the pretrained, fully fine-tuned ResNet on sketch's whole stream at
-.44; Spearman of ID accuracy with domain OOD accuracy +0.66 [+0.14, +0.94].
+Runtime: 56 min wall, 3,276 CPU-s for the whole default (48 members, 4
+pretrainings of 2-6 min, 12 domain + 36 corruption pairs), measured
+2026-12-06 on the shared 2-core CPU at load average 4-7 (two other jobs
+beside it), this run at 96% of one core (docs/results/transfer/profile.md).
+Expected (docs/results/transfer/): pretrained ResNet members at .84-.99 ID
+accuracy, the attention models at .09-.47 (chance .10); Spearman of ID
+accuracy with OOD accuracy +0.85 [+0.70, +0.93] over corruptions and +0.64
+[+0.41, +0.77] over domains (NLL -0.70, PGD accuracy +0.63 there); at
+equal ID accuracy, pretraining (+0.23), a linear probe (+0.42) and LP-FT
+(+0.25) raise probit domain-OOD accuracy over full fine-tuning, with
+intervals above 0. Outputs: results.csv (model, shift, kind, metric, value
++ one column per factor), results.json (`proxies`, `best_proxies`,
+`factors`), plots/transfer/.
 
 Variants (`configs/transfer.py:<variant>`):
   (none)  48 members: for each of the 4 multi_domain targets (photo,
           sketch, cartoon, painting; the 3 others are its OOD domains: 12
-          domain pairs) and each architecture (NAC, Perceiver IO, ViT,
-          ResNet with GroupNorm), 3 of the 72 combinations of pretrained or
-          scratch x strategy (full, head, lp_ft) x regime (all, fewshot100,
-          fewshot10) x augmentation (none, standard, randaugment, augmix),
-          drawn by a seeded design; 100 fine-tuning steps after 300 steps of
-          pretraining per architecture; corruptions contrast, gaussian noise
-          and defocus blur at severities 1, 3, 5 (36 more pairs); PGD-10 at
-          eps 1/255 on 200 ID examples.
+          domain pairs) and each architecture (the small NAC, Perceiver IO,
+          ViT and ResNet-10 of configs/pretrain.py), 3 of the 72
+          combinations of pretrained or scratch x strategy (full, head,
+          lp_ft) x regime (all, fewshot100, fewshot10) x augmentation
+          (none, standard, randaugment, augmix), drawn by a seeded design;
+          200 fine-tuning steps of batch 64 after 2500 (600 for ResNet)
+          pretraining steps; corruptions contrast, gaussian noise and
+          defocus blur at severities 1, 3, 5 (36 more pairs); PGD-10 at eps
+          1/255 on 200 ID examples. `--config.grid.lr_scales=0.3,1,3` and
+          `--config.grid.steps=100,400` make the learning rate and the
+          length member choices too.
   reduced the default grid, pairs and analyses with the `:tiny` models,
           150 pretraining and 60 fine-tuning steps, 100 examples per shift,
           PGD-5: for a loaded machine.
-  large   for a cluster and real data: a DomainBed folder as the target
+  large   each architecture's default-size model, for a cluster and real
+          data: a DomainBed folder as the target
           (`--config.data.root=/data/PACS --config.grid.domains=art_painting,
           cartoon,photo,sketch`), real weights per architecture
           (`--config.init_files.vit=ViT-S_16.npz --config.init_files.resnet=
