@@ -82,3 +82,29 @@ def test_tiny_sweep_end_to_end(tmp_path):
   assert not os.path.exists(tmp_path / "vit" / "seed_0")
   assert os.path.isdir(tmp_path / "vit" / "seed_1" / "checkpoints")
   assert lr_sweep.load_results(str(tmp_path)) == json.loads(json.dumps(out))
+
+
+def test_welch_interval_matches_scipy():
+  from scipy import stats
+  a, b = [.31, .28, .35], [.22, .30, .19, .25]
+  out = lr_sweep.welch_interval(a, b)
+  ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(.95)
+  assert out["difference"] == pytest.approx(np.mean(a) - np.mean(b))
+  assert (out["low"], out["high"]) == pytest.approx((ref.low, ref.high))
+  flat = lr_sweep.welch_interval([.5, .5], [.25, .25])
+  assert flat["difference"] == .25 and flat["half_width"] == 0.
+  with pytest.raises(ValueError, match=">= 2 values"):
+    lr_sweep.welch_interval([.5], [.2, .3])
+
+
+def test_contrasts_name_candidates_and_get_differences():
+  c = helpers.load_with("configs/sweep.py:shapes", {})
+  assert tuple(c.contrasts) == ("nac-perceiver",)
+  acc = {m: {"accuracy": {"test": {"per_seed": v}}} for m, v in (
+      ("nac", [.6, .7, .8]), ("perceiver", [.5, .5, .6]))}
+  d = lr_sweep.differences(c, acc)["nac-perceiver"]["test"]
+  assert d["difference"] == pytest.approx(.7 - .5333333333)
+  bad = helpers.load_with("configs/sweep.py:shapes",
+                          {"contrasts": ("nac-vit",)})
+  with pytest.raises(config_lib.ConfigError, match="'nac-vit'"):
+    lr_sweep.check(bad)
