@@ -100,10 +100,15 @@ def test_welch_interval_matches_scipy():
 def test_contrasts_name_candidates_and_get_differences():
   c = helpers.load_with("configs/sweep.py:shapes", {})
   assert tuple(c.contrasts) == ("nac-perceiver",)
-  acc = {m: {"accuracy": {"test": {"per_seed": v}}} for m, v in (
-      ("nac", [.6, .7, .8]), ("perceiver", [.5, .5, .6]))}
-  d = lr_sweep.differences(c, acc)["nac-perceiver"]["test"]
-  assert d["difference"] == pytest.approx(.7 - .5333333333)
+  acc = {m: {"accuracy": {s: {"per_seed": v} for s in (
+      "test", "scale_out", "hue_independent")}} for m, v in (
+          ("nac", [.6, .7, .8]), ("perceiver", [.5, .5, .6]))}
+  acc["nac"]["accuracy"]["scale_out"] = {"per_seed": [.2, .3, .4]}
+  d = lr_sweep.differences(c, acc)["nac-perceiver"]
+  assert d["test"]["difference"] == pytest.approx(.7 - .5333333333)
+  # per seed the mean of the OOD splits: nac .4, .5, .6; perceiver as before
+  assert d["ood_mean"] == pytest.approx(lr_sweep.welch_interval(
+      [.4, .5, .6], [.5, .5, .6]))
   bad = helpers.load_with("configs/sweep.py:shapes",
                           {"contrasts": ("nac-vit",)})
   with pytest.raises(config_lib.ConfigError, match="'nac-vit'"):

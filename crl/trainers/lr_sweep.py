@@ -246,15 +246,29 @@ def welch_interval(a: list[float], b: list[float],
 def differences(config: ml_collections.ConfigDict,
                 candidates: dict[str, Any]) -> dict[str, Any]:
   """`{"A-B": {split: welch_interval(A's seeds, B's seeds)}}` for each pair of
-  `config.contrasts` whose two candidates are in `candidates`."""
+  `config.contrasts` whose two candidates are in `candidates`, plus
+  `OOD_MEAN`: the same for each seed's mean over the splits other than
+  'test' (when there are two or more)."""
   out = {}
   for pair in config.get("contrasts", ()) or ():
     a, b = pair.split("-")
     if a in candidates and b in candidates and len(config.seeds) > 1:
-      acc_a, acc_b = candidates[a]["accuracy"], candidates[b]["accuracy"]
-      out[pair] = {s: welch_interval(acc_a[s]["per_seed"],
-                                     acc_b[s]["per_seed"])
+      acc_a, acc_b = (_with_ood_mean(candidates[k]["accuracy"])
+                      for k in (a, b))
+      out[pair] = {s: welch_interval(acc_a[s], acc_b[s])
                    for s in acc_a if s in acc_b}
+  return out
+
+
+OOD_MEAN = "ood_mean"
+
+
+def _with_ood_mean(accuracy: dict[str, Any]) -> dict[str, list[float]]:
+  """Per split the seeds' accuracies, and `OOD_MEAN` per seed."""
+  out = {s: list(v["per_seed"]) for s, v in accuracy.items()}
+  ood = [v for s, v in out.items() if s != "test"]
+  if len(ood) > 1:
+    out[OOD_MEAN] = [float(x) for x in np.mean(np.asarray(ood), axis=0)]
   return out
 
 
