@@ -113,3 +113,24 @@ def test_contrasts_name_candidates_and_get_differences():
                           {"contrasts": ("nac-vit",)})
   with pytest.raises(config_lib.ConfigError, match="'nac-vit'"):
     lr_sweep.check(bad)
+
+
+def test_sweep_renderer_states_the_welch_difference(tmp_path):
+  from crl.reports import readme
+  c = helpers.load_with("configs/sweep.py:shapes", {})
+  cands = {m: {"sweep": {"validation_accuracy": [.5, .6],
+                         "chosen_learning_rate": 1e-2},
+               "accuracy": {s: {"per_seed": v, "mean": float(np.mean(v)),
+                                "half_width": 0.} for s in ("test", "a", "b")}}
+           for m, v in (("nac", [.6, .7, .8]), ("perceiver", [.4, .5, .6]))}
+  results = {"grid": [1e-3, 1e-2], "seeds": [0, 1, 2], "candidates": cands,
+             "differences": lr_sweep.differences(c, cands)}
+  (tmp_path / "sweep_shapes").mkdir()
+  (tmp_path / "sweep_shapes" / "results.json").write_text(json.dumps(results))
+  (tmp_path / "sweep_shapes" / "command.txt").write_text("python -m x\n")
+  out = readme.sweep_shapes(tmp_path)
+  # difference .2, Welch half width t(4) * sqrt(.01/3 + .01/3) = .2267
+  assert ("nac − perceiver, 95% Welch interval over the seeds: ID test "
+          "+.200 [−.027, +.427]") in out
+  assert "the seeds resolve no difference on the OOD splits" in out
+  assert "a +.025 advantage (NAC's claim) is inside the interval" in out
