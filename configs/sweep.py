@@ -1,30 +1,30 @@
 """NAC against Perceiver IO and ViT at equal tuning effort (issue 14 item 10).
 
-Command (one model's sweep on multi_domain photo; model in nac, perceiver,
-vit):
-  python -m crl.main --config=configs/sweep.py:vit --workdir=runs/sweep_vit
-The comparison (first pretrain each small model with
-`configs/pretrain.py:<model>_small` into DIR/<model>):
+Command (the domain comparison; DIR holds the pretrained small models,
+DIR/<model>, e.g. the transfer study's `W/pretrain` written by
+`python -m crl.main --config=configs/transfer.py --workdir=W`):
   python -m crl.main --config=configs/sweep.py:domain --workdir=runs/sweep \
       --config.pretrained_dir=DIR
-Runtime: `domain_scratch` (2 candidates x (3 sweep runs + 2 more seeds),
-200 steps each) 25 min, about 2.5-3.5 min per run, mostly compiling; `domain`
-(30 runs) would take about 90 min; the three pretraining runs 5-7 min each
-(measured 2026-12-05/06 on the shared 2-core CPU at load 14-19). `:tiny`
-(2 sweep runs and 1 more seed of the tiny ViT) about 2 min under that
-load. `shapes` (NAC vs Perceiver IO on causal shapes) was not run.
-Expected (`domain_scratch`, docs/results/sweep_domain/): both choose base lr
-2.5e-2 (validation .152 NAC, .168 Perceiver IO); ID photo test accuracy
-.157 +- .047 (NAC) and .149 +- .103 (Perceiver IO), the other domains at
-chance (mean .105 +- .010 and .107 +- .049; 3 seeds, 95% intervals).
-Variants: nac, perceiver, vit (one model, no seeds); domain (NAC, Perceiver
-IO and ViT, each from scratch and pretrained); domain_nac_perceiver (without
-ViT); domain_scratch (NAC and Perceiver IO from scratch, the NAC paper's
-setting; the one that fitted the session's CPU time); shapes; tiny.
+  python -m crl.main --config=configs/sweep.py:shapes --workdir=runs/shapes
+Runtime (2026-12-06, shared 2-core CPU at load 4.5-7.5, nice 10, with
+--config.compile_cache_dir set): `domain` (6 candidates x (4 sweep runs + 2
+more seeds), 600 steps each) DOMAIN_WALL; `shapes` (2 x 6 runs) 9m41s; about 40-50 s
+per NAC or Perceiver IO run, 60-100 s per ViT run (`:tiny`: about 2 min).
+Expected (docs/results/sweep_domain/, sweep_shapes/; 3 seeds, 95% intervals):
+DOMAIN_EXPECTED (being run)
+`shapes`: NAC chooses base 2.53e-2, Perceiver IO 8e-2 (the top; validation
+.888-.912 across the grid for both); ID test .900 +- .005 vs .899 +- .006,
+hue_independent .139 vs .119, unseen_combination 0 vs 0, scale_out .682 vs
+.886; NAC - Perceiver IO on the mean of the OOD splits -.061 [-.088, -.034].
+Variants: nac, perceiver, vit (one model's sweep, no seeds); domain (NAC,
+Perceiver IO and ViT, each from scratch and pretrained); domain_nac_perceiver
+(without ViT); domain_scratch (NAC and Perceiver IO from scratch; a later
+`domain` in the same workdir reuses its runs); shapes (NAC vs Perceiver IO on
+causal shapes); tiny.
 All use the small models of configs/pretrain.py (`small_model`), batch 64,
-the grid of base learning rates 1e-3, 5e-3, 2.5e-2 (peak 1.25e-4 to 3.1e-3
-at batch 64), and seeds 0, 1, 2 (seed 0 is the sweep's run at the chosen
-rate).
+600 steps, the half-decade grid of base learning rates 2.53e-3, 8e-3, 2.53e-2,
+8e-2 (peak 3.2e-4 to 1e-2 at batch 64), and seeds 0, 1, 2 (seed 0 is the
+sweep's run at the chosen rate).
 """
 
 import importlib.util
