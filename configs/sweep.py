@@ -1,30 +1,37 @@
 """NAC against Perceiver IO and ViT at equal tuning effort (issue 14 item 10).
 
-Command (one model's sweep on multi_domain photo; model in nac, perceiver,
-vit):
-  python -m crl.main --config=configs/sweep.py:vit --workdir=runs/sweep_vit
-The comparison (first pretrain each small model with
-`configs/pretrain.py:<model>_small` into DIR/<model>):
+Command (the domain comparison; DIR holds the pretrained small models,
+DIR/<model>, e.g. the transfer study's `W/pretrain` written by
+`python -m crl.main --config=configs/transfer.py --workdir=W`):
   python -m crl.main --config=configs/sweep.py:domain --workdir=runs/sweep \
       --config.pretrained_dir=DIR
-Runtime: `domain_scratch` (2 candidates x (3 sweep runs + 2 more seeds),
-200 steps each) 25 min, about 2.5-3.5 min per run, mostly compiling; `domain`
-(30 runs) would take about 90 min; the three pretraining runs 5-7 min each
-(measured 2026-12-05/06 on the shared 2-core CPU at load 14-19). `:tiny`
-(2 sweep runs and 1 more seed of the tiny ViT) about 2 min under that
-load. `shapes` (NAC vs Perceiver IO on causal shapes) was not run.
-Expected (`domain_scratch`, docs/results/sweep_domain/): both choose base lr
-2.5e-2 (validation .152 NAC, .168 Perceiver IO); ID photo test accuracy
-.157 +- .047 (NAC) and .149 +- .103 (Perceiver IO), the other domains at
-chance (mean .105 +- .010 and .107 +- .049; 3 seeds, 95% intervals).
-Variants: nac, perceiver, vit (one model, no seeds); domain (NAC, Perceiver
-IO and ViT, each from scratch and pretrained); domain_nac_perceiver (without
-ViT); domain_scratch (NAC and Perceiver IO from scratch, the NAC paper's
-setting; the one that fitted the session's CPU time); shapes; tiny.
+  python -m crl.main --config=configs/sweep.py:shapes --workdir=runs/shapes
+Runtime (2026-12-06, shared 2-core CPU at load 4.5-7.5, nice 10, with
+--config.compile_cache_dir set): `domain` (6 candidates x (4 sweep runs + 2
+more seeds), 600 steps each) 48 min (11.5 min `domain_scratch`, then
+36.8 min); `shapes` (2 x (5 + 2) runs) about 16 min; about 40-80 s per NAC or
+Perceiver IO run, 45 s to 4 min per ViT run (the first run at a rate
+compiles; the others hit the cache) (`:tiny`: about 2 min).
+Expected (docs/results/sweep_domain/, sweep_shapes/; 3 seeds, 95% intervals):
+`domain`: every chosen rate inside the grid (NAC 8e-3 pretrained, 2.53e-2
+scratch; Perceiver IO 2.53e-2, 8e-3; ViT 2.53e-2 both); ID photo test .181
++- .008 / .187 +- .049 (NAC pretrained / scratch), .427 +- .067 / .253 +-
+.061 (Perceiver IO), .389 +- .065 / .249 +- .037 (ViT); NAC - Perceiver IO
+on the mean of the other domains -.037 [-.112, +.038] from scratch and -.101
+[-.145, -.058] pretrained (95% Welch).
+`shapes`: NAC chooses base 2.53e-2, Perceiver IO 8e-2 (validation .888-.912
+across the grid for both); ID test .900 +- .005 vs .899 +- .006,
+hue_independent .139 vs .119, unseen_combination 0 vs 0, scale_out .682 vs
+.886; NAC - Perceiver IO on the mean of the OOD splits -.061 [-.088, -.034].
+Variants: nac, perceiver, vit (one model's sweep, no seeds); domain (NAC,
+Perceiver IO and ViT, each from scratch and pretrained); domain_nac_perceiver
+(without ViT); domain_scratch (NAC and Perceiver IO from scratch; a later
+`domain` in the same workdir reuses its runs); shapes (NAC vs Perceiver IO on
+causal shapes); tiny.
 All use the small models of configs/pretrain.py (`small_model`), batch 64,
-the grid of base learning rates 1e-3, 5e-3, 2.5e-2 (peak 1.25e-4 to 3.1e-3
-at batch 64), and seeds 0, 1, 2 (seed 0 is the sweep's run at the chosen
-rate).
+600 steps, the half-decade grid of base learning rates 2.53e-3, 8e-3, 2.53e-2,
+8e-2 (peak 3.2e-4 to 1e-2 at batch 64; `shapes` adds 2.53e-1), and seeds
+0, 1, 2 (seed 0 is the sweep's run at the chosen rate).
 """
 
 import importlib.util
@@ -39,7 +46,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ("nac", "perceiver", "vit")
 VARIANTS = MODELS + ("domain", "domain_nac_perceiver", "domain_scratch",
                      "shapes", "tiny")
-STEPS = 200  # per run (a CPU budget: 30 runs in the domain comparison)
+STEPS = 600  # per run: the small models learn within it on the CPU
+# The shared half-decade grid of base learning rates: peak 3.2e-4, 1e-3,
+# 3.2e-3, 1e-2 at batch 64 (peak = base * batch / 512), bracketing the rates
+# at which the small models learn (configs/transfer.py PEAK_LR; Perceiver IO
+# chose the lowest of 8e-3, 2.53e-2, 8e-2, so the grid reaches one lower).
+GRID = (2.53e-3, 8e-3, 2.53e-2, 8e-2)
 
 
 def _module(name: str):
@@ -84,12 +96,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_splits = "all"
   # The same half-decade grid of base learning rates for every candidate.
   c.sweep = ml_collections.ConfigDict(dict(
-      grid=(1e-3, 1e-2) if tiny else (1e-3, 5e-3, 2.5e-2),
+      grid=(1e-3, 1e-2) if tiny else GRID,
       seed=0, validation_examples=32 if tiny else 500))
   # Seeds of the final runs; the sweep's seed reuses its run at the chosen
   # learning rate.
   c.seeds = (0, 1) if tiny else (0, 1, 2)
   c.pretrained_dir = ""
+  # Pairs "A-B" whose per-split difference gets a Welch interval.
+  c.contrasts = ()
+  # Persistent compilation cache for the whole sweep ('' for off): the runs
+  # at one learning rate (seeds, scratch and pretrained) share one program.
+  c.compile_cache_dir = ""
   if tiny:
     c.candidates = ml_collections.ConfigDict({
         "vit": candidate("vit", "tiny", 3)})
@@ -105,10 +122,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       if variant != "domain_scratch":
         c.candidates[f"{m}_pretrained"] = candidate(
             m, "small", STEPS, init_from=f"{{pretrained_dir}}/{m}")
+    c.contrasts = tuple(f"nac_{k}-perceiver_{k}" for k in (
+        ("scratch",) if variant == "domain_scratch" else
+        ("scratch", "pretrained")))
   else:  # shapes: causal shapes, NAC vs Perceiver IO at a reduced budget
     c.data = config_lib.component_config(registry.DATASETS, "causal_shapes",
                                          eval_examples=500)
     c.eval_splits = "test,hue_independent,unseen_combination,scale_out"
     c.candidates = ml_collections.ConfigDict({
         m: candidate(m, "small", STEPS) for m in ("nac", "perceiver")})
+    c.contrasts = ("nac-perceiver",)
+    # Perceiver IO chose the top of GRID here: one half-decade more.
+    c.sweep.grid = GRID + (2.53e-1,)
   return c

@@ -82,3 +82,55 @@ def test_tiny_sweep_end_to_end(tmp_path):
   assert not os.path.exists(tmp_path / "vit" / "seed_0")
   assert os.path.isdir(tmp_path / "vit" / "seed_1" / "checkpoints")
   assert lr_sweep.load_results(str(tmp_path)) == json.loads(json.dumps(out))
+
+
+def test_welch_interval_matches_scipy():
+  from scipy import stats
+  a, b = [.31, .28, .35], [.22, .30, .19, .25]
+  out = lr_sweep.welch_interval(a, b)
+  ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(.95)
+  assert out["difference"] == pytest.approx(np.mean(a) - np.mean(b))
+  assert (out["low"], out["high"]) == pytest.approx((ref.low, ref.high))
+  flat = lr_sweep.welch_interval([.5, .5], [.25, .25])
+  assert flat["difference"] == .25 and flat["half_width"] == 0.
+  with pytest.raises(ValueError, match=">= 2 values"):
+    lr_sweep.welch_interval([.5], [.2, .3])
+
+
+def test_contrasts_name_candidates_and_get_differences():
+  c = helpers.load_with("configs/sweep.py:shapes", {})
+  assert tuple(c.contrasts) == ("nac-perceiver",)
+  acc = {m: {"accuracy": {s: {"per_seed": v} for s in (
+      "test", "scale_out", "hue_independent")}} for m, v in (
+          ("nac", [.6, .7, .8]), ("perceiver", [.5, .5, .6]))}
+  acc["nac"]["accuracy"]["scale_out"] = {"per_seed": [.2, .3, .4]}
+  d = lr_sweep.differences(c, acc)["nac-perceiver"]
+  assert d["test"]["difference"] == pytest.approx(.7 - .5333333333)
+  # per seed the mean of the OOD splits: nac .4, .5, .6; perceiver as before
+  assert d["ood_mean"] == pytest.approx(lr_sweep.welch_interval(
+      [.4, .5, .6], [.5, .5, .6]))
+  bad = helpers.load_with("configs/sweep.py:shapes",
+                          {"contrasts": ("nac-vit",)})
+  with pytest.raises(config_lib.ConfigError, match="'nac-vit'"):
+    lr_sweep.check(bad)
+
+
+def test_sweep_renderer_states_the_welch_difference(tmp_path):
+  from crl.reports import readme
+  c = helpers.load_with("configs/sweep.py:shapes", {})
+  cands = {m: {"sweep": {"validation_accuracy": [.5, .6],
+                         "chosen_learning_rate": 1e-2},
+               "accuracy": {s: {"per_seed": v, "mean": float(np.mean(v)),
+                                "half_width": 0.} for s in ("test", "a", "b")}}
+           for m, v in (("nac", [.6, .7, .8]), ("perceiver", [.4, .5, .6]))}
+  results = {"grid": [1e-3, 1e-2], "seeds": [0, 1, 2], "candidates": cands,
+             "differences": lr_sweep.differences(c, cands)}
+  (tmp_path / "sweep_shapes").mkdir()
+  (tmp_path / "sweep_shapes" / "results.json").write_text(json.dumps(results))
+  (tmp_path / "sweep_shapes" / "command.txt").write_text("python -m x\n")
+  out = readme.sweep_shapes(tmp_path)
+  # difference .2, Welch half width t(4) * sqrt(.01/3 + .01/3) = .2267
+  assert ("nac − perceiver, 95% Welch interval over the seeds: ID test "
+          "+.200 [−.027, +.427]") in out
+  assert "the seeds resolve no difference on the OOD splits" in out
+  assert "a +.025 advantage (NAC's claim) is inside the interval" in out

@@ -21,6 +21,9 @@
    and per split the accuracies per seed with their mean and 95% Student-t
    interval (`two_heads_summary.interval`); rewritten after each candidate
    (`complete`: whether every candidate is in).
+3. Differences. For each pair `"A-B"` of `config.contrasts`, per split the
+   difference of the seeds' mean accuracies A - B with its 95% Welch
+   interval (`welch_interval`), in `results.json`'s `differences`.
 
 Every run is a normal run directory (`WORKDIR/<candidate>/lr_<i>/`,
 `WORKDIR/<candidate>/seed_<s>/`); a finished one is reused on a rerun
@@ -72,6 +75,12 @@ def check(config: ml_collections.ConfigDict) -> list[str]:
   if not names:
     raise config_lib.ConfigError("config.candidates is empty; name at least "
                                  "one model config to sweep.")
+  for pair in config.get("contrasts", ()) or ():
+    if len(pair.split("-")) != 2 or any(p not in names
+                                        for p in pair.split("-")):
+      raise config_lib.ConfigError(
+          f"config.contrasts has {pair!r}; expected 'A-B' with A and B "
+          f"among the candidates ({', '.join(names)}).")
   grid = list(config.sweep.grid)
   if not grid or any(not isinstance(v, (int, float)) or v <= 0
                      for v in grid):
@@ -203,6 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   evaluates them; writes and returns `WORKDIR/results.json`."""
   names = check(config)
   runtime.setup_fast_compile(config)
+  runtime.setup_compile_cache(config)
   os.makedirs(workdir, exist_ok=True)
   lock = workdir_lib.WorkdirLock(workdir)
   lock.acquire()
@@ -210,6 +220,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     return _compare(config, workdir, names)
   finally:
     lock.release()
+
+
+def welch_interval(a: list[float], b: list[float],
+                   level: float = 0.95) -> dict[str, Any]:
+  """Difference of means mean(a) - mean(b) with its Welch (unequal-variance)
+  Student-t interval: half width t(df) * se, se = sqrt(var_a/n_a +
+  var_b/n_b), Welch-Satterthwaite df (half width 0 when both spreads are 0).
+  Needs at least two values on each side."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if len(a) < 2 or len(b) < 2:
+    raise ValueError(f"A Welch interval needs >= 2 values per side, got "
+                     f"{len(a)} and {len(b)}.")
+  va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+  diff = float(a.mean() - b.mean())
+  half = 0.
+  if va + vb > 0:
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, df) * np.sqrt(va + vb))
+  return {"difference": diff, "half_width": half, "low": diff - half,
+          "high": diff + half, "level": level}
+
+
+def differences(config: ml_collections.ConfigDict,
+                candidates: dict[str, Any]) -> dict[str, Any]:
+  """`{"A-B": {split: welch_interval(A's seeds, B's seeds)}}` for each pair of
+  `config.contrasts` whose two candidates are in `candidates`, plus
+  `OOD_MEAN`: the same for each seed's mean over the splits other than
+  'test' (when there are two or more)."""
+  out = {}
+  for pair in config.get("contrasts", ()) or ():
+    a, b = pair.split("-")
+    if a in candidates and b in candidates and len(config.seeds) > 1:
+      acc_a, acc_b = (_with_ood_mean(candidates[k]["accuracy"])
+                      for k in (a, b))
+      out[pair] = {s: welch_interval(acc_a[s], acc_b[s])
+                   for s in acc_a if s in acc_b}
+  return out
+
+
+OOD_MEAN = "ood_mean"
+
+
+def _with_ood_mean(accuracy: dict[str, Any]) -> dict[str, list[float]]:
+  """Per split the seeds' accuracies, and `OOD_MEAN` per seed."""
+  out = {s: list(v["per_seed"]) for s, v in accuracy.items()}
+  ood = [v for s, v in out.items() if s != "test"]
+  if len(ood) > 1:
+    out[OOD_MEAN] = [float(x) for x in np.mean(np.asarray(ood), axis=0)]
+  return out
 
 
 def _compare(config, workdir, names):
@@ -234,6 +294,7 @@ def _compare(config, workdir, names):
         "sweep": record,
         "accuracy": {s: {"per_seed": v, **two_heads_summary.interval(v)}
                      for s, v in per_split.items()}}
+    out["differences"] = differences(config, out["candidates"])
     out["complete"] = len(out["candidates"]) == len(names)
     if jax.process_index() == 0:  # after each candidate: a partial table
       workdir_lib.write_json_atomic(os.path.join(workdir, RESULTS_FILE), out)
