@@ -84,14 +84,19 @@ PEAK_LR = {"nac": 3e-3, "perceiver": 1e-3, "vit": 3e-3, "resnet": 1e-2}
 PRETRAIN_STEPS = {"nac": 2500, "perceiver": 2500, "vit": 2500, "resnet": 600}
 
 
+def _peak_lr(c: ml_collections.ConfigDict, peak: float) -> None:
+  """Sets the base learning rate that gives peak `peak` at `c.batch_size`."""
+  c.optimizer.base_learning_rate = (peak * c.optimizer.base_batch_size /
+                                    c.batch_size)
+
+
 def _small_member(suite, pretrain, arch: str) -> ml_collections.ConfigDict:
   """A member of `arch`'s small model (configs/pretrain.py `small_model`),
   batch 64 at peak learning rate `PEAK_LR[arch]`."""
   c = suite.member(f"{arch}:tiny", num_steps=1)
   c.model = pretrain.small_model(arch)
   c.batch_size = 64
-  c.optimizer.base_learning_rate = PEAK_LR[arch] * 512 / c.batch_size
-  c.log_every_steps = 50  # not every step: each log waits for the device
+  _peak_lr(c, PEAK_LR[arch])
   return c
 
 
@@ -153,7 +158,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pretrain = ml_collections.ConfigDict()
     for a in archs:
       p = pretrain.get_config(f"{a}_small")
-      p.optimizer.base_learning_rate = PEAK_LR[a] * 512 / p.batch_size
+      _peak_lr(p, PEAK_LR[a])
       _pretrain_schedule(p, PRETRAIN_STEPS[a])
       c.pretrain[a] = p
   # Learning rate per strategy, times the architecture's: a linear probe
@@ -194,14 +199,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         a: pretrain.get_config(f"{a}_tiny") for a in archs})
     for a, m in c.models.items():
       m.batch_size = 32
-      m.optimizer.base_learning_rate = PEAK_LR[a] * 512 / m.batch_size
+      _peak_lr(m, PEAK_LR[a])
     for a, p in c.pretrain.items():
-      p.optimizer.base_learning_rate = PEAK_LR[a] * 512 / p.batch_size
-      p.num_steps = 150
-      p.checkpoint.every_steps = p.num_steps
+      _peak_lr(p, PEAK_LR[a])
+      _pretrain_schedule(p, 150)
       p.log_every_steps = 50
-      p.evals.test.every_steps = p.num_steps
-      p.optimizer.warmup_steps = 15
     c.models.resnet.model.norm = "group"
     c.pretrain.resnet.model.norm = "group"
     c.fine_tune.num_steps = 60
@@ -227,4 +229,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.grid.per_cell = 0  # every combination
     c.fine_tune.num_steps = 1000
     c.adversarial.max_examples = 1000
+  if not tiny:  # not every step (members are built with num_steps=1):
+    for m in c.models.values():  # each log waits for the device
+      m.log_every_steps = 50
   return c

@@ -131,8 +131,8 @@ def _transfer_population(r: dict[str, Any]) -> str:
   for row in r["rows"]:
     if (row["metric"] == "accuracy" and row["model"] in factors and
         row["shift"] != "mean_corruption"):
-      acc.setdefault(row["model"], {})[row["kind"]] = acc.get(
-          row["model"], {}).get(row["kind"], []) + [row["value"]]
+      acc.setdefault(row["model"], {}).setdefault(row["kind"], []).append(
+          row["value"])
   cells = {}
   for name, f in factors.items():
     a = acc.get(name, {})

@@ -7,10 +7,11 @@ one choice per factor (`FACTORS`): pretrained or from scratch, a strategy
 (`config.grid.lr_scales`, on top of the architecture's rate and the
 strategy's `config.fine_tune.lr_scale`) and a number of fine-tuning steps
 (`config.grid.steps`; empty: `config.fine_tune.num_steps`). A factor the
-grid does not vary (one level) is not part of the member's name. `members` lists them: for each target
-domain (`config.grid.domains`) and architecture (a *cell*), either every
-combination of the other choices (`config.grid.per_cell = 0`, the full
-factorial) or `per_cell` of them, drawn from a permutation of the
+grid does not vary (one level) is not part of the member's name. `members`
+lists them: for each target domain (`config.grid.domains`) and architecture
+(a *cell*), either every combination of the other choices
+(`config.grid.per_cell = 0`, the full factorial) or `per_cell` of them,
+drawn from a permutation of the
 combinations seeded by `config.grid.design_seed` and the architecture's
 name, and taken in turn by the domains in their canonical order
 (`multi_domain.DOMAINS`, else the sorted names), so that the targets
